@@ -1,0 +1,48 @@
+# The project's vocabulary. Every target does its own set-up from a fresh clone.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+PIP    := $(VENV)/bin/pip
+TORCH_SPEC ?= torch==2.13.0
+STAMP  := $(VENV)/.sslsteal-installed
+
+.PHONY: demo test bench lint format cuda-check gpu-check install clean
+
+# A virtualenv with torch and the package built in place (C++ extension included).
+$(STAMP): setup.py pyproject.toml $(wildcard csrc/*.cpp csrc/*.h csrc/cpu/*.cpp csrc/cpu/*.h)
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip setuptools wheel
+	$(PY) -c "import torch" 2>/dev/null || $(PIP) install -q "$(TORCH_SPEC)"
+	$(PIP) install -q numpy pybind11 ninja
+	$(PIP) install -q --no-build-isolation -e ".[test]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/sslsteal demo --out demo-out
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+bench: $(STAMP)
+	$(PY) benchmarks/run.py
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check sslsteal_fast tests benchmarks
+	$(VENV)/bin/ruff format --check sslsteal_fast tests benchmarks
+
+format: $(STAMP)
+	$(VENV)/bin/ruff format sslsteal_fast tests benchmarks
+	$(VENV)/bin/ruff check --fix sslsteal_fast tests benchmarks
+
+# Compile every .cu with nvcc for sm_80 and sm_90 (no GPU or CUDA torch needed).
+cuda-check:
+	bash scripts/cuda_check.sh
+
+# On a machine with a GPU and CUDA torch: build, run all tests with CUDA cases on, benchmark.
+gpu-check:
+	bash scripts/gpu_check.sh
+
+clean:
+	rm -rf build *.egg-info sslsteal_fast/*.so $(STAMP)

@@ -1,0 +1,117 @@
+"""Functional API over the native ops.
+
+Every function validates its arguments here (a clear ``ValueError``/``TypeError`` naming the
+argument), then runs the compiled kernel registered as a ``torch.ops.sslsteal_fast`` custom op, or
+the plain-PyTorch reference from :mod:`sslsteal_fast.ops.reference` when the extension is missing
+(with a one-time warning) or the device has no native kernel.
+
+The loss ops are fused and tiled: memory is O(n * D), never an n x n buffer.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from sslsteal_fast.ops import reference
+from sslsteal_fast.ops._native import native_available, native_for
+from sslsteal_fast.ops._validate import (
+    check_labels,
+    check_matrix,
+    check_pair,
+    check_reduction,
+    check_temperature,
+    choose,
+)
+
+__all__ = [
+    "pairwise_distance",
+    "info_nce",
+    "soft_nn",
+    "topk_similarity",
+    "native_available",
+    "METRICS",
+    "REDUCTIONS",
+]
+
+METRICS = ("sqeuclidean", "euclidean", "cosine")
+TOPK_METRICS = ("cosine", "sqeuclidean")
+REDUCTIONS = ("mean", "sum", "none")
+
+
+def pairwise_distance(x: torch.Tensor, y: torch.Tensor, metric: str = "sqeuclidean") -> torch.Tensor:
+    """Pairwise distances between the rows of ``x`` (N, D) and ``y`` (M, D) -> (N, M).
+
+    ``metric``: ``"sqeuclidean"`` (||x - y||^2, clamped at 0), ``"euclidean"`` or ``"cosine"``
+    (1 - cosine similarity; a zero row has similarity 0). Differentiable in ``x`` and ``y``.
+    """
+    check_matrix("x", x)
+    check_matrix("y", y)
+    check_pair("x", x, "y", y, same_rows=False)
+    choose("metric", metric, METRICS)
+    if native_for(x):
+        return torch.ops.sslsteal_fast.pairwise_distance(x, y, metric)
+    return reference.pairwise_distance(x, y, metric)
+
+
+def info_nce(a: torch.Tensor, b: torch.Tensor, temperature: float = 0.07, reduction: str = "mean") -> torch.Tensor:
+    """NT-Xent (InfoNCE) over the 2B L2-normalised rows of ``[a; b]``.
+
+    ``a`` and ``b`` are (B, D): row i of ``a`` and row i of ``b`` are positives of each other, and
+    every other of the 2B - 2 rows is a negative. Per row:
+    ``-log(exp(s_ip / T) / sum_{k != i} exp(s_ik / T))`` with cosine similarities ``s``.
+    ``reduction="none"`` returns the 2B per-row losses (rows of ``a`` first).
+    """
+    check_matrix("a", a)
+    check_matrix("b", b)
+    check_pair("a", a, "b", b, same_rows=True)
+    check_temperature(temperature)
+    check_reduction(reduction, REDUCTIONS)
+    if a.shape[0] == 0:
+        raise ValueError("info_nce: a and b must have at least one row (got B = 0)")
+    if native_for(a):
+        rows, _, _ = torch.ops.sslsteal_fast.info_nce_fwd(a, b, float(temperature))
+        return reference.reduce_rows(rows, None, reduction)
+    return reference.info_nce(a, b, temperature, reduction)
+
+
+def soft_nn(z: torch.Tensor, labels: torch.Tensor, temperature: float = 100.0, reduction: str = "mean") -> torch.Tensor:
+    """Soft Nearest Neighbor loss (Frosst, Papernot & Hinton 2019) on unnormalised rows.
+
+    Squared Euclidean distances ``d``; per row
+    ``-log(sum_{j != i, y_j = y_i} exp(-d_ij / T) / sum_{k != i} exp(-d_ik / T))``.
+    Rows with no same-label partner are left out of ``mean`` and ``sum`` (and are 0 in ``none``).
+    Stealing calls it with ``z = [stolen; victim]`` and ``labels = arange(B).repeat(2)``.
+    """
+    check_matrix("z", z)
+    check_labels(labels, z)
+    check_temperature(temperature)
+    check_reduction(reduction, REDUCTIONS)
+    if z.shape[0] == 0:
+        raise ValueError("soft_nn: z must have at least one row")
+    if native_for(z):
+        rows, _, lse_pos = torch.ops.sslsteal_fast.soft_nn_fwd(z, labels, float(temperature))
+        valid = torch.isfinite(lse_pos)
+        return reference.reduce_rows(rows, valid, reduction)
+    return reference.soft_nn(z, labels, temperature, reduction)
+
+
+def topk_similarity(
+    queries: torch.Tensor, bank: torch.Tensor, k: int = 1, metric: str = "cosine"
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The ``k`` best rows of ``bank`` (M, D) for each row of ``queries`` (N, D).
+
+    Returns ``(values, indices)``, each (N, k), best first. ``metric="cosine"``: largest cosine
+    similarity; ``"sqeuclidean"``: smallest squared distance. Ties go to the smaller index. The bank is
+    streamed in blocks, so no N x M matrix is held. ``values`` is differentiable; ``indices`` int64.
+    """
+    check_matrix("queries", queries)
+    check_matrix("bank", bank)
+    check_pair("queries", queries, "bank", bank, same_rows=False)
+    choose("metric", metric, TOPK_METRICS)
+    if isinstance(k, bool) or not isinstance(k, int):
+        raise TypeError(f"topk_similarity: k must be an int, got {type(k).__name__}")
+    if k < 1 or k > bank.shape[0]:
+        raise ValueError(f"topk_similarity: k must be in [1, M = {bank.shape[0]}] (bank rows), got k = {k}")
+    if native_for(queries):
+        return torch.ops.sslsteal_fast.topk_similarity(queries, bank, k, metric)
+    return reference.topk_similarity(queries, bank, k, metric)
