@@ -60,10 +60,10 @@ def _extensions() -> tuple[list, dict]:
         f'-DSSLSTEAL_TORCH_VERSION="{torch.__version__}"',
     ]
     opt = ["-O0", "-g", "-UNDEBUG"] if debug else ["-O3", "-DNDEBUG"]
-    cxx = opt + defines + ["-std=c++17", "-fopenmp", "-fno-math-errno", "-Wall", "-Wno-unused-function"]
-    nvcc = opt[:2] + defines + ["-std=c++17", "--expt-relaxed-constexpr", "-lineinfo"]
+    cxx = opt + defines + ["-fopenmp", "-fno-math-errno", "-Wall", "-Wno-unused-function"]
+    nvcc = opt[:2] + defines + ["--expt-relaxed-constexpr", "-lineinfo"]
     if not debug:
-        nvcc = ["-O3", "-DNDEBUG"] + defines + ["-std=c++17", "--expt-relaxed-constexpr", "-lineinfo"]
+        nvcc = ["-O3", "-DNDEBUG"] + defines + ["--expt-relaxed-constexpr", "-lineinfo"]
 
     print(
         "sslsteal_fast build: "

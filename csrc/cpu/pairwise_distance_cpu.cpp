@@ -1,0 +1,62 @@
+// Pairwise distances on the CPU: one BLAS-backed mm written straight into the output, then a fused,
+// in-place epilogue (norm expansion, clamp, sqrt or cosine scaling). The only extra memory is the two
+// (N,) / (M,) norm vectors, so the cost is one GEMM plus one pass over the output.
+#include <ATen/Parallel.h>
+#include <torch/extension.h>
+
+#include <algorithm>
+#include <cmath>
+
+#include "../checks.h"
+
+namespace sslsteal {
+namespace {
+
+template <typename T>
+void distance_epilogue(T* out, int64_t n, int64_t m, const T* xn, const T* yn, int metric) {
+  at::parallel_for(0, n, 16, [&](int64_t r0, int64_t r1) {
+    for (int64_t i = r0; i < r1; ++i) {
+      T* row = out + i * m;
+      const T xi = xn[i];
+      if (metric == 2) {
+        // xn / yn hold 1 / max(|row|, eps), as F.normalize does.
+        for (int64_t j = 0; j < m; ++j) row[j] = T(1) - row[j] * xi * yn[j];
+      } else if (metric == 1) {
+        for (int64_t j = 0; j < m; ++j) row[j] = std::sqrt(std::max(T(0), xi + yn[j] - T(2) * row[j]));
+      } else {
+        for (int64_t j = 0; j < m; ++j) row[j] = std::max(T(0), xi + yn[j] - T(2) * row[j]);
+      }
+    }
+  });
+}
+
+at::Tensor row_stat(const at::Tensor& x, int metric) {
+  if (metric == 2) return x.norm(2, {1}).clamp_min(1e-12).reciprocal().contiguous();
+  return (x * x).sum(1).contiguous();
+}
+
+at::Tensor pairwise_distance_cpu(const at::Tensor& x, const at::Tensor& y, c10::string_view metric_name) {
+  check_matrix(x, "x");
+  check_matrix(y, "y");
+  check_same(x, "x", y, "y");
+  const int metric = metric_code(std::string(metric_name), /*allow_euclidean=*/true);
+  const at::ScalarType ct = x.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
+  at::Tensor xc = x.to(ct);
+  at::Tensor yc = y.to(ct);
+  at::Tensor out = at::empty({x.size(0), y.size(0)}, xc.options());
+  if (out.numel() == 0) return out.to(x.scalar_type());
+  at::mm_out(out, xc, yc.t());
+  at::Tensor xn = row_stat(xc, metric);
+  at::Tensor yn = row_stat(yc, metric);
+  AT_DISPATCH_FLOATING_TYPES(ct, "pairwise_distance_cpu", [&] {
+    distance_epilogue<scalar_t>(out.data_ptr<scalar_t>(), out.size(0), out.size(1), xn.data_ptr<scalar_t>(),
+                                yn.data_ptr<scalar_t>(), metric);
+  });
+  return out.to(x.scalar_type());
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(sslsteal_fast, CPU, m) { m.impl("pairwise_distance", &pairwise_distance_cpu); }
+
+}  // namespace sslsteal
