@@ -27,6 +27,7 @@
 #include <vector>
 
 #include "../checks.h"
+#include "vexp.h"
 
 namespace sslsteal {
 namespace {
@@ -85,10 +86,12 @@ at::Tensor logits_tile(const Problem<T>& p, at::Tensor& buf, int64_t i0, int64_t
     for (int64_t r = r0; r < r1; ++r) {
       T* row = s + r * tj;
       if (p.cosine) {
+#pragma omp simd
         for (int64_t c = 0; c < tj; ++c) row[c] *= inv_t;
       } else {
         const T si = sq[i0 + r];
         const T* sj = sq + j0;
+#pragma omp simd
         for (int64_t c = 0; c < tj; ++c) {
           // Squared distance by the norm expansion; clamped because rounding can make it < 0.
           const T d = std::max(T(0), si + sj[c] - T(2) * row[c]);
@@ -108,10 +111,12 @@ void fold_tile(const T* L, int64_t i0, int64_t ti, int64_t j0, int64_t tj, const
     for (int64_t r = r0; r < r1; ++r) {
       const T* row = L + r * tj;
       T mx = -std::numeric_limits<T>::infinity();
+#pragma omp simd reduction(max : mx)
       for (int64_t c = 0; c < tj; ++c) mx = std::max(mx, row[c]);
       if (mx != -std::numeric_limits<T>::infinity()) {
         T sum = 0;
-        for (int64_t c = 0; c < tj; ++c) sum += std::exp(row[c] - mx);
+#pragma omp simd reduction(+ : sum)
+        for (int64_t c = 0; c < tj; ++c) sum += vexp(row[c] - mx);
         all[i0 + r].merge(double(mx), double(sum));
       }
       const int64_t yi = y[i0 + r];
@@ -135,11 +140,13 @@ void fold_tile(const T* L, int64_t i0, int64_t ti, int64_t j0, int64_t tj, const
       }
       for (int64_t r = 0; r < ti; ++r) {
         const T* row = L + r * tj + c0;
+#pragma omp simd
         for (int64_t c = 0; c < nc; ++c) mx[c] = std::max(mx[c], row[c]);
       }
       for (int64_t r = 0; r < ti; ++r) {
         const T* row = L + r * tj + c0;
-        for (int64_t c = 0; c < nc; ++c) sum[c] += std::exp(row[c] - mx[c]);
+#pragma omp simd
+        for (int64_t c = 0; c < nc; ++c) sum[c] += vexp(row[c] - mx[c]);
       }
       for (int64_t c = 0; c < nc; ++c) {
         if (mx[c] != -std::numeric_limits<T>::infinity()) all[j0 + c0 + c].merge(double(mx[c]), double(sum[c]));
@@ -229,9 +236,10 @@ at::Tensor backward_impl(const Problem<T>& p, const at::Tensor& grad_rows, const
           for (int64_t c = 0; c < tj; ++c) {
             if (y[j0 + c] == yi && j0 + c != i) pos_buf.emplace_back(c, row[c]);
           }
+#pragma omp simd
           for (int64_t c = 0; c < tj; ++c) {
             const T l = row[c];
-            row[c] = gi * std::exp(l - lai) + gj[c] * std::exp(l - laj[c]);
+            row[c] = gi * vexp(l - lai) + gj[c] * vexp(l - laj[c]);
           }
           for (const auto& [c, l] : pos_buf) row[c] -= gi * std::exp(l - lpi) + gj[c] * std::exp(l - lpj[c]);
         }
@@ -314,7 +322,8 @@ std::tuple<at::Tensor, at::Tensor> info_nce_bwd_cpu(const at::Tensor& grad_rows,
     return at::where(active.unsqueeze(1), proj / nz.norms.clamp_min(1e-12).unsqueeze(1), dz / 1e-12);
   });
   dx = dx.to(a.scalar_type());
-  return {dx.narrow(0, 0, a.size(0)).contiguous(), dx.narrow(0, a.size(0), a.size(0)).contiguous()};
+  // Separate storage for the two gradients (outputs of an op must not alias each other).
+  return {dx.narrow(0, 0, a.size(0)).clone(), dx.narrow(0, a.size(0), a.size(0)).clone()};
 }
 
 // ---- Soft Nearest Neighbor --------------------------------------------------------------------

@@ -42,12 +42,11 @@ def reduce_rows(rows: torch.Tensor, valid: torch.Tensor | None, reduction: str) 
         return rows
     if reduction == "sum":
         return rows.sum()
-    count = rows.numel() if valid is None else int(valid.sum())
-    if count == 0:
-        # No row has a positive partner: the mean of an empty set. Returning 0 keeps training loops
-        # alive; callers who care check ``valid`` themselves via reduction="none".
-        return rows.sum() * 0.0
-    return rows.sum() / count
+    if valid is None:
+        return rows.sum() / rows.numel()
+    # Mean over valid rows; with none valid the (all-zero) sum divided by 1 gives 0, which keeps
+    # training loops alive. No data-dependent branch, so it traces under torch.compile.
+    return rows.sum() / valid.sum().clamp_min(1).to(rows.dtype)
 
 
 def info_nce(a: torch.Tensor, b: torch.Tensor, temperature: float = 0.07, reduction: str = "mean") -> torch.Tensor:

@@ -1,0 +1,37 @@
+"""Test-wide fixtures: device parametrisation, RNG hygiene, thread count."""
+
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import pytest
+import torch
+
+# One intra-op thread: the tests are small, and on a shared 2-core machine oversubscribed OpenMP
+# pools (torch + ORT + workers) turn sub-second tests into multi-second ones.
+torch.set_num_threads(1)
+
+HAS_CUDA = torch.cuda.is_available()
+
+# Every device test is collected on every machine (same test ids); CUDA cases skip without a GPU.
+DEVICES = [
+    "cpu",
+    pytest.param("cuda", marks=[pytest.mark.cuda, pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA device")]),
+]
+
+
+@pytest.fixture(autouse=True)
+def _restore_rng_state():
+    """Each test starts from seed 0 and leaves the global RNG states as it found them."""
+    torch_state = torch.get_rng_state()
+    cuda_states = torch.cuda.get_rng_state_all() if HAS_CUDA else None
+    np_state = np.random.get_state()
+    py_state = random.getstate()
+    torch.manual_seed(0)
+    yield
+    torch.set_rng_state(torch_state)
+    if cuda_states is not None:
+        torch.cuda.set_rng_state_all(cuda_states)
+    np.random.set_state(np_state)
+    random.setstate(py_state)
