@@ -6,10 +6,10 @@ PIP    := $(VENV)/bin/pip
 TORCH_SPEC ?= torch==2.13.0
 STAMP  := $(VENV)/.sslsteal-installed
 
-.PHONY: demo test bench lint format cuda-check gpu-check install clean
+.PHONY: demo test bench bench-suite lint format cuda-check gpu-check install clean
 
 # A virtualenv with torch and the package built in place (C++ extension included).
-$(STAMP): setup.py pyproject.toml $(wildcard csrc/*.cpp csrc/*.h csrc/cpu/*.cpp csrc/cpu/*.h)
+$(STAMP): setup.py pyproject.toml $(wildcard csrc/*.cpp csrc/*.h csrc/cpu/*.cpp csrc/cpu/*.h csrc/cuda/*.cu csrc/cuda/*.cuh csrc/cuda/*.h csrc/cuda/*.cpp)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip setuptools wheel
 	$(PY) -c "import torch" 2>/dev/null || $(PIP) install -q "$(TORCH_SPEC)"
@@ -26,7 +26,11 @@ test: $(STAMP)
 	$(PY) -m pytest -q
 
 bench: $(STAMP)
-	$(PY) benchmarks/run.py
+	$(PY) benchmarks/run.py --out .benchmarks-cpu.md
+
+# The same ops as pytest-benchmark suites (save/compare runs with --benchmark-autosave / --benchmark-compare).
+bench-suite: $(STAMP)
+	$(PY) -m pytest benchmarks/test_bench_ops.py --benchmark-enable --benchmark-only -p no:cacheprovider
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check sslsteal_fast tests benchmarks

@@ -3,7 +3,8 @@
 // torch.ops.sslsteal_fast.* calls from ever reaching a kernel with bad input.
 #pragma once
 
-#include <torch/extension.h>
+#include <ATen/ATen.h>
+#include <torch/library.h>
 
 #include <cmath>
 #include <string>

@@ -17,7 +17,6 @@
 // then accumulates W Z (and W's row sums for SoftNN) with two mm's per tile. Tiles are visited in a
 // fixed order and every parallel loop owns disjoint outputs, so results are identical run to run.
 #include <ATen/Parallel.h>
-#include <torch/extension.h>
 
 #include <algorithm>
 #include <cmath>

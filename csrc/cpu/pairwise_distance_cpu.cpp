@@ -2,7 +2,6 @@
 // in-place epilogue (norm expansion, clamp, sqrt or cosine scaling). The only extra memory is the two
 // (N,) / (M,) norm vectors, so the cost is one GEMM plus one pass over the output.
 #include <ATen/Parallel.h>
-#include <torch/extension.h>
 
 #include <algorithm>
 #include <cmath>

@@ -8,7 +8,6 @@
 // (N, k) lists -- never an (N, M) matrix. Bank blocks are visited in index order and a candidate must
 // be strictly better to enter, so ties go to the smaller bank index, deterministically.
 #include <ATen/Parallel.h>
-#include <torch/extension.h>
 
 #include <algorithm>
 #include <cstring>

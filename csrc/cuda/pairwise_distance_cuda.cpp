@@ -1,0 +1,47 @@
+// CUDA dispatch-key glue for pairwise_distance (forward; the backward is composed in Python).
+#include <torch/library.h>
+
+#include "glue.h"
+
+namespace sslsteal_cuda {
+namespace {
+
+at::Tensor pairwise_distance_cuda(const at::Tensor& x_in, const at::Tensor& y_in, c10::string_view metric_name) {
+  const char* op = "pairwise_distance";
+  glue::check_cuda(x_in, op, "x", x_in, "x");
+  glue::check_cuda(y_in, op, "y", x_in, "x");
+  glue::check_matrix(x_in, op, "x");
+  glue::check_matrix(y_in, op, "y");
+  glue::check_same_dtype(x_in, "x", y_in, "y", op);
+  TORCH_CHECK(x_in.size(1) == y_in.size(1), "sslsteal_fast::pairwise_distance: x and y must have the same feature "
+              "dimension D, got ", x_in.size(1), " and ", y_in.size(1));
+  Metric metric;
+  if (metric_name == "sqeuclidean") {
+    metric = Metric::kSqEuclidean;
+  } else if (metric_name == "euclidean") {
+    metric = Metric::kEuclidean;
+  } else if (metric_name == "cosine") {
+    metric = Metric::kCosine;
+  } else {
+    TORCH_CHECK(false, "sslsteal_fast::pairwise_distance: metric must be 'sqeuclidean', 'euclidean' or 'cosine', got '",
+                std::string(metric_name), "'");
+  }
+  const c10::cuda::CUDAGuard guard(x_in.device());
+  const at::Tensor x = x_in.contiguous(), y = y_in.contiguous();
+  const int64_t N = x.size(0), M = y.size(0), D = x.size(1);
+  at::Tensor out = at::empty({N, M}, x.options());
+  if (N == 0 || M == 0) return out;
+  const DType dt = glue::dtype_of(x, op);
+  at::Tensor ws = glue::scratch(pairwise_distance_workspace_bytes(dt, N, M), x);
+  glue::check_status(pairwise_distance(dt, glue::fp32_mode(), metric, x.data_ptr(), y.data_ptr(), N, M, D,
+                                       out.data_ptr(), ws.data_ptr(), glue::stream_for(x)),
+                     op);
+  return out;
+}
+
+}  // namespace
+}  // namespace sslsteal_cuda
+
+TORCH_LIBRARY_IMPL(sslsteal_fast, CUDA, m) {
+  m.impl("pairwise_distance", &sslsteal_cuda::pairwise_distance_cuda);
+}

@@ -1,0 +1,79 @@
+// CUDA dispatch-key glue for topk_similarity (values' backward is composed in Python).
+// When k is too large for the kernel's shared-memory lists on this device, a chunked ATen path
+// (cuBLAS matmul + topk per 65536-row block, stable merge) gives the same contract.
+#include <torch/library.h>
+
+#include "glue.h"
+
+namespace sslsteal_cuda {
+namespace {
+
+using at::Tensor;
+
+Tensor unit_rows(const Tensor& t) { return t / t.norm(2, {1}, true).clamp_min(1e-12); }
+
+std::tuple<Tensor, Tensor> topk_chunked_aten(const Tensor& q, const Tensor& bank, int64_t k, bool cosine) {
+  constexpr int64_t kChunk = 65536;
+  const Tensor qn = cosine ? unit_rows(q) : q;
+  const Tensor qsq = cosine ? Tensor() : (q * q).sum(1, true);
+  Tensor best_v, best_i;
+  for (int64_t start = 0; start < bank.size(0); start += kChunk) {
+    const int64_t len = std::min(kChunk, bank.size(0) - start);
+    const Tensor block = bank.narrow(0, start, len);
+    Tensor scores = cosine ? at::mm(qn, unit_rows(block).t())
+                           : (qsq + (block * block).sum(1).unsqueeze(0) - 2 * at::mm(q, block.t())).clamp_min(0);
+    auto [v, i] = at::topk(scores, std::min(k, len), 1, /*largest=*/cosine, /*sorted=*/true);
+    i = i + start;
+    if (!best_v.defined()) {
+      best_v = v;
+      best_i = i;
+      continue;
+    }
+    const Tensor cat_v = at::cat({best_v, v}, 1), cat_i = at::cat({best_i, i}, 1);
+    const Tensor order = std::get<1>(at::sort(cat_v, /*stable=*/true, 1, /*descending=*/cosine)).narrow(1, 0, k);
+    best_v = cat_v.gather(1, order);
+    best_i = cat_i.gather(1, order);
+  }
+  return {best_v, best_i};
+}
+
+std::tuple<Tensor, Tensor> topk_similarity_cuda(const Tensor& q_in, const Tensor& bank_in, int64_t k,
+                                                c10::string_view metric_name) {
+  const char* op = "topk_similarity";
+  glue::check_cuda(q_in, op, "queries", q_in, "queries");
+  glue::check_cuda(bank_in, op, "bank", q_in, "queries");
+  glue::check_matrix(q_in, op, "queries");
+  glue::check_matrix(bank_in, op, "bank");
+  glue::check_same_dtype(q_in, "queries", bank_in, "bank", op);
+  TORCH_CHECK(q_in.size(1) == bank_in.size(1), "sslsteal_fast::topk_similarity: queries and bank must have the same "
+              "feature dimension D, got ", q_in.size(1), " and ", bank_in.size(1));
+  TORCH_CHECK(metric_name == "cosine" || metric_name == "sqeuclidean",
+              "sslsteal_fast::topk_similarity: metric must be 'cosine' or 'sqeuclidean', got '",
+              std::string(metric_name), "'");
+  const int64_t N = q_in.size(0), M = bank_in.size(0), D = q_in.size(1);
+  TORCH_CHECK(k >= 1 && k <= M, "sslsteal_fast::topk_similarity: k must be in [1, M = ", M, "] (bank rows), got k = ",
+              k);
+  TORCH_CHECK(M < 0x7fffffffLL, "sslsteal_fast::topk_similarity: bank has ", M, " rows; at most 2^31 - 2 supported");
+  const bool cosine = metric_name == "cosine";
+  const c10::cuda::CUDAGuard guard(q_in.device());
+  const Tensor q = q_in.contiguous(), bank = bank_in.contiguous();
+  const int device = q.device().index();
+  const DType dt = glue::dtype_of(q, op);
+  if (!topk_supported(dt, k, device)) return topk_chunked_aten(q, bank, k, cosine);
+  Tensor values = at::empty({N, k}, q.options());
+  Tensor indices = at::empty({N, k}, q.options().dtype(at::kLong));
+  if (N == 0) return {values, indices};
+  Tensor ws = glue::scratch(topk_workspace_bytes(dt, N, M, k, device), q);
+  glue::check_status(topk_similarity(dt, glue::fp32_mode(), cosine ? Metric::kCosine : Metric::kSqEuclidean,
+                                     q.data_ptr(), bank.data_ptr(), N, M, D, k, values.data_ptr(),
+                                     indices.data_ptr<int64_t>(), ws.data_ptr(), device, glue::stream_for(q)),
+                     op);
+  return {values, indices};
+}
+
+}  // namespace
+}  // namespace sslsteal_cuda
+
+TORCH_LIBRARY_IMPL(sslsteal_fast, CUDA, m) {
+  m.impl("topk_similarity", &sslsteal_cuda::topk_similarity_cuda);
+}
