@@ -1,0 +1,30 @@
+"""Datasets as uint8 tensors, and batched SimCLR augmentations.
+
+>>> train = load_dataset("shapes", "train", size=32, count=4000, seed=0)   # built in, no download
+>>> test = load_dataset("cifar10:~/data/cifar-10-batches-py", "test")      # official python batches
+>>> views = SimCLRAugment(32)(to_float(train.images[:256]))               # (256, 3, 32, 32) in [0, 1]
+"""
+
+from __future__ import annotations
+
+from sslsteal_fast.data.augment import SimCLRAugment, blur_kernel_size
+from sslsteal_fast.data.dataset import ImageDataset, convert_channels, resize_images, to_float, to_uint8
+from sslsteal_fast.data.registry import BUILTIN_DATASETS, DATASETS, DISK_DATASETS, load_dataset, parse_spec
+from sslsteal_fast.data.shapes import SHAPE_CLASSES, render_shapes
+
+__all__ = [
+    "ImageDataset",
+    "load_dataset",
+    "parse_spec",
+    "DATASETS",
+    "BUILTIN_DATASETS",
+    "DISK_DATASETS",
+    "SHAPE_CLASSES",
+    "render_shapes",
+    "SimCLRAugment",
+    "blur_kernel_size",
+    "to_float",
+    "to_uint8",
+    "resize_images",
+    "convert_channels",
+]

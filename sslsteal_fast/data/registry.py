@@ -1,0 +1,130 @@
+"""``load_dataset(spec, split, **options)``: one entry point for built-in and on-disk datasets.
+
+Specs: built-ins ``digits``, ``shapes``, ``shapes-ood`` (no download); on-disk ``NAME:PATH`` with
+NAME in ``cifar10``, ``cifar100``, ``svhn``, ``stl10``, ``mnist``, ``fashion-mnist``, ``imagefolder``,
+``npz``. Options common to every dataset:
+
+- ``size``: resize to size x size (bilinear, antialiased when shrinking). Built-ins default to 32.
+- ``channels``: 1 or 3 (grey is repeated, RGB becomes luma). Built-ins default to 3.
+- ``count``: number of images; for ``shapes``/``shapes-ood`` how many to generate, otherwise a
+  random subset (drawn with ``seed``, kept in file order).
+- ``seed``: generation seed of ``shapes``/``shapes-ood``, subset seed otherwise (default 0).
+
+Extra options: ``cifar100`` takes ``label="fine"|"coarse"``. Unknown options raise ``ValueError``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from sslsteal_fast.data import formats
+from sslsteal_fast.data.dataset import ImageDataset, convert_channels, resize_images
+from sslsteal_fast.data.shapes import shapes_dataset
+
+__all__ = ["load_dataset", "parse_spec", "DATASETS", "BUILTIN_DATASETS", "DISK_DATASETS"]
+
+COMMON_OPTIONS = ("size", "channels", "count", "seed")
+
+
+@dataclass(frozen=True)
+class _Entry:
+    splits: tuple[str, ...]
+    needs_path: bool
+    extra_options: tuple[str, ...]
+    read: Callable[..., ImageDataset]  # (path | None, split, **extra) -> ImageDataset
+    default_size: int | None = None
+    default_channels: int | None = None
+
+
+def _shapes(domain: str) -> Callable[..., ImageDataset]:
+    def read(path: Path | None, split: str, *, size: int, count: int | None, seed: int) -> ImageDataset:
+        return shapes_dataset(domain, split, size=size, count=count, seed=seed)
+
+    return read
+
+
+_REGISTRY: dict[str, _Entry] = {
+    "digits": _Entry(("train", "test"), False, (), lambda p, s: formats.load_digits(s), 32, 3),
+    "shapes": _Entry(("train", "test"), False, (), _shapes("shapes"), 32, 3),
+    "shapes-ood": _Entry(("train", "test"), False, (), _shapes("shapes-ood"), 32, 3),
+    "cifar10": _Entry(("train", "test"), True, (), formats.load_cifar10),
+    "cifar100": _Entry(("train", "test"), True, ("label",), formats.load_cifar100),
+    "svhn": _Entry(("train", "test", "extra"), True, (), formats.load_svhn),
+    "stl10": _Entry(("train", "test", "unlabeled"), True, (), formats.load_stl10),
+    "mnist": _Entry(("train", "test"), True, (), lambda p, s: formats.load_mnist(p, s, name="mnist")),
+    "fashion-mnist": _Entry(("train", "test"), True, (), lambda p, s: formats.load_mnist(p, s, name="fashion-mnist")),
+    "imagefolder": _Entry(("train", "test", "val"), True, (), formats.load_imagefolder),
+    "npz": _Entry(("train", "test", "val"), True, (), formats.load_npz),
+}
+
+BUILTIN_DATASETS = tuple(k for k, e in _REGISTRY.items() if not e.needs_path)
+DISK_DATASETS = tuple(k for k, e in _REGISTRY.items() if e.needs_path)
+DATASETS = BUILTIN_DATASETS + tuple(f"{k}:PATH" for k in DISK_DATASETS)
+
+
+def parse_spec(spec: str) -> tuple[str, Path | None]:
+    """``"cifar10:~/data/cifar"`` -> ``("cifar10", Path(...))``; ``"shapes"`` -> ``("shapes", None)``."""
+    if not isinstance(spec, str) or not spec:
+        raise ValueError(f"dataset spec must be a non-empty string; valid: {', '.join(DATASETS)}")
+    name, sep, rest = spec.partition(":")
+    name = name.strip().lower()
+    if name not in _REGISTRY:
+        raise ValueError(f"unknown dataset {spec!r}; valid: {', '.join(DATASETS)}")
+    entry = _REGISTRY[name]
+    if entry.needs_path and not rest:
+        raise ValueError(f"dataset {name!r} is read from disk: write it as '{name}:PATH'")
+    if not entry.needs_path and sep:
+        raise ValueError(f"dataset {name!r} is built in and takes no path (write just '{name}')")
+    return name, (Path(rest).expanduser() if rest else None)
+
+
+def load_dataset(spec: str, split: str = "train", **options: Any) -> ImageDataset:
+    """Load a dataset by spec (see the module docstring) -> :class:`ImageDataset` with uint8 (N, C, H, W)."""
+    name, path = parse_spec(spec)
+    entry = _REGISTRY[name]
+    if split not in entry.splits:
+        raise ValueError(f"{name}: unknown split {split!r}; valid: {', '.join(entry.splits)}")
+    valid = COMMON_OPTIONS + entry.extra_options
+    unknown = sorted(set(options) - set(valid))
+    if unknown:
+        raise ValueError(f"{name}: unknown option(s) {', '.join(unknown)}; valid: {', '.join(valid)}")
+    size = options.get("size", entry.default_size)
+    channels = options.get("channels", entry.default_channels)
+    count = options.get("count")
+    seed = options.get("seed", 0)
+    _check_int("size", size, 4, allow_none=True)
+    _check_int("count", count, 1, allow_none=True)
+    _check_int("seed", seed, 0, allow_none=False)
+    if channels not in (None, 1, 3):
+        raise ValueError(f"{name}: channels must be 1 or 3, got {channels!r}")
+    extra = {k: options[k] for k in entry.extra_options if k in options}
+
+    if name in ("shapes", "shapes-ood"):
+        ds = entry.read(path, split, size=size, count=count, seed=seed)
+    else:
+        if name == "imagefolder" and size is not None:
+            extra["size"] = size  # resize while reading, so mixed-size folders load
+        ds = entry.read(path, split, **extra)
+        if count is not None:
+            if count > len(ds):
+                raise ValueError(f"{name}: count = {count} but the {split} split has only {len(ds)} images")
+            g = torch.Generator().manual_seed(seed)
+            ds = ds.subset(torch.randperm(len(ds), generator=g)[:count].sort().values)
+    images = ds.images
+    if size is not None:
+        images = resize_images(images, size)
+    if channels is not None:
+        images = convert_channels(images, channels)
+    return ImageDataset(images, ds.labels, ds.num_classes, ds.name)
+
+
+def _check_int(name: str, value: Any, minimum: int, *, allow_none: bool) -> None:
+    if value is None and allow_none:
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"option {name} must be an int >= {minimum}, got {value!r}")

@@ -1,0 +1,169 @@
+"""Encoders: CIFAR-style ResNets (as in the paper) and a small, fast CNN for CPU defaults.
+
+Every encoder maps float images (B, C, H, W) in [0, 1] to representations (B, rep_dim) and carries
+``arch``, ``in_channels`` and ``rep_dim`` attributes, which :func:`save_checkpoint` records.
+Only Conv / BatchNorm / ReLU / Add / GlobalAveragePool / Flatten are used, so every encoder exports
+to ONNX (opset >= 17) with a dynamic batch dimension and any spatial size.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+__all__ = ["ARCHITECTURES", "REP_DIMS", "SmallEncoder", "CifarResNet", "BasicBlock", "Bottleneck", "build_encoder"]
+
+ARCHITECTURES = ("small", "resnet18", "resnet34", "resnet50")
+
+# Representation dimension of each architecture (what the victim API returns).
+REP_DIMS = {"small": 256, "resnet18": 512, "resnet34": 512, "resnet50": 2048}
+
+
+def _conv_bn_relu(c_in: int, c_out: int, stride: int) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv2d(c_in, c_out, kernel_size=3, stride=stride, padding=1, bias=False),
+        nn.BatchNorm2d(c_out),
+        nn.ReLU(inplace=True),
+    )
+
+
+class SmallEncoder(nn.Module):
+    """Four 3x3 conv-BN-ReLU layers (strides 1, 2, 2, 2) and global average pooling.
+
+    Widths 32/64/128/256, so ``rep_dim = 256``; about 0.4 M parameters and ~15 M multiply-adds per
+    32x32 image (a ResNet-18 needs ~560 M), which lets a SimCLR victim train in seconds per epoch on
+    two CPU cores. Input (B, C, H, W) -> (B, 256); representations are non-negative (post-ReLU).
+    """
+
+    arch = "small"
+
+    def __init__(self, in_channels: int = 3, widths: tuple[int, int, int, int] = (32, 64, 128, 256)) -> None:
+        super().__init__()
+        self.in_channels = in_channels
+        self.rep_dim = widths[-1]
+        layers: list[nn.Module] = []
+        c_in = in_channels
+        for i, width in enumerate(widths):
+            layers.append(_conv_bn_relu(c_in, width, stride=1 if i == 0 else 2))
+            c_in = width
+        self.features = nn.Sequential(*layers)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        _init_weights(self)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, C, H, W) float -> (B, rep_dim)."""
+        return torch.flatten(self.pool(self.features(x)), 1)
+
+
+class BasicBlock(nn.Module):
+    """Two 3x3 convs with a residual connection (ResNet-18/34). (B, c_in, H, W) -> (B, c_out, H/s, W/s)."""
+
+    expansion = 1
+
+    def __init__(self, c_in: int, planes: int, stride: int = 1) -> None:
+        super().__init__()
+        c_out = planes * self.expansion
+        self.conv1 = nn.Conv2d(c_in, planes, 3, stride=stride, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(planes)
+        self.conv2 = nn.Conv2d(planes, c_out, 3, stride=1, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(c_out)
+        self.relu = nn.ReLU(inplace=True)
+        self.shortcut: nn.Module = nn.Identity()
+        if stride != 1 or c_in != c_out:
+            self.shortcut = nn.Sequential(nn.Conv2d(c_in, c_out, 1, stride=stride, bias=False), nn.BatchNorm2d(c_out))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        return self.relu(out + self.shortcut(x))
+
+
+class Bottleneck(nn.Module):
+    """1x1 -> 3x3 -> 1x1 convs, 4x expansion, residual (ResNet-50). (B, c_in, H, W) -> (B, 4*planes, H/s, W/s)."""
+
+    expansion = 4
+
+    def __init__(self, c_in: int, planes: int, stride: int = 1) -> None:
+        super().__init__()
+        c_out = planes * self.expansion
+        self.conv1 = nn.Conv2d(c_in, planes, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(planes)
+        self.conv2 = nn.Conv2d(planes, planes, 3, stride=stride, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.conv3 = nn.Conv2d(planes, c_out, 1, bias=False)
+        self.bn3 = nn.BatchNorm2d(c_out)
+        self.relu = nn.ReLU(inplace=True)
+        self.shortcut: nn.Module = nn.Identity()
+        if stride != 1 or c_in != c_out:
+            self.shortcut = nn.Sequential(nn.Conv2d(c_in, c_out, 1, stride=stride, bias=False), nn.BatchNorm2d(c_out))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.relu(self.bn2(self.conv2(out)))
+        out = self.bn3(self.conv3(out))
+        return self.relu(out + self.shortcut(x))
+
+
+_RESNET_LAYOUTS: dict[str, tuple[type[BasicBlock] | type[Bottleneck], tuple[int, int, int, int]]] = {
+    "resnet18": (BasicBlock, (2, 2, 2, 2)),
+    "resnet34": (BasicBlock, (3, 4, 6, 3)),
+    "resnet50": (Bottleneck, (3, 4, 6, 3)),
+}
+
+
+class CifarResNet(nn.Module):
+    """CIFAR-style ResNet: 3x3 stride-1 stem, no max-pool, stages 64/128/256/512 (strides 1, 2, 2, 2).
+
+    Global average pooling gives the representation: 512-d (ResNet-18/34) or 2048-d (ResNet-50).
+    Input (B, C, H, W) float -> (B, rep_dim). No classifier layer: this is the encoder only.
+    """
+
+    def __init__(self, arch: str, in_channels: int = 3) -> None:
+        super().__init__()
+        if arch not in _RESNET_LAYOUTS:
+            raise ValueError(f"unknown ResNet {arch!r}; valid: {', '.join(_RESNET_LAYOUTS)}")
+        block, depths = _RESNET_LAYOUTS[arch]
+        self.arch = arch
+        self.in_channels = in_channels
+        self.stem = _conv_bn_relu(in_channels, 64, stride=1)
+        c_in = 64
+        stages: list[nn.Module] = []
+        for i, (planes, depth) in enumerate(zip((64, 128, 256, 512), depths, strict=True)):
+            blocks: list[nn.Module] = []
+            for j in range(depth):
+                blocks.append(block(c_in, planes, stride=2 if (i > 0 and j == 0) else 1))
+                c_in = planes * block.expansion
+            stages.append(nn.Sequential(*blocks))
+        self.layer1, self.layer2, self.layer3, self.layer4 = stages
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.rep_dim = c_in
+        _init_weights(self)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, C, H, W) float -> (B, rep_dim)."""
+        x = self.stem(x)
+        x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
+        return torch.flatten(self.pool(x), 1)
+
+
+def _init_weights(module: nn.Module) -> None:
+    for m in module.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+        elif isinstance(m, nn.BatchNorm2d):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+
+
+def build_encoder(arch: str, in_channels: int = 3) -> nn.Module:
+    """Build an encoder by name (one of :data:`ARCHITECTURES`); it has ``.arch``, ``.in_channels``, ``.rep_dim``.
+
+    Weights are freshly initialised from the current torch RNG (seed it for reproducibility).
+    """
+    if not isinstance(in_channels, int) or in_channels < 1:
+        raise ValueError(f"in_channels must be a positive int, got {in_channels!r}")
+    if arch == "small":
+        return SmallEncoder(in_channels)
+    if arch in _RESNET_LAYOUTS:
+        return CifarResNet(arch, in_channels)
+    raise ValueError(f"unknown architecture {arch!r}; valid: {', '.join(ARCHITECTURES)}")

@@ -1,0 +1,57 @@
+"""The interface between a served victim and its output defenses.
+
+A defense post-processes what the API returns: it receives the model's raw representations for one
+query, the (float32, model-layout) images that produced them and the client who asked, and returns
+the representations to serve instead. :class:`~sslsteal_fast.victim.OnnxVictim` applies its
+defenses in order, after the response cache, so every query (cache hits included) goes through them
+and stateful defenses (similarity detection, per-client noise) see the whole query stream.
+Implementations live in :mod:`sslsteal_fast.defenses`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol, runtime_checkable
+
+import torch
+
+__all__ = ["Defense", "apply_defenses"]
+
+
+@runtime_checkable
+class Defense(Protocol):
+    """A callable that post-processes served representations.
+
+    Args (of ``__call__``):
+        outputs: float32 (N, D) raw (or already partly defended) representations, on the CPU.
+            The tensor is the defense's own to modify in place or replace.
+        inputs: float32 (N, C, H, W) images exactly as the model received them; read-only.
+        client: the name of the client the query is billed to.
+
+    Returns:
+        float32 (N, D') tensor with the same number of rows; D' may differ from D (a defense may
+        e.g. project), but most defenses keep D.
+    """
+
+    def __call__(self, outputs: torch.Tensor, inputs: torch.Tensor, client: str) -> torch.Tensor: ...
+
+
+def apply_defenses(
+    defenses: Sequence[Defense], outputs: torch.Tensor, inputs: torch.Tensor, client: str
+) -> torch.Tensor:
+    """Run ``defenses`` in order on ``outputs``, checking that each keeps the served contract.
+
+    Raises:
+        TypeError: a defense returned something other than a float32 tensor.
+        ValueError: a defense returned a tensor that is not (N, D') with the same N.
+    """
+    n = outputs.shape[0]
+    for defense in defenses:
+        outputs = defense(outputs, inputs, client)
+        name = getattr(defense, "__name__", type(defense).__name__)
+        if not isinstance(outputs, torch.Tensor) or outputs.dtype != torch.float32:
+            got = outputs.dtype if isinstance(outputs, torch.Tensor) else type(outputs).__name__
+            raise TypeError(f"defense {name!r} must return a float32 torch.Tensor, got {got}")
+        if outputs.dim() != 2 or outputs.shape[0] != n:
+            raise ValueError(f"defense {name!r} must return a ({n}, D) tensor, got {tuple(outputs.shape)}")
+    return outputs

@@ -1,0 +1,387 @@
+"""Serve an ONNX encoder as a billed API: :class:`OnnxVictim`.
+
+Any ONNX model with one image input ``(N, C, H, W)`` (float) and one output ``(N, ...)`` (flattened
+to ``(N, D)``) can be served, not only the ones :func:`~sslsteal_fast.victim.export_onnx` writes.
+
+Execution providers are explicit (after qdrant/fastembed's ``OnnxModel``): CUDA when the installed
+onnxruntime has it *and* a GPU is present, else CPU; if CUDA was asked for or expected but the
+session ended up on CPU only, a loud :class:`RuntimeWarning` says so. Threads are set for throughput
+(intra-op = physical cores, sequential execution, all graph optimisations incl. the NCHWc layout
+transformer); on CUDA the input and output are bound with IO binding.
+
+Billing: every input row is one billed query, cache hits included (an API bills what it serves).
+A query either succeeds completely or changes no bill: the budget is checked before anything runs,
+and bills are only written after the model, the cache and every defense have succeeded. Queries are
+serialised by a lock (ONNX Runtime already uses every core for one batch), so a victim can be shared
+by threads. ``forward_passes`` meters compute, not money: it counts rows the model actually ran,
+which is fewer than ``queries_used`` when the cache answers (and, if a defense fails after the model
+ran, includes those rows -- they did run, and their raw outputs stay cached -- while no bill moves).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import threading
+import warnings
+from collections import OrderedDict
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnxruntime as ort
+import torch
+
+from sslsteal_fast.victim.defense_api import Defense, apply_defenses
+
+__all__ = ["BudgetExceeded", "OnnxVictim", "default_providers", "physical_cores"]
+
+logger = logging.getLogger(__name__)
+
+CUDA = "CUDAExecutionProvider"
+CPU = "CPUExecutionProvider"
+
+_ORT_FLOAT_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64}
+
+ProviderSpec = str | tuple[str, dict[str, Any]]
+
+
+class BudgetExceeded(RuntimeError):
+    """A query would take the bill past the budget; nothing was served or billed."""
+
+    def __init__(self, requested: int, remaining: int, client: str) -> None:
+        super().__init__(
+            f"query of {requested} rows by client {client!r} exceeds the budget: {remaining} queries remaining"
+        )
+        self.requested = requested
+        self.remaining = remaining
+        self.client = client
+
+
+def physical_cores() -> int:
+    """Physical cores this process may run on (hyper-threads not counted; affinity respected)."""
+    try:
+        allowed = sorted(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return max(1, (os.cpu_count() or 2) // 2)
+    cores: set[tuple[str, str]] = set()
+    try:
+        with open("/proc/cpuinfo") as fh:
+            blocks = fh.read().strip().split("\n\n")
+    except OSError:
+        return len(allowed)
+    for block in blocks:
+        fields = dict((k.strip(), v.strip()) for k, _, v in (line.partition(":") for line in block.splitlines()))
+        if fields.get("processor", "").isdigit() and int(fields["processor"]) in allowed:
+            cores.add((fields.get("physical id", "0"), fields.get("core id", fields["processor"])))
+    return max(1, min(len(cores) or len(allowed), len(allowed)))
+
+
+def _gpu_present() -> bool:
+    return torch.cuda.is_available() or Path("/dev/nvidiactl").exists()
+
+
+def default_providers() -> list[str]:
+    """``[CUDA, CPU]`` when onnxruntime has the CUDA provider and a GPU is present, else ``[CPU]``."""
+    if CUDA in ort.get_available_providers() and _gpu_present():
+        return [CUDA, CPU]
+    return [CPU]
+
+
+def _provider_name(p: ProviderSpec) -> str:
+    return p if isinstance(p, str) else p[0]
+
+
+class OnnxVictim:
+    """A victim encoder behind an API: validated, billed, cached and defended ONNX Runtime inference.
+
+    Args:
+        path: the ``.onnx`` file (one float image input ``(N, C, H, W)``, one output ``(N, ...)``).
+        budget: the most queries (rows) that may be billed in total, or None for unlimited.
+        providers: ONNX Runtime execution providers (names or ``(name, options)``), in priority
+            order; None picks :func:`default_providers`.
+        batch_size: largest batch one model run gets (queries are split into such chunks). A model
+            exported with a fixed batch size is always run at that size (padding the last chunk).
+        defenses: output post-processors applied in order on every query (:class:`Defense`).
+        cache_size: most rows the response cache keeps (least recently used evicted first); 0
+            disables the cache (and the hashing of inputs).
+        intra_op_threads: ONNX Runtime intra-op threads; None means :func:`physical_cores`.
+
+    Attributes:
+        input_shape: ``(C, H, W)`` the model takes; a dimension is None where the model accepts any.
+        output_dim: D of the served ``(N, D)`` outputs.
+        providers: the providers the session really uses.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        budget: int | None = None,
+        providers: Sequence[ProviderSpec] | None = None,
+        batch_size: int = 256,
+        defenses: Sequence[Defense] = (),
+        *,
+        cache_size: int = 16384,
+        intra_op_threads: int | None = None,
+    ) -> None:
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"no ONNX model at {path}")
+        if budget is not None and (isinstance(budget, bool) or not isinstance(budget, int) or budget < 0):
+            raise ValueError(f"budget must be a non-negative int or None, got {budget!r}")
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+        if isinstance(cache_size, bool) or not isinstance(cache_size, int) or cache_size < 0:
+            raise ValueError(f"cache_size must be a non-negative int, got {cache_size!r}")
+        for d in defenses:
+            if not callable(d):
+                raise TypeError(f"every defense must be callable as defense(outputs, inputs, client); got {d!r}")
+        threads = physical_cores() if intra_op_threads is None else intra_op_threads
+        if threads < 1:
+            raise ValueError(f"intra_op_threads must be positive, got {intra_op_threads!r}")
+
+        self.path = path
+        self.budget = budget
+        self.batch_size = batch_size
+        self.defenses: tuple[Defense, ...] = tuple(defenses)
+        self.cache_size = cache_size
+
+        requested = list(providers) if providers is not None else default_providers()
+        if not requested:
+            raise ValueError("providers must name at least one execution provider")
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        with warnings.catch_warnings():
+            # onnxruntime warns (UserWarning) about unavailable providers; we say it louder below.
+            warnings.simplefilter("ignore", UserWarning)
+            self._session = ort.InferenceSession(str(path), sess_options=options, providers=requested)
+        self.providers: list[str] = list(self._session.get_providers())
+        self._check_fallback(requested)
+        self._on_cuda = CUDA in self.providers
+        self._cuda_device = self._device_id(requested)
+
+        inputs, outputs = self._session.get_inputs(), self._session.get_outputs()
+        if len(inputs) != 1 or len(outputs) != 1:
+            raise ValueError(
+                f"{path} must have one image input and one representation output; it has "
+                f"{len(inputs)} inputs ({[i.name for i in inputs]}) and {len(outputs)} outputs"
+            )
+        inp, out = inputs[0], outputs[0]
+        if inp.type not in _ORT_FLOAT_TYPES:
+            raise ValueError(f"{path}: input {inp.name!r} has type {inp.type}; only float image inputs are served")
+        if len(inp.shape) != 4:
+            raise ValueError(f"{path}: input {inp.name!r} must be (N, C, H, W), the model declares {inp.shape}")
+        self._in_name, self._out_name = inp.name, out.name
+        self._in_dtype = _ORT_FLOAT_TYPES[inp.type]
+        self._model_batch: int | None = inp.shape[0] if isinstance(inp.shape[0], int) and inp.shape[0] > 0 else None
+        dims = tuple(d if isinstance(d, int) and d > 0 else None for d in inp.shape[1:])
+        self.input_shape: tuple[int | None, int | None, int | None] = (dims[0], dims[1], dims[2])
+        self.output_dim: int = self._find_output_dim(out.shape)
+
+        self._lock = threading.RLock()
+        self._cache: OrderedDict[bytes, np.ndarray] = OrderedDict()
+        self._bills: dict[str, int] = {}
+        self._queries_used = 0
+        self._forward_passes = 0
+        self._cache_hits = 0
+
+    # ------------------------------------------------------------------ set-up helpers
+    def _check_fallback(self, requested: list[ProviderSpec]) -> None:
+        # CUDA is "expected" exactly when it is in the request: the default request has it whenever
+        # onnxruntime-gpu and a GPU are present, and an explicit CPU-only request is respected.
+        if CUDA in [_provider_name(p) for p in requested] and CUDA not in self.providers:
+            why = (
+                "this onnxruntime build has no CUDA provider (install onnxruntime-gpu instead of onnxruntime)"
+                if CUDA not in ort.get_available_providers()
+                else "the CUDA provider failed to load (CUDA/cuDNN libraries missing or mismatched?)"
+            )
+            message = (
+                f"OnnxVictim({self.path.name}): CUDA was requested or expected but the session runs on "
+                f"{self.providers} only -- {why}. Serving will be much slower than on the GPU."
+            )
+            logger.warning(message)
+            warnings.warn(message, RuntimeWarning, stacklevel=3)
+
+    def _device_id(self, requested: list[ProviderSpec]) -> int:
+        for p in requested:
+            if not isinstance(p, str) and p[0] == CUDA:
+                return int(p[1].get("device_id", 0))
+        return 0
+
+    def _find_output_dim(self, shape: list[Any]) -> int:
+        rest = shape[1:]
+        if rest and all(isinstance(d, int) and d > 0 for d in rest):
+            return int(np.prod(rest))
+        # Symbolic feature dims: run one zero image (not metered: it is not a query).
+        c, h, w = (d if d is not None else 32 for d in self.input_shape)
+        probe = np.zeros((self._model_batch or 1, c, h, w), dtype=np.float32)
+        return int(self._run(probe).shape[1])
+
+    # ------------------------------------------------------------------ accounting
+    @property
+    def queries_used(self) -> int:
+        """Billed queries (rows) so far, over all clients."""
+        return self._queries_used
+
+    @property
+    def remaining(self) -> int | None:
+        """Queries left in the budget, or None when unlimited."""
+        return None if self.budget is None else self.budget - self._queries_used
+
+    @property
+    def forward_passes(self) -> int:
+        """Rows the model actually ran (cache hits excluded)."""
+        return self._forward_passes
+
+    @property
+    def cache_hits(self) -> int:
+        """Served rows answered by the response cache (or by an identical row of the same query)."""
+        return self._cache_hits
+
+    @property
+    def bills(self) -> dict[str, int]:
+        """Billed queries per client (a copy)."""
+        with self._lock:
+            return dict(self._bills)
+
+    def billed(self, client: str) -> int:
+        """Billed queries of one client (0 if it never queried)."""
+        with self._lock:
+            return self._bills.get(client, 0)
+
+    def __repr__(self) -> str:
+        return (
+            f"OnnxVictim({self.path.name!r}, input_shape={self.input_shape}, output_dim={self.output_dim}, "
+            f"providers={self.providers}, queries_used={self.queries_used}, remaining={self.remaining})"
+        )
+
+    # ------------------------------------------------------------------ serving
+    def _expected(self) -> str:
+        c, h, w = ("*" if d is None else d for d in self.input_shape)
+        return f"(N, {c}, {h}, {w})"
+
+    def _as_model_input(self, x: Any) -> np.ndarray:
+        """Validate a query and return it as a C-contiguous float32 (N, C, H, W) array (a copy)."""
+        expected = self._expected()
+        if isinstance(x, torch.Tensor):
+            if x.dtype not in (torch.float32, torch.uint8):
+                raise ValueError(f"query dtype must be float32 or uint8 with shape {expected}, got {x.dtype}")
+            arr = x.detach().cpu().numpy()
+        elif isinstance(x, np.ndarray):
+            arr = x
+        else:
+            raise TypeError(f"query must be a torch.Tensor or numpy.ndarray of shape {expected}, got {type(x)}")
+        if arr.dtype not in (np.float32, np.uint8):
+            raise ValueError(f"query dtype must be float32 or uint8 with shape {expected}, got {arr.dtype}")
+        if arr.ndim != 4:
+            raise ValueError(f"query must have shape {expected}, got rank {arr.ndim} shape {tuple(arr.shape)}")
+        for got, want in zip(arr.shape[1:], self.input_shape, strict=True):
+            if want is not None and got != want:
+                raise ValueError(f"query must have shape {expected}, got {tuple(arr.shape)}")
+        if 0 in arr.shape[1:]:
+            raise ValueError(f"query must have shape {expected} with non-empty images, got {tuple(arr.shape)}")
+        if arr.dtype == np.uint8:
+            return np.ascontiguousarray(arr, dtype=np.float32) / np.float32(255.0)
+        if not np.isfinite(arr).all():
+            raise ValueError("query contains NaN or infinite values")
+        return np.array(arr, dtype=np.float32, order="C", copy=True)
+
+    def _run(self, batch: np.ndarray) -> np.ndarray:
+        """One model run on (n, C, H, W) float32; returns (n, D) float32."""
+        n = batch.shape[0]
+        feed = batch if self._in_dtype == np.float32 else batch.astype(self._in_dtype)
+        if self._model_batch is not None and n != self._model_batch:
+            pad = np.zeros((self._model_batch - n, *feed.shape[1:]), dtype=feed.dtype)
+            feed = np.concatenate([feed, pad])
+        if self._on_cuda:
+            binding = self._session.io_binding()
+            binding.bind_ortvalue_input(
+                self._in_name, ort.OrtValue.ortvalue_from_numpy(feed, "cuda", self._cuda_device)
+            )
+            binding.bind_output(self._out_name, "cuda", self._cuda_device)
+            self._session.run_with_iobinding(binding)
+            out = binding.copy_outputs_to_cpu()[0]
+        else:
+            out = self._session.run([self._out_name], {self._in_name: feed})[0]
+        out = np.asarray(out)[:n]
+        return np.ascontiguousarray(out.reshape(n, -1), dtype=np.float32)
+
+    def _run_chunked(self, rows: np.ndarray) -> np.ndarray:
+        step = self._model_batch or self.batch_size
+        parts = [self._run(rows[i : i + step]) for i in range(0, len(rows), step)]
+        return np.concatenate(parts) if len(parts) > 1 else parts[0]
+
+    def _key(self, row: np.ndarray) -> bytes:
+        h = hashlib.blake2b(digest_size=20)
+        h.update(np.asarray(row.shape, dtype=np.int64).tobytes())
+        h.update(row.data)
+        return h.digest()
+
+    def query(self, x: torch.Tensor | np.ndarray, client: str = "default") -> torch.Tensor:
+        """Serve representations for a batch of images and bill ``client`` one query per row.
+
+        Args:
+            x: (N, C, H, W) torch tensor or numpy array; float32 in the model's layout, or uint8
+                (scaled to [0, 1] by /255). An empty batch (N = 0) is valid and free: it returns a
+                (0, D) tensor, runs nothing and bills nothing.
+            client: whom to bill.
+
+        Returns:
+            float32 CPU tensor (N, D), after the defenses.
+
+        Raises:
+            TypeError: ``x`` is not a tensor/array.
+            ValueError: wrong rank, channels, spatial size or dtype, or NaN/inf; nothing billed.
+            BudgetExceeded: the rows would pass the budget; nothing served or billed.
+        """
+        if not isinstance(client, str) or not client:
+            raise ValueError(f"client must be a non-empty string, got {client!r}")
+        xs = self._as_model_input(x)
+        n = xs.shape[0]
+        if n == 0:
+            return torch.empty((0, self.output_dim), dtype=torch.float32)
+        with self._lock:
+            remaining = self.remaining
+            if remaining is not None and n > remaining:
+                raise BudgetExceeded(n, remaining, client)
+            out, ran, hits = self._serve_raw(xs)
+            served = apply_defenses(self.defenses, torch.from_numpy(out), torch.from_numpy(xs), client)
+            # Commit the bill only now that everything succeeded.
+            self._queries_used += n
+            self._bills[client] = self._bills.get(client, 0) + n
+            self._cache_hits += hits
+        logger.debug("served %d rows to %r (%d run, %d cached)", n, client, ran, hits)
+        return served
+
+    def _serve_raw(self, xs: np.ndarray) -> tuple[np.ndarray, int, int]:
+        """Raw model outputs for ``xs`` via the cache; returns (outputs, rows run, cache hits)."""
+        n = xs.shape[0]
+        if self.cache_size == 0:
+            out = self._run_chunked(xs)
+            self._forward_passes += n
+            return out, n, 0
+        keys = [self._key(xs[i]) for i in range(n)]
+        out = np.empty((n, self.output_dim), dtype=np.float32)
+        miss_rows: dict[bytes, list[int]] = {}
+        for i, key in enumerate(keys):
+            cached = self._cache.get(key)
+            if cached is not None:
+                self._cache.move_to_end(key)
+                out[i] = cached
+            else:
+                miss_rows.setdefault(key, []).append(i)
+        if miss_rows:
+            first = [rows[0] for rows in miss_rows.values()]
+            fresh = self._run_chunked(xs[first])
+            self._forward_passes += len(first)
+            for (key, rows), value in zip(miss_rows.items(), fresh, strict=True):
+                out[rows] = value
+                self._cache[key] = value.copy()
+            while len(self._cache) > self.cache_size:
+                self._cache.popitem(last=False)
+        return out, len(miss_rows), n - len(miss_rows)

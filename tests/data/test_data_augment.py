@@ -1,0 +1,63 @@
+"""SimCLRAugment: shapes, value range, device, randomness per image, reproducibility."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from sslsteal_fast.data import SimCLRAugment, blur_kernel_size, load_dataset, to_float
+
+DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.cuda)]
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("channels", [1, 3])
+def test_shape_range_device(device: str, channels: int) -> None:
+    if device == "cuda" and not torch.cuda.is_available():
+        pytest.skip("needs CUDA")
+    torch.manual_seed(0)
+    x = torch.rand(16, channels, 20, 20, device=device)
+    y = SimCLRAugment(12)(x)
+    assert y.shape == (16, channels, 12, 12) and y.device == x.device and y.dtype == torch.float32
+    assert float(y.min()) >= 0.0 and float(y.max()) <= 1.0
+
+
+def test_views_differ_per_image_and_are_seeded() -> None:
+    x = to_float(load_dataset("shapes", count=8, seed=0).images)
+    aug = SimCLRAugment(32)
+    torch.manual_seed(1)
+    a = aug(x)
+    torch.manual_seed(1)
+    b = aug(x)
+    c = aug(x)
+    assert torch.equal(a, b)
+    assert not torch.allclose(a, c)
+    assert not torch.allclose(a, x)
+    # Same input image repeated: views still differ (independent parameters per row).
+    same = aug(x[:1].expand(4, -1, -1, -1).contiguous())
+    assert (same[0] - same[1]).abs().max() > 0.05
+
+
+def test_strength_zero_and_no_blur_keeps_colours() -> None:
+    torch.manual_seed(0)
+    x = torch.full((64, 3, 8, 8), 0.25)
+    x[:, 0] = 0.75
+    y = SimCLRAugment(8, strength=0.0, blur=False)(x)
+    # Crops and flips of a constant image are that image; only grayscale (p 0.2) changes colours.
+    grey = (y[:, 0] - y[:, 1]).abs().amax((1, 2)) < 1e-5
+    assert 0 < int(grey.sum()) < 40
+    assert torch.allclose(y[~grey], x[~grey], atol=1e-5)
+
+
+def test_blur_kernel_and_errors() -> None:
+    assert [blur_kernel_size(s) for s in (8, 32, 64, 96)] == [3, 3, 7, 9]
+    aug = SimCLRAugment(8)
+    assert aug(torch.rand(0, 3, 8, 8)).shape == (0, 3, 8, 8)
+    with pytest.raises(ValueError, match="float images"):
+        aug(torch.zeros(2, 3, 8, 8, dtype=torch.uint8))
+    with pytest.raises(ValueError, match="1 or 3 channels"):
+        aug(torch.rand(2, 2, 8, 8))
+    with pytest.raises(ValueError, match="strength"):
+        SimCLRAugment(8, strength=2.0)
+    with pytest.raises(ValueError, match="min_scale"):
+        SimCLRAugment(8, min_scale=0.0)
