@@ -1,0 +1,206 @@
+"""Stealing losses: small, validated ``nn.Module`` objects comparing stolen and victim outputs.
+
+Every loss is called as ``loss(stolen, target)`` with ``stolen`` the stolen model's output and
+``target`` the victim's answer for the same images, both (B, D) float tensors, and returns a scalar.
+Only ``stolen`` needs gradients; ``target`` is a constant.
+
+Losses from Dziedzic et al., *On the Difficulty of Defending Self-Supervised Learning against Model
+Extraction* (ICML 2022), Sec. 3 and App. C:
+
+* :class:`MSELoss` - mean squared error on the raw vectors, averaged over all B * D entries.
+* :class:`InfoNCELoss` - NT-Xent over the 2B L2-normalised rows of ``[stolen; target]``: each row's only
+  positive is its partner, the other 2B - 2 rows (stolen and victim alike) are negatives; tau = 0.07.
+  Runs the fused native op :func:`sslsteal_fast.ops.info_nce`.
+* :class:`SoftNNLoss` - Soft Nearest Neighbour loss (Frosst, Papernot & Hinton, ICML 2019) over the
+  unnormalised rows ``z = [stolen; target]`` with labels ``arange(B).repeat(2)`` (row i's only
+  same-label row is its partner), squared Euclidean distance, T = 100. Native op
+  :func:`sslsteal_fast.ops.soft_nn`.
+* :class:`WassersteinLoss` - the paper's 1-D CDF distance between sum-normalised vectors.
+* :class:`CosineLoss` - ``1 - cos(stolen_i, target_i)`` averaged over rows.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from sslsteal_fast import ops
+
+__all__ = [
+    "LOSSES",
+    "DEFAULT_TEMPERATURES",
+    "MSELoss",
+    "InfoNCELoss",
+    "SoftNNLoss",
+    "WassersteinLoss",
+    "CosineLoss",
+    "make_loss",
+]
+
+LOSSES = ("mse", "info_nce", "soft_nn", "wasserstein", "cosine")
+
+# The paper's temperatures (CIFAR-scale victims); only the two contrastive losses have one.
+DEFAULT_TEMPERATURES = {"info_nce": 0.07, "soft_nn": 100.0}
+
+
+def _check_temperature(owner: str, temperature: object) -> float:
+    if isinstance(temperature, bool) or not isinstance(temperature, (int, float)):
+        raise ValueError(f"{owner}: temperature must be a positive number, got {temperature!r}")
+    if not math.isfinite(temperature) or temperature <= 0:
+        raise ValueError(f"{owner}: temperature must be a finite number > 0, got {temperature}")
+    return float(temperature)
+
+
+def _check_pair(owner: str, stolen: torch.Tensor, target: torch.Tensor) -> None:
+    for name, t in (("stolen", stolen), ("target", target)):
+        if not isinstance(t, torch.Tensor):
+            raise TypeError(f"{owner}: {name} must be a torch.Tensor, got {type(t).__name__}")
+        if t.dim() != 2 or t.shape[0] == 0 or t.shape[1] == 0:
+            raise ValueError(f"{owner}: {name} must be a non-empty (B, D) matrix, got shape {tuple(t.shape)}")
+        if not t.is_floating_point():
+            raise TypeError(f"{owner}: {name} must be a floating-point tensor, got {t.dtype}")
+    if stolen.shape != target.shape:
+        raise ValueError(
+            f"{owner}: stolen {tuple(stolen.shape)} and target {tuple(target.shape)} must have the same (B, D) shape; "
+            "give the stolen model an output layer of the victim's dimension"
+        )
+
+
+class MSELoss(nn.Module):
+    """Mean squared error ``mean((stolen - target)^2)`` over all B * D entries (PyTorch ``MSELoss``).
+
+    Shapes: stolen (B, D), target (B, D) -> scalar.
+    """
+
+    name = "mse"
+
+    def forward(self, stolen: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        _check_pair("MSELoss", stolen, target)
+        return F.mse_loss(stolen, target.to(stolen.dtype))
+
+
+class InfoNCELoss(nn.Module):
+    """InfoNCE / NT-Xent over ``[stolen; target]`` (Chen et al. 2020; stealing use: Dziedzic et al. 2022).
+
+    Rows are L2-normalised; row i of ``stolen`` and row i of ``target`` are positives of each other and
+    all other 2B - 2 rows are negatives. Per row ``-log(exp(s_ip/tau) / sum_{k != i} exp(s_ik/tau))``,
+    averaged over the 2B rows. Identical stolen and target rows that are mutually orthogonal give the
+    minimum; all rows identical gives ``log(2B - 1)``.
+
+    Shapes: stolen (B, D), target (B, D) -> scalar. ``temperature`` tau > 0 (paper: 0.07).
+    """
+
+    name = "info_nce"
+
+    def __init__(self, temperature: float = 0.07) -> None:
+        super().__init__()
+        self.temperature = _check_temperature("InfoNCELoss", temperature)
+
+    def forward(self, stolen: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        _check_pair("InfoNCELoss", stolen, target)
+        return ops.info_nce(stolen, target.to(stolen.dtype), self.temperature)
+
+    def extra_repr(self) -> str:
+        return f"temperature={self.temperature}"
+
+
+class SoftNNLoss(nn.Module):
+    """Soft Nearest Neighbour loss (Frosst, Papernot & Hinton 2019) on ``z = [stolen; target]``.
+
+    Labels ``arange(B).repeat(2)``: each row's only same-label row is its partner. Unnormalised rows,
+    squared Euclidean distances ``d``; per row ``-log(exp(-d_ip/T) / sum_{k != i} exp(-d_ik/T))``,
+    averaged over the 2B rows.
+
+    Shapes: stolen (B, D), target (B, D) -> scalar. ``temperature`` T > 0 (paper: 100 at CIFAR scale,
+    1000-10000 for ImageNet-scale representations).
+    """
+
+    name = "soft_nn"
+
+    def __init__(self, temperature: float = 100.0) -> None:
+        super().__init__()
+        self.temperature = _check_temperature("SoftNNLoss", temperature)
+
+    def forward(self, stolen: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        _check_pair("SoftNNLoss", stolen, target)
+        z = torch.cat([stolen, target.to(stolen.dtype)], 0)
+        labels = torch.arange(stolen.shape[0], device=z.device).repeat(2)
+        return ops.soft_nn(z, labels, self.temperature)
+
+    def extra_repr(self) -> str:
+        return f"temperature={self.temperature}"
+
+
+class WassersteinLoss(nn.Module):
+    """The paper's "Wasserstein" loss: a 1-D CDF (earth mover's) distance between feature histograms.
+
+    Each row is turned into a distribution over the D feature indices and the L1 distance between the
+    two cumulative sums is taken along the features (the 1-D Wasserstein-1 distance with unit spacing),
+    then averaged over rows::
+
+        p = (|x| + eps) / sum(|x| + eps)        # per row, for x in (stolen, target)
+        loss = mean_b sum_d |cumsum(p_s)_d - cumsum(p_t)_d|
+
+    Making it well-defined: the paper divides by the plain sum, which is valid for post-ReLU pooled
+    features (all >= 0, as every encoder of :mod:`sslsteal_fast.models` and every victim output
+    produces). Here ``|x|`` is used so that outputs with negative entries (a stolen model with a linear
+    output layer, a victim whose defense adds zero-mean noise) still give a distribution - on
+    non-negative inputs ``|x| = x``, so it is exactly the paper's formula there - and ``eps`` (default
+    1e-6 per feature) is added so that an all-zero row becomes the uniform distribution instead of 0/0.
+    For rows whose sum is much larger than ``D * eps`` the effect of ``eps`` is negligible.
+
+    Shapes: stolen (B, D), target (B, D) -> scalar in [0, D - 1].
+    """
+
+    name = "wasserstein"
+
+    def __init__(self, eps: float = 1e-6) -> None:
+        super().__init__()
+        if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not math.isfinite(eps) or eps <= 0:
+            raise ValueError(f"WassersteinLoss: eps must be a finite number > 0, got {eps!r}")
+        self.eps = float(eps)
+
+    def _cdf(self, x: torch.Tensor) -> torch.Tensor:
+        mass = x.abs() + self.eps
+        return torch.cumsum(mass / mass.sum(dim=1, keepdim=True), dim=1)
+
+    def forward(self, stolen: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        _check_pair("WassersteinLoss", stolen, target)
+        return (self._cdf(stolen) - self._cdf(target.to(stolen.dtype))).abs().sum(dim=1).mean()
+
+    def extra_repr(self) -> str:
+        return f"eps={self.eps}"
+
+
+class CosineLoss(nn.Module):
+    """``mean_b (1 - cos(stolen_b, target_b))``; a zero row has similarity 0. Range [0, 2].
+
+    Shapes: stolen (B, D), target (B, D) -> scalar.
+    """
+
+    name = "cosine"
+
+    def forward(self, stolen: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        _check_pair("CosineLoss", stolen, target)
+        return (1.0 - F.cosine_similarity(stolen, target.to(stolen.dtype), dim=1, eps=1e-8)).mean()
+
+
+def make_loss(name: str, temperature: float | None = None) -> nn.Module:
+    """Build a stealing loss by name (one of :data:`LOSSES`).
+
+    ``temperature`` overrides the paper's default of the contrastive losses (info_nce: 0.07,
+    soft_nn: 100); it is an error to give one for a loss without a temperature.
+    """
+    if name not in LOSSES:
+        raise ValueError(f"unknown loss {name!r}; choose one of: {', '.join(LOSSES)}")
+    if name in DEFAULT_TEMPERATURES:
+        t = DEFAULT_TEMPERATURES[name] if temperature is None else temperature
+        return InfoNCELoss(t) if name == "info_nce" else SoftNNLoss(t)
+    if temperature is not None:
+        raise ValueError(
+            f"loss {name!r} has no temperature (only {', '.join(DEFAULT_TEMPERATURES)} do); drop the temperature"
+        )
+    return {"mse": MSELoss, "wasserstein": WassersteinLoss, "cosine": CosineLoss}[name]()
