@@ -1,0 +1,209 @@
+"""Per-client defense state in SQLite: bills, detection history, coverage buckets, query banks, secrets.
+
+A defense that keeps per-client state writes it through a :class:`DefenseState`; constructing the
+same defense again with the same state path (e.g. after a server restart) reloads it, so accounting
+and detection history are not lost. Every write is one transaction (WAL journal), so a process
+killed mid-query leaves either all or none of that query's records. Several defenses may share one
+database: every row carries the defense's ``namespace``.
+
+Tables::
+
+    secrets(name, value)                                   keys for keyed hashing / per-client transforms
+    bills(namespace, client, queries)                      rows seen per client
+    detections(namespace, client, seq, score, flagged)     one row per query row, in arrival order
+    buckets(namespace, client, bucket)                     occupied LSH buckets (coverage)
+    bank(namespace, client, start, rows, dim, data)        float32 feature blocks of the query bank
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import threading
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+import numpy as np
+
+__all__ = ["DefenseState", "open_state"]
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS secrets (name TEXT PRIMARY KEY, value BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS bills (
+    namespace TEXT NOT NULL, client TEXT NOT NULL, queries INTEGER NOT NULL,
+    PRIMARY KEY (namespace, client));
+CREATE TABLE IF NOT EXISTS detections (
+    namespace TEXT NOT NULL, client TEXT NOT NULL, seq INTEGER NOT NULL, score REAL NOT NULL,
+    flagged INTEGER NOT NULL, PRIMARY KEY (namespace, client, seq));
+CREATE TABLE IF NOT EXISTS buckets (
+    namespace TEXT NOT NULL, client TEXT NOT NULL, bucket INTEGER NOT NULL,
+    PRIMARY KEY (namespace, client, bucket));
+CREATE TABLE IF NOT EXISTS bank (
+    namespace TEXT NOT NULL, client TEXT NOT NULL, start INTEGER NOT NULL, rows INTEGER NOT NULL,
+    dim INTEGER NOT NULL, data BLOB NOT NULL, PRIMARY KEY (namespace, client, start));
+"""
+
+
+class DefenseState:
+    """A SQLite store of per-client defense state.
+
+    Args:
+        path: the database file (created with its folder), or ``":memory:"`` for a throw-away store.
+    """
+
+    def __init__(self, path: str | os.PathLike[str] = ":memory:") -> None:
+        self.path = str(path)
+        if self.path != ":memory:":
+            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.RLock()
+        self._conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        if self.path != ":memory:":
+            self._conn.execute("PRAGMA journal_mode=WAL")
+        self._conn.execute("PRAGMA synchronous=NORMAL")
+        self._conn.executescript(_SCHEMA)
+
+    def __repr__(self) -> str:
+        return f"DefenseState({self.path!r})"
+
+    def close(self) -> None:
+        """Close the connection (further use raises)."""
+        with self._lock:
+            self._conn.close()
+
+    def __enter__(self) -> DefenseState:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _write(self, sql: str, rows: Iterable[tuple]) -> None:
+        with self._lock:
+            self._conn.execute("BEGIN")
+            try:
+                self._conn.executemany(sql, rows)
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+            self._conn.execute("COMMIT")
+
+    # -------------------------------------------------------------------------------- secrets
+    def secret(self, name: str, nbytes: int = 32) -> bytes:
+        """The secret called ``name``, created from ``os.urandom`` on first use and kept forever."""
+        with self._lock:
+            row = self._conn.execute("SELECT value FROM secrets WHERE name = ?", (name,)).fetchone()
+            if row is not None:
+                return bytes(row[0])
+            value = os.urandom(nbytes)
+            self._conn.execute("INSERT INTO secrets (name, value) VALUES (?, ?)", (name, value))
+            return value
+
+    # ---------------------------------------------------------------------------------- bills
+    def add_bill(self, namespace: str, client: str, queries: int) -> None:
+        """Add ``queries`` rows to ``client``'s bill."""
+        self._write(
+            "INSERT INTO bills (namespace, client, queries) VALUES (?, ?, ?) "
+            "ON CONFLICT (namespace, client) DO UPDATE SET queries = queries + excluded.queries",
+            [(namespace, client, int(queries))],
+        )
+
+    def bills(self, namespace: str) -> dict[str, int]:
+        """Rows billed per client."""
+        with self._lock:
+            rows = self._conn.execute("SELECT client, queries FROM bills WHERE namespace = ?", (namespace,))
+            return {c: int(q) for c, q in rows.fetchall()}
+
+    # ----------------------------------------------------------------------------- detections
+    def record_detections(
+        self, namespace: str, client: str, start: int, scores: np.ndarray, flags: np.ndarray, queries: int
+    ) -> None:
+        """Append per-row scores and flags (rows ``start, start+1, ...``) and bill ``queries`` rows, atomically."""
+        rows = [
+            (namespace, client, start + i, float(s), int(f)) for i, (s, f) in enumerate(zip(scores, flags, strict=True))
+        ]
+        with self._lock:
+            self._conn.execute("BEGIN")
+            try:
+                self._conn.executemany(
+                    "INSERT INTO detections (namespace, client, seq, score, flagged) VALUES (?, ?, ?, ?, ?)", rows
+                )
+                self._conn.execute(
+                    "INSERT INTO bills (namespace, client, queries) VALUES (?, ?, ?) "
+                    "ON CONFLICT (namespace, client) DO UPDATE SET queries = queries + excluded.queries",
+                    (namespace, client, int(queries)),
+                )
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+            self._conn.execute("COMMIT")
+
+    def detections(self, namespace: str, client: str) -> tuple[np.ndarray, np.ndarray]:
+        """``(scores float64 (n,), flags bool (n,))`` of ``client`` in arrival order."""
+        with self._lock:
+            rows = self._conn.execute(
+                "SELECT score, flagged FROM detections WHERE namespace = ? AND client = ? ORDER BY seq",
+                (namespace, client),
+            ).fetchall()
+        scores = np.array([r[0] for r in rows], dtype=np.float64)
+        return scores, np.array([bool(r[1]) for r in rows], dtype=bool)
+
+    # -------------------------------------------------------------------------------- buckets
+    def add_buckets(self, namespace: str, client: str, buckets: Iterable[int], queries: int) -> None:
+        """Mark ``buckets`` occupied for ``client`` and bill ``queries`` rows, atomically."""
+        with self._lock:
+            self._conn.execute("BEGIN")
+            try:
+                self._conn.executemany(
+                    "INSERT OR IGNORE INTO buckets (namespace, client, bucket) VALUES (?, ?, ?)",
+                    [(namespace, client, int(b)) for b in buckets],
+                )
+                self._conn.execute(
+                    "INSERT INTO bills (namespace, client, queries) VALUES (?, ?, ?) "
+                    "ON CONFLICT (namespace, client) DO UPDATE SET queries = queries + excluded.queries",
+                    (namespace, client, int(queries)),
+                )
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+            self._conn.execute("COMMIT")
+
+    def buckets(self, namespace: str) -> dict[str, set[int]]:
+        """Occupied buckets per client."""
+        out: dict[str, set[int]] = {}
+        with self._lock:
+            for client, bucket in self._conn.execute(
+                "SELECT client, bucket FROM buckets WHERE namespace = ?", (namespace,)
+            ).fetchall():
+                out.setdefault(client, set()).add(int(bucket))
+        return out
+
+    # ----------------------------------------------------------------------------------- bank
+    def append_bank(self, namespace: str, client: str, start: int, rows: np.ndarray) -> None:
+        """Store a float32 (n, dim) block of ``client``'s query bank starting at row ``start``."""
+        block = np.ascontiguousarray(rows, dtype=np.float32)
+        self._write(
+            "INSERT INTO bank (namespace, client, start, rows, dim, data) VALUES (?, ?, ?, ?, ?, ?)",
+            [(namespace, client, int(start), int(block.shape[0]), int(block.shape[1]), block.tobytes())],
+        )
+
+    def bank_clients(self, namespace: str) -> list[str]:
+        """Clients with a stored bank."""
+        with self._lock:
+            rows = self._conn.execute("SELECT DISTINCT client FROM bank WHERE namespace = ?", (namespace,))
+            return [r[0] for r in rows.fetchall()]
+
+    def bank_blocks(self, namespace: str, client: str) -> Iterator[np.ndarray]:
+        """``client``'s bank blocks in order (float32 (n, dim) each)."""
+        with self._lock:
+            rows = self._conn.execute(
+                "SELECT rows, dim, data FROM bank WHERE namespace = ? AND client = ? ORDER BY start",
+                (namespace, client),
+            ).fetchall()
+        for n, dim, data in rows:
+            yield np.frombuffer(data, dtype=np.float32).reshape(n, dim)
+
+
+def open_state(state: DefenseState | str | os.PathLike[str] | None) -> DefenseState:
+    """``state`` itself, a store opened at that path, or a fresh in-memory store for None."""
+    if isinstance(state, DefenseState):
+        return state
+    return DefenseState(":memory:" if state is None else state)

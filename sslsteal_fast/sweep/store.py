@@ -1,0 +1,122 @@
+"""Sweep results in SQLite: one row per finished cell, committed atomically.
+
+Only the sweep's parent process writes. A cell's row is inserted in a single transaction keyed by
+its ``cell_id`` (a hash of the cell's full configuration) under a UNIQUE constraint, so a sweep
+killed at any moment leaves either the whole row or nothing: rerunning skips committed cells, reruns
+the rest, and never duplicates one. The database runs in WAL mode with ``synchronous=FULL`` so a
+committed row survives a SIGKILL (or power loss) of the writer.
+
+Besides ``cells``, a small ``kv`` table holds sweep-level facts computed once (the victim's probe
+accuracy) so a resumed sweep reuses them.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+__all__ = ["ResultStore", "CELL_COLUMNS"]
+
+# (name, SQL type) of every column of the cells table, in CSV order.
+CELL_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("cell_id", "TEXT NOT NULL UNIQUE"),
+    ("loss", "TEXT NOT NULL"),
+    ("budget", "INTEGER NOT NULL"),
+    ("query_dataset", "TEXT NOT NULL"),
+    ("defense", "TEXT NOT NULL"),
+    ("seed", "INTEGER NOT NULL"),
+    ("arch", "TEXT NOT NULL"),
+    ("epochs", "INTEGER NOT NULL"),
+    ("strategy", "TEXT NOT NULL"),
+    ("probe_top1", "REAL"),
+    ("probe_top5", "REAL"),
+    ("knn_top1", "REAL"),
+    ("fidelity_cosine", "REAL"),
+    ("fidelity_l2", "REAL"),
+    ("fidelity_agreement", "REAL"),
+    ("billed_queries", "INTEGER NOT NULL"),
+    ("cell_forward_passes", "INTEGER NOT NULL"),
+    ("steal_time_s", "REAL NOT NULL"),
+    ("probe_time_s", "REAL NOT NULL"),
+    ("wall_time_s", "REAL NOT NULL"),
+    ("final_loss", "REAL"),
+    ("config_json", "TEXT NOT NULL"),
+    ("finished_at", "REAL NOT NULL"),
+)
+
+
+class ResultStore:
+    """The sweep's ``results.sqlite``. Use as a context manager or call :meth:`close`."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        # isolation_level=None: we issue BEGIN/COMMIT ourselves, so one cell = one transaction.
+        self._conn = sqlite3.connect(self.path, isolation_level=None, timeout=30.0)
+        self._conn.row_factory = sqlite3.Row
+        self._conn.execute("PRAGMA journal_mode=WAL")
+        self._conn.execute("PRAGMA synchronous=FULL")
+        columns = ",\n  ".join(f"{name} {sqltype}" for name, sqltype in CELL_COLUMNS)
+        self._conn.execute(f"CREATE TABLE IF NOT EXISTS cells (\n  {columns}\n)")
+        self._conn.execute("CREATE TABLE IF NOT EXISTS kv (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+
+    def __enter__(self) -> ResultStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._conn.close()
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        self._conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield self._conn
+        except BaseException:
+            self._conn.execute("ROLLBACK")
+            raise
+        self._conn.execute("COMMIT")
+
+    def done_ids(self) -> set[str]:
+        """Ids of every committed cell."""
+        return {row[0] for row in self._conn.execute("SELECT cell_id FROM cells")}
+
+    def insert_cell(self, row: dict[str, Any]) -> bool:
+        """Commit one finished cell; returns False (and changes nothing) if its id is already there.
+
+        ``row`` must have every column of :data:`CELL_COLUMNS` except ``finished_at``.
+        """
+        names = [name for name, _ in CELL_COLUMNS]
+        values = dict(row, finished_at=time.time())
+        missing = [n for n in names if n not in values]
+        if missing:
+            raise KeyError(f"cell row lacks columns {missing}")
+        placeholders = ", ".join("?" for _ in names)
+        with self._transaction() as conn:
+            cur = conn.execute(
+                f"INSERT INTO cells ({', '.join(names)}) VALUES ({placeholders}) ON CONFLICT(cell_id) DO NOTHING",
+                [values[n] for n in names],
+            )
+            return cur.rowcount == 1
+
+    def cells(self, ids: set[str] | None = None) -> list[dict[str, Any]]:
+        """Committed cells (all, or those in ``ids``) as dicts, in insertion order."""
+        rows = [dict(r) for r in self._conn.execute("SELECT * FROM cells ORDER BY rowid")]
+        return rows if ids is None else [r for r in rows if r["cell_id"] in ids]
+
+    def get(self, key: str) -> Any | None:
+        """A JSON value stored with :meth:`put`, or None."""
+        row = self._conn.execute("SELECT value FROM kv WHERE key = ?", (key,)).fetchone()
+        return None if row is None else json.loads(row[0])
+
+    def put(self, key: str, value: Any) -> None:
+        """Store a JSON-serialisable value under ``key`` (replacing), atomically."""
+        with self._transaction() as conn:
+            conn.execute("INSERT OR REPLACE INTO kv (key, value) VALUES (?, ?)", (key, json.dumps(value)))
