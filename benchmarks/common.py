@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import platform
-import resource
 import statistics
 import subprocess
 import sys
@@ -61,26 +60,22 @@ def time_interleaved(fns: dict[str, Callable[[], object]], reps: int, device: st
 def peak_rss_mib(setup: str, stmt: str) -> float:
     """Peak extra resident memory (MiB) of running ``stmt`` once after ``setup``, in a fresh process."""
     code = textwrap.dedent(f"""
-        import json, resource, sys, torch
+        import json, sys, torch
         sys.path.insert(0, {os.path.join(ROOT, "tests", "ops")!r})
         from sslsteal_fast import ops
         from sslsteal_fast.ops import reference
+        from sslsteal_fast._profiling import peak_extra_rss_mib
         ops.native_available()
         torch.set_num_threads({torch.get_num_threads()})
     """) + textwrap.dedent(setup) + textwrap.dedent(f"""
-        before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        {stmt}
-        after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        print(json.dumps((after - before) / 1024))
+        def run():
+            {stmt}
+        print(json.dumps(peak_extra_rss_mib(run)))
     """)
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=900)
     if out.returncode != 0:
         raise RuntimeError(out.stderr[-2000:])
     return float(json.loads(out.stdout.strip().splitlines()[-1]))
-
-
-def self_rss_mib() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:

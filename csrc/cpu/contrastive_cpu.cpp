@@ -71,6 +71,43 @@ struct Problem {
   T inv_t = 1;
 };
 
+// Rows grouped by label (CSR): members[begin[i] .. end[i]) are the rows sharing row i's label, in
+// increasing index order (row i included). Positives are visited through these lists, so a tile
+// pass costs O(tile + positives in the tile) instead of a label comparison per entry.
+struct Groups {
+  std::vector<int64_t> members, begin, end;
+
+  explicit Groups(const at::Tensor& labels) {
+    const int64_t n = labels.size(0);
+    // A stable sort keeps equal labels in index order.
+    at::Tensor order = std::get<1>(labels.sort(/*stable=*/true, /*dim=*/0, /*descending=*/false)).contiguous();
+    const int64_t* o = order.data_ptr<int64_t>();
+    const int64_t* y = labels.data_ptr<int64_t>();
+    members.assign(o, o + n);
+    begin.resize(n);
+    end.resize(n);
+    for (int64_t a = 0; a < n;) {
+      int64_t b = a + 1;
+      while (b < n && y[o[b]] == y[o[a]]) ++b;
+      for (int64_t t = a; t < b; ++t) {
+        begin[o[t]] = a;
+        end[o[t]] = b;
+      }
+      a = b;
+    }
+  }
+
+  // Calls f(k) for every k != i with i's label and lo <= k < hi.
+  template <typename F>
+  void for_each(int64_t i, int64_t lo, int64_t hi, F&& f) const {
+    const int64_t* first = members.data() + begin[i];
+    const int64_t* last = members.data() + end[i];
+    for (const int64_t* it = std::lower_bound(first, last, lo); it != last && *it < hi; ++it) {
+      if (*it != i) f(*it);
+    }
+  }
+};
+
 // Computes the logits of tile (i0.., j0..) into buf (ti x tj, row-major). Diagonal entries of a
 // diagonal tile are set to -inf so every later pass excludes k == i without a branch.
 template <typename T>
@@ -105,7 +142,7 @@ at::Tensor logits_tile(const Problem<T>& p, at::Tensor& buf, int64_t i0, int64_t
 
 // Folds tile logits into the statistics of its rows (and columns when the tile is off-diagonal).
 template <typename T>
-void fold_tile(const T* L, int64_t i0, int64_t ti, int64_t j0, int64_t tj, const int64_t* y, Lse* all, Lse* pos) {
+void fold_tile(const T* L, int64_t i0, int64_t ti, int64_t j0, int64_t tj, const Groups& groups, Lse* all, Lse* pos) {
   at::parallel_for(0, ti, 8, [&](int64_t r0, int64_t r1) {
     for (int64_t r = r0; r < r1; ++r) {
       const T* row = L + r * tj;
@@ -118,10 +155,7 @@ void fold_tile(const T* L, int64_t i0, int64_t ti, int64_t j0, int64_t tj, const
         for (int64_t c = 0; c < tj; ++c) sum += vexp(row[c] - mx);
         all[i0 + r].merge(double(mx), double(sum));
       }
-      const int64_t yi = y[i0 + r];
-      for (int64_t c = 0; c < tj; ++c) {
-        if (y[j0 + c] == yi && j0 + c != i0 + r) pos[i0 + r].push(double(row[c]));
-      }
+      groups.for_each(i0 + r, j0, j0 + tj, [&](int64_t k) { pos[i0 + r].push(double(row[k - j0])); });
     }
   });
   if (i0 == j0) return;
@@ -150,12 +184,9 @@ void fold_tile(const T* L, int64_t i0, int64_t ti, int64_t j0, int64_t tj, const
       for (int64_t c = 0; c < nc; ++c) {
         if (mx[c] != -std::numeric_limits<T>::infinity()) all[j0 + c0 + c].merge(double(mx[c]), double(sum[c]));
       }
-      for (int64_t r = 0; r < ti; ++r) {
-        const int64_t yr = y[i0 + r];
-        const T* row = L + r * tj + c0;
-        for (int64_t c = 0; c < nc; ++c) {
-          if (y[j0 + c0 + c] == yr) pos[j0 + c0 + c].push(double(row[c]));
-        }
+      for (int64_t c = 0; c < nc; ++c) {
+        const int64_t k = j0 + c0 + c;
+        groups.for_each(k, i0, i0 + ti, [&](int64_t i) { pos[k].push(double(L[(i - i0) * tj + c0 + c])); });
       }
     }
   });
@@ -165,14 +196,14 @@ template <typename T>
 std::tuple<at::Tensor, at::Tensor, at::Tensor> forward_impl(const Problem<T>& p, at::ScalarType out_dtype) {
   const int64_t n = p.n;
   std::vector<Lse> all(n), pos(n);
-  const int64_t* y = p.labels.template data_ptr<int64_t>();
+  const Groups groups(p.labels);
   at::Tensor buf = at::empty({std::min(n, kTile) * std::min(n, kTile)}, p.z.options());
   for (int64_t i0 = 0; i0 < n; i0 += kTile) {
     const int64_t ti = std::min(kTile, n - i0);
     for (int64_t j0 = i0; j0 < n; j0 += kTile) {
       const int64_t tj = std::min(kTile, n - j0);
       at::Tensor L = logits_tile(p, buf, i0, ti, j0, tj);
-      fold_tile<T>(L.data_ptr<T>(), i0, ti, j0, tj, y, all.data(), pos.data());
+      fold_tile<T>(L.data_ptr<T>(), i0, ti, j0, tj, groups, all.data(), pos.data());
     }
   }
   const at::ScalarType sd = stat_dtype(out_dtype);
@@ -210,7 +241,7 @@ at::Tensor backward_impl(const Problem<T>& p, const at::Tensor& grad_rows, const
       lpp[i] = std::numeric_limits<T>::infinity();
     }
   }
-  const int64_t* y = p.labels.template data_ptr<int64_t>();
+  const Groups groups(p.labels);
   at::Tensor dz = at::zeros_like(p.z);
   at::Tensor wsum = p.cosine ? at::Tensor() : at::zeros({n}, p.z.options());
   at::Tensor buf = at::empty({std::min(n, kTile) * std::min(n, kTile)}, p.z.options());
@@ -229,12 +260,9 @@ at::Tensor backward_impl(const Problem<T>& p, const at::Tensor& grad_rows, const
           const T* gj = gp + j0;
           const T* laj = lap + j0;
           const T* lpj = lpp + j0;
-          const int64_t yi = y[i];
-          // Remember the positive logits before the dense pass overwrites them (few per row).
+          // Remember the positive logits before the dense pass overwrites them.
           pos_buf.clear();
-          for (int64_t c = 0; c < tj; ++c) {
-            if (y[j0 + c] == yi && j0 + c != i) pos_buf.emplace_back(c, row[c]);
-          }
+          groups.for_each(i, j0, j0 + tj, [&](int64_t k) { pos_buf.emplace_back(k - j0, row[k - j0]); });
 #pragma omp simd
           for (int64_t c = 0; c < tj; ++c) {
             const T l = row[c];

@@ -1,6 +1,7 @@
-// Pairwise distances on the CPU: one BLAS-backed mm written straight into the output, then a fused,
-// in-place epilogue (norm expansion, clamp, sqrt or cosine scaling). The only extra memory is the two
-// (N,) / (M,) norm vectors, so the cost is one GEMM plus one pass over the output.
+// Pairwise distances on the CPU: BLAS-backed mm's written straight into the output, one block of rows
+// at a time, each followed at once by a fused, in-place epilogue (norm expansion, clamp, sqrt or
+// cosine scaling) while the block is still in cache. The only extra memory is the two (N,) / (M,)
+// norm vectors, so the cost is one GEMM plus a cache-resident pass over the output.
 #include <ATen/Parallel.h>
 
 #include <algorithm>
@@ -19,10 +20,13 @@ void distance_epilogue(T* out, int64_t n, int64_t m, const T* xn, const T* yn, i
       const T xi = xn[i];
       if (metric == 2) {
         // xn / yn hold 1 / max(|row|, eps), as F.normalize does.
+#pragma omp simd
         for (int64_t j = 0; j < m; ++j) row[j] = T(1) - row[j] * xi * yn[j];
       } else if (metric == 1) {
+#pragma omp simd
         for (int64_t j = 0; j < m; ++j) row[j] = std::sqrt(std::max(T(0), xi + yn[j] - T(2) * row[j]));
       } else {
+#pragma omp simd
         for (int64_t j = 0; j < m; ++j) row[j] = std::max(T(0), xi + yn[j] - T(2) * row[j]);
       }
     }
@@ -44,13 +48,22 @@ at::Tensor pairwise_distance_cpu(const at::Tensor& x, const at::Tensor& y, c10::
   at::Tensor yc = y.to(ct);
   at::Tensor out = at::empty({x.size(0), y.size(0)}, xc.options());
   if (out.numel() == 0) return out.to(x.scalar_type());
-  at::mm_out(out, xc, yc.t());
   at::Tensor xn = row_stat(xc, metric);
   at::Tensor yn = row_stat(yc, metric);
-  AT_DISPATCH_FLOATING_TYPES(ct, "pairwise_distance_cpu", [&] {
-    distance_epilogue<scalar_t>(out.data_ptr<scalar_t>(), out.size(0), out.size(1), xn.data_ptr<scalar_t>(),
-                                yn.data_ptr<scalar_t>(), metric);
-  });
+  const int64_t n = out.size(0), m = out.size(1);
+  // Rows per block: ~8 MB of output (last-level cache) while keeping each mm large enough for BLAS
+  // efficiency (128-row blocks cost ~15% in GEMM speed, 512-row ones ~4%).
+  const int64_t rows = std::max<int64_t>(256, std::min<int64_t>(n, (int64_t(1) << 21) / std::max<int64_t>(1, m)));
+  at::Tensor yt = yc.t();
+  for (int64_t i0 = 0; i0 < n; i0 += rows) {
+    const int64_t b = std::min(rows, n - i0);
+    at::Tensor block = out.narrow(0, i0, b);
+    at::mm_out(block, xc.narrow(0, i0, b), yt);
+    AT_DISPATCH_FLOATING_TYPES(ct, "pairwise_distance_cpu", [&] {
+      distance_epilogue<scalar_t>(block.data_ptr<scalar_t>(), b, m, xn.data_ptr<scalar_t>() + i0,
+                                  yn.data_ptr<scalar_t>(), metric);
+    });
+  }
   return out.to(x.scalar_type());
 }
 
