@@ -63,7 +63,8 @@ _DELETE = object()
         ("grid.budgets", [10, 2.5], "grid.budgets[1]: expected an integer"),
         ("grid.budgets", _DELETE, "grid.budgets: required"),
         ("grid.seeds", [-1], "grid.seeds[0]: must be >= 0"),
-        ("grid.defenses", ["noise"], "grid.defenses[0]: 'noise' is not one of"),
+        ("grid.defenses", ["bogus"], "grid.defenses[0]: unknown defense 'bogus'"),
+        ("grid.defenses", ["none", "noise:sigma=-1"], "grid.defenses[1]: "),
         ("grid.query_datasets", [3], "grid.query_datasets[0]: expected a dataset name"),
         ("grid.extra", 1, "grid.extra: unknown key"),
         ("datasets.q", {"count": 5}, "datasets.q.spec: required"),
@@ -144,3 +145,9 @@ def test_packaged_demo_configs_parse(quick: bool) -> None:
     assert min(cfg.grid.budgets) <= train.count / 5
     # Queries come from a generation stream the victim never trained on.
     assert all(q.options.get("seed", 0) != train.data_seed for q in cfg.grid.query_datasets)
+
+
+def test_defense_specs_are_accepted_as_an_axis() -> None:
+    raw = copy.deepcopy(base())
+    _set(raw, "grid.defenses", ["none", "noise:sigma=0.5", "detection:threshold=0.6"])
+    assert parse_config(raw).grid.defenses == ("none", "noise:sigma=0.5", "detection:threshold=0.6")
