@@ -49,6 +49,7 @@ CSV_COLUMNS = (
     "probe_top1",
     "probe_top5",
     "knn_top1",
+    "legit_top1",
     "fidelity_cosine",
     "fidelity_l2",
     "fidelity_agreement",

@@ -121,6 +121,7 @@ class CellTask:
     encoder_prefix: str | None
     progress: bool
     threads: int
+    legit_top1: float | None = None
 
 
 @dataclass
@@ -193,6 +194,10 @@ def run_sweep(cfg: SweepConfig, out: str | Path, *, progress: bool = True, log: 
 
         t = time.perf_counter()
         eval_path, victim_eval = _victim_eval(cfg, victim, store, probe_path, probe_meta, out, progress, log)
+        legit = {
+            d: _legit_eval(cfg, victim, store, probe_path, probe_meta, d, victim_eval, progress, log)
+            for d in cfg.grid.defenses
+        }
         timings["victim_eval_s"] = time.perf_counter() - t
 
         workers, threads = plan_workers(cfg.run.workers, cfg.run.threads, len(pending))
@@ -222,6 +227,7 @@ def run_sweep(cfg: SweepConfig, out: str | Path, *, progress: bool = True, log: 
                 encoder_prefix=str(out / "encoders" / cid) if cfg.run.save_encoders else None,
                 progress=progress and workers == 1,
                 threads=threads,
+                legit_top1=legit[c.defense],
             )
             for cid, c in pending
         ]
@@ -519,6 +525,49 @@ def _victim_eval(
     return path, metrics
 
 
+def _legit_eval(
+    cfg: SweepConfig,
+    victim: PreparedVictim,
+    store: ResultStore,
+    probe_path: Path,
+    probe_meta: dict[str, Any],
+    defense: str,
+    victim_eval: dict[str, Any],
+    progress: bool,
+    log: Log,
+) -> float:
+    """The honest user's downstream accuracy under ``defense``: a linear probe trained and tested on the
+    defended answers to their own labelled images (client ``"honest"``), next to which each cell's thief
+    accuracy is reported. Without a defense it is the victim's own probe accuracy."""
+    if defense == "none":
+        return float(victim_eval["victim_top1"])
+    from sslsteal_fast.attacks import query_victim
+    from sslsteal_fast.probes import linear_probe
+    from sslsteal_fast.victim import OnnxVictim
+
+    key = f"legit_eval:{stable_hash({'victim': victim.sha256, 'probe': cfg.probe.key(), 'defense': defense})}"
+    stored = store.get(key)
+    if stored is not None:
+        return float(stored["legit_top1"])
+    log(f"sweep: honest user's accuracy under defense {defense!r}")
+    data, _ = load_tensors(probe_path)
+    api = OnnxVictim(victim.onnx, batch_size=cfg.victim.batch_size, defenses=_defenses(defense))
+    bs = cfg.victim.batch_size
+    train_x = query_victim(api, data["train_images"], batch_size=bs, client="honest", progress=progress)
+    test_x = query_victim(api, data["test_images"], batch_size=bs, client="honest", progress=progress)
+    p = cfg.probe
+    lin = linear_probe(
+        train_x,
+        data["train_labels"],
+        test_x,
+        data["test_labels"],
+        int(probe_meta["num_classes"]),
+        **_linear_kwargs(p.epochs, p.lr, 0),
+    )
+    store.put(key, {"legit_top1": float(lin.top1), "billed": int(api.queries_used)})
+    return float(lin.top1)
+
+
 def _random_init_baseline(cfg: SweepConfig, data: dict[str, torch.Tensor], num_classes: int) -> dict[str, float]:
     """Probe accuracy of an untrained encoder of the thief's architecture: the floor a theft must beat."""
     from sslsteal_fast.models import build_encoder
@@ -665,6 +714,7 @@ def run_cell(task: CellTask) -> dict[str, Any]:
         "probe_top1": float(lin.top1),
         "probe_top5": float(lin.top5),
         "knn_top1": float(knn.top1),
+        "legit_top1": task.legit_top1,
         "fidelity_cosine": _num(fid.cosine),
         "fidelity_l2": _num(fid.l2),
         "fidelity_agreement": _num(fid.agreement),

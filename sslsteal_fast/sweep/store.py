@@ -36,6 +36,7 @@ CELL_COLUMNS: tuple[tuple[str, str], ...] = (
     ("probe_top1", "REAL"),
     ("probe_top5", "REAL"),
     ("knn_top1", "REAL"),
+    ("legit_top1", "REAL"),
     ("fidelity_cosine", "REAL"),
     ("fidelity_l2", "REAL"),
     ("fidelity_agreement", "REAL"),

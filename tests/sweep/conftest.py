@@ -35,6 +35,7 @@ def tiny_toml(
     steal_epochs: int = 1,
     query_count: int = 40,
     strategy: str = "query-once",
+    defenses: tuple[str, ...] = ("none",),
 ) -> str:
     """A sweep over two query sets (in-domain and shifted) against ``victim``."""
 
@@ -82,6 +83,7 @@ losses = {arr(losses)}
 budgets = {arr(budgets)}
 query_datasets = ["q-in", "q-ood"]
 seeds = {arr(seeds)}
+defenses = {arr(defenses)}
 
 [steal]
 epochs = {steal_epochs}

@@ -137,3 +137,19 @@ def test_augmented_strategy_bills_every_view(write_config: Callable[..., Path], 
     assert all(float(r["victim_forward_passes_share"]) == 2 * int(r["budget"]) for r in rows)
     summary = json.loads((out / "summary.json").read_text())
     assert summary["victim_forward_passes"] == summary["billed_queries_total"] == 2 * 2 * (8 + 16)
+
+
+def test_defense_axis_reports_honest_user_and_thief(write_config: Callable[..., Path], tmp_path: Path) -> None:
+    # Heavy output noise: the honest user's probe (trained on defended answers) and every thief pay for it.
+    cfg = load_config(write_config(losses=("mse",), budgets=(8, 16), defenses=("none", "noise:sigma=50")))
+    out = tmp_path / "out"
+    write_outputs(run_sweep(cfg, out, progress=False, log=lambda _: None))
+    rows = read_csv(out / "results.csv")
+    assert {r["defense"] for r in rows} == {"none", "noise:sigma=50"}
+    clean = {float(r["legit_top1"]) for r in rows if r["defense"] == "none"}
+    noisy = {float(r["legit_top1"]) for r in rows if r["defense"] != "none"}
+    assert len(clean) == len(noisy) == 1  # one honest-user measurement per defense
+    assert clean == {float(rows[0]["victim_top1"])}  # undefended: the honest user sees the victim itself
+    summary = json.loads((out / "summary.json").read_text())
+    # One pass per (query set, defense) for the largest budget: nested budgets reuse its prefixes.
+    assert summary["victim_forward_passes"] <= 2 * 2 * 16
