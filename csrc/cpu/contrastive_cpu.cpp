@@ -140,15 +140,55 @@ at::Tensor logits_tile(const Problem<T>& p, at::Tensor& buf, int64_t i0, int64_t
   return S;
 }
 
+// A shift for exp() that is valid for the whole tile, when the tile's logits provably span less
+// than kSpan: then exp(L - shift) neither overflows nor underflows for any entry, the per-row max
+// passes can be skipped (forward), and exp(L - lse_i) = exp(L - shift) * exp(shift - lse_i) needs
+// one exp per entry instead of one per side (backward). Bounds: cosine logits lie in [-1/T, 1/T];
+// SoftNN logits in [-(|z|max_I + |z|max_J)^2 / T, 0].
+constexpr double kSpan = 80.0;
+
+template <typename T>
+struct TileShift {
+  bool fixed = false;
+  T value = 0;
+};
+
+template <typename T>
+TileShift<T> tile_shift(const Problem<T>& p, const std::vector<double>& block_norm, int64_t i0, int64_t j0) {
+  double lo = 0, hi = 0;
+  if (p.cosine) {
+    hi = double(p.inv_t);
+    lo = -hi;
+  } else {
+    const double reach = block_norm[i0 / kTile] + block_norm[j0 / kTile];
+    lo = -reach * reach * double(p.inv_t);
+  }
+  return {hi - lo < kSpan, T(hi)};
+}
+
+// Largest row norm of each kTile block of rows (SoftNN only).
+template <typename T>
+std::vector<double> block_norms(const Problem<T>& p) {
+  std::vector<double> out((p.n + kTile - 1) / kTile, 0.0);
+  if (p.cosine) return out;
+  const T* sq = p.sq.template data_ptr<T>();
+  for (int64_t i = 0; i < p.n; ++i) out[i / kTile] = std::max(out[i / kTile], std::sqrt(double(sq[i])));
+  return out;
+}
+
 // Folds tile logits into the statistics of its rows (and columns when the tile is off-diagonal).
 template <typename T>
-void fold_tile(const T* L, int64_t i0, int64_t ti, int64_t j0, int64_t tj, const Groups& groups, Lse* all, Lse* pos) {
+void fold_tile(const T* L, int64_t i0, int64_t ti, int64_t j0, int64_t tj, const Groups& groups, TileShift<T> shift,
+               Lse* all, Lse* pos) {
   at::parallel_for(0, ti, 8, [&](int64_t r0, int64_t r1) {
     for (int64_t r = r0; r < r1; ++r) {
       const T* row = L + r * tj;
-      T mx = -std::numeric_limits<T>::infinity();
+      T mx = shift.value;
+      if (!shift.fixed) {
+        mx = -std::numeric_limits<T>::infinity();
 #pragma omp simd reduction(max : mx)
-      for (int64_t c = 0; c < tj; ++c) mx = std::max(mx, row[c]);
+        for (int64_t c = 0; c < tj; ++c) mx = std::max(mx, row[c]);
+      }
       if (mx != -std::numeric_limits<T>::infinity()) {
         T sum = 0;
 #pragma omp simd reduction(+ : sum)
@@ -168,10 +208,10 @@ void fold_tile(const T* L, int64_t i0, int64_t ti, int64_t j0, int64_t tj, const
       const int64_t c0 = b * kCols;
       const int64_t nc = std::min(kCols, tj - c0);
       for (int64_t c = 0; c < nc; ++c) {
-        mx[c] = -std::numeric_limits<T>::infinity();
+        mx[c] = shift.fixed ? shift.value : -std::numeric_limits<T>::infinity();
         sum[c] = 0;
       }
-      for (int64_t r = 0; r < ti; ++r) {
+      for (int64_t r = 0; r < ti && !shift.fixed; ++r) {
         const T* row = L + r * tj + c0;
 #pragma omp simd
         for (int64_t c = 0; c < nc; ++c) mx[c] = std::max(mx[c], row[c]);
@@ -197,13 +237,14 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> forward_impl(const Problem<T>& p,
   const int64_t n = p.n;
   std::vector<Lse> all(n), pos(n);
   const Groups groups(p.labels);
+  const std::vector<double> bnorm = block_norms(p);
   at::Tensor buf = at::empty({std::min(n, kTile) * std::min(n, kTile)}, p.z.options());
   for (int64_t i0 = 0; i0 < n; i0 += kTile) {
     const int64_t ti = std::min(kTile, n - i0);
     for (int64_t j0 = i0; j0 < n; j0 += kTile) {
       const int64_t tj = std::min(kTile, n - j0);
       at::Tensor L = logits_tile(p, buf, i0, ti, j0, tj);
-      fold_tile<T>(L.data_ptr<T>(), i0, ti, j0, tj, groups, all.data(), pos.data());
+      fold_tile<T>(L.data_ptr<T>(), i0, ti, j0, tj, groups, tile_shift(p, bnorm, i0, j0), all.data(), pos.data());
     }
   }
   const at::ScalarType sd = stat_dtype(out_dtype);
@@ -242,6 +283,8 @@ at::Tensor backward_impl(const Problem<T>& p, const at::Tensor& grad_rows, const
     }
   }
   const Groups groups(p.labels);
+  const std::vector<double> bnorm = block_norms(p);
+  std::vector<T> coef(n);  // g_i exp(shift - lse_all_i), per tile
   at::Tensor dz = at::zeros_like(p.z);
   at::Tensor wsum = p.cosine ? at::Tensor() : at::zeros({n}, p.z.options());
   at::Tensor buf = at::empty({std::min(n, kTile) * std::min(n, kTile)}, p.z.options());
@@ -251,6 +294,11 @@ at::Tensor backward_impl(const Problem<T>& p, const at::Tensor& grad_rows, const
       const int64_t tj = std::min(kTile, n - j0);
       at::Tensor W = logits_tile(p, buf, i0, ti, j0, tj);
       T* w = W.data_ptr<T>();
+      const TileShift<T> shift = tile_shift(p, bnorm, i0, j0);
+      if (shift.fixed) {
+        for (int64_t i = i0; i < i0 + ti; ++i) coef[i] = gp[i] * T(std::exp(double(shift.value) - double(lap[i])));
+        for (int64_t j = j0; j < j0 + tj; ++j) coef[j] = gp[j] * T(std::exp(double(shift.value) - double(lap[j])));
+      }
       at::parallel_for(0, ti, 8, [&](int64_t r0, int64_t r1) {
         std::vector<std::pair<int64_t, T>> pos_buf;
         for (int64_t r = r0; r < r1; ++r) {
@@ -263,10 +311,19 @@ at::Tensor backward_impl(const Problem<T>& p, const at::Tensor& grad_rows, const
           // Remember the positive logits before the dense pass overwrites them.
           pos_buf.clear();
           groups.for_each(i, j0, j0 + tj, [&](int64_t k) { pos_buf.emplace_back(k - j0, row[k - j0]); });
+          if (shift.fixed) {
+            // exp(l - lse_i) = exp(l - shift) * exp(shift - lse_i): one exp per entry.
+            const T ci = coef[i];
+            const T* cj = coef.data() + j0;
+            const T sv = shift.value;
 #pragma omp simd
-          for (int64_t c = 0; c < tj; ++c) {
-            const T l = row[c];
-            row[c] = gi * vexp(l - lai) + gj[c] * vexp(l - laj[c]);
+            for (int64_t c = 0; c < tj; ++c) row[c] = vexp(row[c] - sv) * (ci + cj[c]);
+          } else {
+#pragma omp simd
+            for (int64_t c = 0; c < tj; ++c) {
+              const T l = row[c];
+              row[c] = gi * vexp(l - lai) + gj[c] * vexp(l - laj[c]);
+            }
           }
           for (const auto& [c, l] : pos_buf) row[c] -= gi * std::exp(l - lpi) + gj[c] * std::exp(l - lpj[c]);
         }
