@@ -479,8 +479,7 @@ def _victim_eval(
     The metrics are stored in SQLite (``kv``) and the features in ``out/victim``; the victim is
     evaluated through its own unbilled ``OnnxVictim`` (the owner's forward passes, reported apart).
     """
-    from sslsteal_fast.attacks import query_victim
-    from sslsteal_fast.probes import knn_probe, linear_probe
+    from sslsteal_fast.probes import knn_probe
     from sslsteal_fast.victim import OnnxVictim
 
     key = stable_hash({"victim": victim.sha256, "probe": cfg.probe.key(), "baseline_arch": cfg.steal.arch})
@@ -492,13 +491,9 @@ def _victim_eval(
     data, _ = load_tensors(probe_path)
     api = OnnxVictim(victim.onnx, batch_size=cfg.victim.batch_size)
     t = time.perf_counter()
-    train_x = query_victim(api, data["train_images"], batch_size=cfg.victim.batch_size, progress=progress)
-    test_x = query_victim(api, data["test_images"], batch_size=cfg.victim.batch_size, progress=progress)
     p = cfg.probe
     num_classes = int(probe_meta["num_classes"])
-    lin = linear_probe(
-        train_x, data["train_labels"], test_x, data["test_labels"], num_classes, **_linear_kwargs(p.epochs, p.lr, 0)
-    )
+    train_x, test_x, lin = _probe_through(api, cfg, data, num_classes, client="default", progress=progress)
     knn = knn_probe(
         train_x,
         data["train_labels"],
@@ -541,8 +536,6 @@ def _legit_eval(
     accuracy is reported. Without a defense it is the victim's own probe accuracy."""
     if defense == "none":
         return float(victim_eval["victim_top1"])
-    from sslsteal_fast.attacks import query_victim
-    from sslsteal_fast.probes import linear_probe
     from sslsteal_fast.victim import OnnxVictim
 
     key = f"legit_eval:{stable_hash({'victim': victim.sha256, 'probe': cfg.probe.key(), 'defense': defense})}"
@@ -552,20 +545,32 @@ def _legit_eval(
     log(f"sweep: honest user's accuracy under defense {defense!r}")
     data, _ = load_tensors(probe_path)
     api = OnnxVictim(victim.onnx, batch_size=cfg.victim.batch_size, defenses=_defenses(defense))
+    num_classes = int(probe_meta["num_classes"])
+    _, _, lin = _probe_through(api, cfg, data, num_classes, client="honest", progress=progress)
+    store.put(key, {"legit_top1": float(lin.top1), "billed": int(api.queries_used)})
+    return float(lin.top1)
+
+
+def _probe_through(
+    api: Any, cfg: SweepConfig, data: dict[str, torch.Tensor], num_classes: int, *, client: str, progress: bool
+) -> tuple[torch.Tensor, torch.Tensor, Any]:
+    """Query the probe's train and test images through ``api`` as ``client`` and fit the linear probe on
+    the answers; returns (train features, test features, probe result)."""
+    from sslsteal_fast.attacks import query_victim
+    from sslsteal_fast.probes import linear_probe
+
     bs = cfg.victim.batch_size
-    train_x = query_victim(api, data["train_images"], batch_size=bs, client="honest", progress=progress)
-    test_x = query_victim(api, data["test_images"], batch_size=bs, client="honest", progress=progress)
-    p = cfg.probe
+    train_x = query_victim(api, data["train_images"], batch_size=bs, client=client, progress=progress)
+    test_x = query_victim(api, data["test_images"], batch_size=bs, client=client, progress=progress)
     lin = linear_probe(
         train_x,
         data["train_labels"],
         test_x,
         data["test_labels"],
-        int(probe_meta["num_classes"]),
-        **_linear_kwargs(p.epochs, p.lr, 0),
+        num_classes,
+        **_linear_kwargs(cfg.probe.epochs, cfg.probe.lr, 0),
     )
-    store.put(key, {"legit_top1": float(lin.top1), "billed": int(api.queries_used)})
-    return float(lin.top1)
+    return train_x, test_x, lin
 
 
 def _random_init_baseline(cfg: SweepConfig, data: dict[str, torch.Tensor], num_classes: int) -> dict[str, float]:
