@@ -30,8 +30,10 @@ def machine() -> str:
     except OSError:
         pass
     gpu = f", GPU {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ""
-    return (f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__} ({torch.get_num_threads()} threads), "
-            f"Python {platform.python_version()}{gpu}")
+    return (
+        f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__} ({torch.get_num_threads()} threads), "
+        f"Python {platform.python_version()}{gpu}"
+    )
 
 
 def sync(device: str) -> None:
@@ -39,8 +41,9 @@ def sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def time_interleaved(fns: dict[str, Callable[[], object]], reps: int, device: str = "cpu",
-                     warmup: int = 1) -> dict[str, float]:
+def time_interleaved(
+    fns: dict[str, Callable[[], object]], reps: int, device: str = "cpu", warmup: int = 1
+) -> dict[str, float]:
     """Median seconds per call of each function, run round-robin so drifts hit all alike."""
     for fn in fns.values():
         for _ in range(warmup):
@@ -59,7 +62,8 @@ def time_interleaved(fns: dict[str, Callable[[], object]], reps: int, device: st
 
 def peak_rss_mib(setup: str, stmt: str) -> float:
     """Peak extra resident memory (MiB) of running ``stmt`` once after ``setup``, in a fresh process."""
-    code = textwrap.dedent(f"""
+    code = (
+        textwrap.dedent(f"""
         import json, sys, torch
         sys.path.insert(0, {os.path.join(ROOT, "tests", "ops")!r})
         from sslsteal_fast import ops
@@ -67,11 +71,14 @@ def peak_rss_mib(setup: str, stmt: str) -> float:
         from sslsteal_fast._profiling import peak_extra_rss_mib
         ops.native_available()
         torch.set_num_threads({torch.get_num_threads()})
-    """) + textwrap.dedent(setup) + textwrap.dedent(f"""
+    """)
+        + textwrap.dedent(setup)
+        + textwrap.dedent(f"""
         def run():
             {stmt}
         print(json.dumps(peak_extra_rss_mib(run)))
     """)
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=900)
     if out.returncode != 0:
         raise RuntimeError(out.stderr[-2000:])

@@ -50,12 +50,14 @@ def bench_loss(loss: str, n: int, dim: int, reps: int, compile_: bool) -> tuple[
     def both(f):
         def run():
             f().backward()
+
         return run
 
     def fwd(f):
         def run():
             with torch.no_grad():
                 f()
+
         return run
 
     z = torch.randn(n, dim)
@@ -68,10 +70,32 @@ def bench_loss(loss: str, n: int, dim: int, reps: int, compile_: bool) -> tuple[
     )
     rows = []
     for k in impls:
-        rows.append([loss, n, dim, k, fwd_t[k] * 1e3, (both_t[k] - fwd_t[k]) * 1e3, both_t[k] * 1e3,
-                     both_t[k] / both_t["native"], both_t[k] / both_t["3 mm"]])
-    rows.append([loss, n, dim, "GEMM floor", fwd_t["mm"] * 1e3, (both_t["3 mm"] - fwd_t["mm"]) * 1e3,
-                 both_t["3 mm"] * 1e3, both_t["3 mm"] / both_t["native"], 1.0])
+        rows.append(
+            [
+                loss,
+                n,
+                dim,
+                k,
+                fwd_t[k] * 1e3,
+                (both_t[k] - fwd_t[k]) * 1e3,
+                both_t[k] * 1e3,
+                both_t[k] / both_t["native"],
+                both_t[k] / both_t["3 mm"],
+            ]
+        )
+    rows.append(
+        [
+            loss,
+            n,
+            dim,
+            "GEMM floor",
+            fwd_t["mm"] * 1e3,
+            (both_t["3 mm"] - fwd_t["mm"]) * 1e3,
+            both_t["3 mm"] * 1e3,
+            both_t["3 mm"] / both_t["native"],
+            1.0,
+        ]
+    )
     ratios = {
         "vs_paper": both_t["paper fp64"] / both_t["native"],
         "vs_compile": both_t.get("torch.compile", float("nan")) / both_t["native"],
@@ -89,11 +113,16 @@ def loss_memory(loss: str, n: int, dim: int) -> list[list[object]]:
         a64 = a.detach().double().requires_grad_(True); b64 = b.detach().double().requires_grad_(True)
     """
     calls = {
-        "info_nce": {"native": "ops.info_nce(a, b).backward()", "plain fp32": "reference.info_nce(a, b).backward()",
-                     "paper fp64": "reference.info_nce_paper(a64, b64).backward()"},
-        "soft_nn": {"native": "ops.soft_nn(torch.cat([a, b]), labels).backward()",
-                    "plain fp32": "reference.soft_nn(torch.cat([a, b]), labels).backward()",
-                    "paper fp64": "reference.soft_nn_paper(torch.cat([a64, b64]), labels).backward()"},
+        "info_nce": {
+            "native": "ops.info_nce(a, b).backward()",
+            "plain fp32": "reference.info_nce(a, b).backward()",
+            "paper fp64": "reference.info_nce_paper(a64, b64).backward()",
+        },
+        "soft_nn": {
+            "native": "ops.soft_nn(torch.cat([a, b]), labels).backward()",
+            "plain fp32": "reference.soft_nn(torch.cat([a, b]), labels).backward()",
+            "paper fp64": "reference.soft_nn_paper(torch.cat([a64, b64]), labels).backward()",
+        },
     }[loss]
     return [[loss, n, dim, k, peak_rss_mib(setup, stmt)] for k, stmt in calls.items()]
 
@@ -101,8 +130,11 @@ def loss_memory(loss: str, n: int, dim: int) -> list[list[object]]:
 def bench_pairwise(n: int, dim: int, reps: int, compile_: bool) -> tuple[list[list[object]], float]:
     x, y = torch.randn(n, dim), torch.randn(n, dim)
     _check("pairwise_distance", ops.pairwise_distance(x, y), reference.pairwise_distance(x, y), atol=1e-2)
-    fns = {"native": lambda: ops.pairwise_distance(x, y), "plain fp32": lambda: reference.pairwise_distance(x, y),
-           "one mm": lambda: torch.mm(x, y.T)}
+    fns = {
+        "native": lambda: ops.pairwise_distance(x, y),
+        "plain fp32": lambda: reference.pairwise_distance(x, y),
+        "one mm": lambda: torch.mm(x, y.T),
+    }
     if compile_:
         compiled = torch.compile(reference.pairwise_distance)
         fns["torch.compile"] = lambda: compiled(x, y)
@@ -118,16 +150,33 @@ def bench_topk(n_queries: int, n_bank: int, dim: int, k: int, reps: int) -> tupl
     v, i = ops.topk_similarity(q, bank, k)
     rv, ri = reference.topk_similarity(q, bank, k)
     _check("topk_similarity", v, rv, atol=1e-5)
-    t = time_interleaved({"native": lambda: ops.topk_similarity(q, bank, k),
-                          "chunked mm + topk": lambda: reference.topk_similarity(q, bank, k)}, reps)
+    t = time_interleaved(
+        {
+            "native": lambda: ops.topk_similarity(q, bank, k),
+            "chunked mm + topk": lambda: reference.topk_similarity(q, bank, k),
+        },
+        reps,
+    )
     setup = f"""
         from builders import bank_inputs
         q, bank = bank_inputs({n_queries}, {n_bank}, {dim})
     """
-    mem = {"native": peak_rss_mib(setup, f"ops.topk_similarity(q, bank, {k})"),
-           "chunked mm + topk": peak_rss_mib(setup, f"reference.topk_similarity(q, bank, {k})")}
-    rows = [["topk_similarity", f"{n_queries}x{n_bank}", dim, name, t[name] * 1e3, t["chunked mm + topk"] / t[name],
-             mem[name]] for name in t]
+    mem = {
+        "native": peak_rss_mib(setup, f"ops.topk_similarity(q, bank, {k})"),
+        "chunked mm + topk": peak_rss_mib(setup, f"reference.topk_similarity(q, bank, {k})"),
+    }
+    rows = [
+        [
+            "topk_similarity",
+            f"{n_queries}x{n_bank}",
+            dim,
+            name,
+            t[name] * 1e3,
+            t["chunked mm + topk"] / t[name],
+            mem[name],
+        ]
+        for name in t
+    ]
     return rows, {"speedup": t["chunked mm + topk"] / t["native"], "native_mib": mem["native"]}
 
 
@@ -151,31 +200,51 @@ def main() -> None:
         rows, ratios = bench_loss(loss, n, dim, reps, compile_)
         loss_rows += rows
         loss_ratios[loss] = ratios
-    out += [f"### Losses, fp32, n = 2B = {n}, D = {dim} (ms, median of {reps}, interleaved)", "",
-            markdown_table(["op", "n", "D", "impl", "fwd", "bwd (both - fwd)", "fwd+bwd", "x native time",
-                            "x 3 mm"], loss_rows), ""]
+    out += [
+        f"### Losses, fp32, n = 2B = {n}, D = {dim} (ms, median of {reps}, interleaved)",
+        "",
+        markdown_table(
+            ["op", "n", "D", "impl", "fwd", "bwd (both - fwd)", "fwd+bwd", "x native time", "x 3 mm"], loss_rows
+        ),
+        "",
+    ]
     mem_rows = loss_memory("info_nce", n, dim) + loss_memory("soft_nn", n, dim)
-    out += ["### Peak extra memory, fwd+bwd (MiB, ru_maxrss in a fresh process)", "",
-            markdown_table(["op", "n", "D", "impl", "peak MiB"], mem_rows), ""]
+    out += [
+        "### Peak extra memory, fwd+bwd (MiB, ru_maxrss in a fresh process)",
+        "",
+        markdown_table(["op", "n", "D", "impl", "peak MiB"], mem_rows),
+        "",
+    ]
 
     pd_rows, pd_ratio = bench_pairwise(n, dim, reps, compile_)
-    out += [f"### pairwise_distance, fp32, {n} x {n}, D = {dim} (ms)", "",
-            markdown_table(["op", "n", "D", "impl", "ms", "x one mm"], pd_rows), ""]
+    out += [
+        f"### pairwise_distance, fp32, {n} x {n}, D = {dim} (ms)",
+        "",
+        markdown_table(["op", "n", "D", "impl", "ms", "x one mm"], pd_rows),
+        "",
+    ]
 
     nq, nb, tdim, k = (64, 100_000, 128, 10) if quick else (256, 1_000_000, 128, 10)
     tk_rows, tk = bench_topk(nq, nb, tdim, k, reps)
-    out += [f"### topk_similarity, fp32, k = {k} (ms; peak extra MiB beyond the bank)", "",
-            markdown_table(["op", "queries x bank", "D", "impl", "ms", "speed-up vs chunked", "peak MiB"], tk_rows),
-            ""]
+    out += [
+        f"### topk_similarity, fp32, k = {k} (ms; peak extra MiB beyond the bank)",
+        "",
+        markdown_table(["op", "queries x bank", "D", "impl", "ms", "speed-up vs chunked", "peak MiB"], tk_rows),
+        "",
+    ]
 
     out += ["### Targets", ""]
     for loss, r in loss_ratios.items():
-        out.append(f"- {loss}: {r['vs_paper']:.1f}x faster than the paper's fp64 (target >= 5), "
-                   f"{r['vs_compile']:.2f}x faster than torch.compile (target >= 1.5), "
-                   f"{r['vs_plain']:.2f}x faster than plain fp32, {r['of_3mm']:.2f}x the time of 3 mm (target <= 1.5)")
+        out.append(
+            f"- {loss}: {r['vs_paper']:.1f}x faster than the paper's fp64 (target >= 5), "
+            f"{r['vs_compile']:.2f}x faster than torch.compile (target >= 1.5), "
+            f"{r['vs_plain']:.2f}x faster than plain fp32, {r['of_3mm']:.2f}x the time of 3 mm (target <= 1.5)"
+        )
     out.append(f"- pairwise_distance: {pd_ratio:.2f}x one mm (target <= 1.2)")
-    out.append(f"- topk_similarity: {tk['speedup']:.2f}x faster than chunked mm + topk (target >= 2), "
-               f"{tk['native_mib']:.0f} MiB extra (target <= 64)")
+    out.append(
+        f"- topk_similarity: {tk['speedup']:.2f}x faster than chunked mm + topk (target >= 2), "
+        f"{tk['native_mib']:.0f} MiB extra (target <= 64)"
+    )
     text = "\n".join(out)
     print(text)
     if args.out:

@@ -45,8 +45,11 @@ def test_loss_forward_backward(benchmark, impl):
 @pytest.mark.parametrize("impl", ["native", "plain", "mm"])
 def test_pairwise_distance(benchmark, impl):
     x, y = bank_inputs(N, N, D)
-    fns = {"native": lambda: ops.pairwise_distance(x, y), "plain": lambda: reference.pairwise_distance(x, y),
-           "mm": lambda: torch.mm(x, y.T)}
+    fns = {
+        "native": lambda: ops.pairwise_distance(x, y),
+        "plain": lambda: reference.pairwise_distance(x, y),
+        "mm": lambda: torch.mm(x, y.T),
+    }
     torch.testing.assert_close(ops.pairwise_distance(x, y), reference.pairwise_distance(x, y), rtol=1e-4, atol=1e-2)
     benchmark.group = f"pairwise_distance {N}x{N} D={D}"
     benchmark(fns[impl])
@@ -55,7 +58,10 @@ def test_pairwise_distance(benchmark, impl):
 @pytest.mark.parametrize("impl", ["native", "chunked"])
 def test_topk_similarity(benchmark, impl):
     q, bank = bank_inputs(128, 200_000, 128)
-    fns = {"native": lambda: ops.topk_similarity(q, bank, 10), "chunked": lambda: reference.topk_similarity(q, bank, 10)}
+    fns = {
+        "native": lambda: ops.topk_similarity(q, bank, 10),
+        "chunked": lambda: reference.topk_similarity(q, bank, 10),
+    }
     torch.testing.assert_close(fns["native"]()[0], fns["chunked"]()[0])
     benchmark.group = "topk_similarity 128 x 200k D=128 k=10"
     benchmark(fns[impl])

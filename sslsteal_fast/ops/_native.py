@@ -53,9 +53,7 @@ def has_kernel(device_type: str) -> bool:
         return False
     if device_type == "cpu":
         return True
-    return torch._C._dispatch_has_kernel_for_dispatch_key(
-        "sslsteal_fast::info_nce_fwd", device_type.upper()
-    )
+    return torch._C._dispatch_has_kernel_for_dispatch_key("sslsteal_fast::info_nce_fwd", device_type.upper())
 
 
 def native_for(t: torch.Tensor) -> bool:
@@ -136,9 +134,7 @@ def _register_python_parts() -> None:
         a, b, lse_all, lse_pos = ctx.saved_tensors
         if g_rows is None:
             return None, None, None
-        ga, gb = torch.ops.sslsteal_fast.info_nce_bwd(
-            g_rows.contiguous(), a, b, lse_all, lse_pos, ctx.temperature
-        )
+        ga, gb = torch.ops.sslsteal_fast.info_nce_bwd(g_rows.contiguous(), a, b, lse_all, lse_pos, ctx.temperature)
         return ga, gb, None
 
     register_autograd(lib + "info_nce_fwd", _backward_nce, setup_context=_setup_nce)

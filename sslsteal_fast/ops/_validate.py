@@ -31,16 +31,16 @@ def check_pair(name_a: str, a: torch.Tensor, name_b: str, b: torch.Tensor, *, sa
             f"{name_a} and {name_b} must have the same feature dimension D, got {a.shape[1]} and {b.shape[1]}"
         )
     if same_rows and a.shape[0] != b.shape[0]:
-        raise ValueError(
-            f"{name_a} and {name_b} must have the same batch size B, got {a.shape[0]} and {b.shape[0]}"
-        )
+        raise ValueError(f"{name_a} and {name_b} must have the same batch size B, got {a.shape[0]} and {b.shape[0]}")
 
 
 def check_labels(labels: object, z: torch.Tensor) -> None:
     if not isinstance(labels, torch.Tensor):
         raise TypeError(f"labels must be a torch.Tensor, got {type(labels).__name__}")
     if labels.dim() != 1 or labels.shape[0] != z.shape[0]:
-        raise ValueError(f"labels must be 1-D with one entry per row of z ({z.shape[0]}), got shape {tuple(labels.shape)}")
+        raise ValueError(
+            f"labels must be 1-D with one entry per row of z ({z.shape[0]}), got shape {tuple(labels.shape)}"
+        )
     if labels.dtype not in (torch.int64, torch.int32):
         raise TypeError(f"labels must be int64 or int32, got {labels.dtype}")
     if labels.device != z.device:

@@ -19,8 +19,13 @@ SETTINGS = settings(max_examples=25, deadline=None)
 
 class TestPairwiseDistance:
     @SETTINGS
-    @given(n=st.integers(1, 40), m=st.integers(1, 40), dim=st.integers(1, 70),
-           metric=st.sampled_from(ops.METRICS), with_zero_row=st.booleans())
+    @given(
+        n=st.integers(1, 40),
+        m=st.integers(1, 40),
+        dim=st.integers(1, 70),
+        metric=st.sampled_from(ops.METRICS),
+        with_zero_row=st.booleans(),
+    )
     def test_matches_reference_with_grads(self, n, m, dim, metric, with_zero_row):
         x, y = bank_inputs(n, m, dim, torch.float64)
         if with_zero_row:
@@ -66,14 +71,20 @@ class TestPairwiseDistance:
     @pytest.mark.parametrize("metric", ops.METRICS)
     def test_opcheck(self, device, metric):
         x, y = bank_inputs(5, 6, 4, torch.float32, device)
-        torch.library.opcheck(torch.ops.sslsteal_fast.pairwise_distance.default,
-                              (x.requires_grad_(True), y.requires_grad_(True), metric))
+        torch.library.opcheck(
+            torch.ops.sslsteal_fast.pairwise_distance.default, (x.requires_grad_(True), y.requires_grad_(True), metric)
+        )
 
 
 class TestTopkSimilarity:
     @SETTINGS
-    @given(n=st.integers(1, 30), m=st.integers(1, 300), dim=st.integers(1, 40), data=st.data(),
-           metric=st.sampled_from(["cosine", "sqeuclidean"]))
+    @given(
+        n=st.integers(1, 30),
+        m=st.integers(1, 300),
+        dim=st.integers(1, 40),
+        data=st.data(),
+        metric=st.sampled_from(["cosine", "sqeuclidean"]),
+    )
     def test_matches_bruteforce(self, n, m, dim, data, metric):
         k = data.draw(st.integers(1, m))
         q, bank = bank_inputs(n, m, dim, torch.float64)
@@ -113,12 +124,11 @@ class TestTopkSimilarity:
         q.requires_grad_(True)
         bank.requires_grad_(True)
         for metric in ("cosine", "sqeuclidean"):
-            assert torch.autograd.gradcheck(
-                lambda a, b, mt=metric: ops.topk_similarity(a, b, 3, mt)[0], (q, bank)
-            )
+            assert torch.autograd.gradcheck(lambda a, b, mt=metric: ops.topk_similarity(a, b, 3, mt)[0], (q, bank))
 
     @pytest.mark.parametrize("device", DEVICES)
     def test_opcheck(self, device):
         q, bank = bank_inputs(5, 64, 8, torch.float32, device)
-        torch.library.opcheck(torch.ops.sslsteal_fast.topk_similarity.default,
-                              (q.requires_grad_(True), bank, 4, "cosine"))
+        torch.library.opcheck(
+            torch.ops.sslsteal_fast.topk_similarity.default, (q.requires_grad_(True), bank, 4, "cosine")
+        )

@@ -118,7 +118,11 @@ BAD_CALLS = [
     (lambda: ops.soft_nn(torch.randn(4, 3), torch.zeros(4)), TypeError, "labels must be int64"),
     (lambda: ops.soft_nn(torch.randn(4, 3), torch.zeros(4, 1, dtype=torch.long)), ValueError, "labels"),
     (lambda: ops.soft_nn(torch.randn(4, 3), torch.zeros(4, dtype=torch.long), 0.0), ValueError, "temperature"),
-    (lambda: ops.soft_nn(torch.randn(4, 3), torch.zeros(4, dtype=torch.long), reduction="max"), ValueError, "reduction"),
+    (
+        lambda: ops.soft_nn(torch.randn(4, 3), torch.zeros(4, dtype=torch.long), reduction="max"),
+        ValueError,
+        "reduction",
+    ),
     (lambda: ops.pairwise_distance(torch.randn(3, 4), torch.randn(3, 4), "manhattan"), ValueError, "metric"),
     (lambda: ops.pairwise_distance(torch.randn(3, 4, 1), torch.randn(3, 4)), ValueError, "x must be a 2-D"),
     (lambda: ops.topk_similarity(torch.randn(3, 4), torch.randn(5, 4), k=0), ValueError, "k must be in"),
@@ -153,5 +157,6 @@ def test_raw_op_rejects_bad_input_without_crashing():
     with pytest.raises(RuntimeError, match="k must be"):
         torch.ops.sslsteal_fast.topk_similarity(torch.randn(2, 3), torch.randn(4, 3), 9, "cosine")
     with pytest.raises(RuntimeError, match="lse_all"):
-        torch.ops.sslsteal_fast.soft_nn_bwd(torch.ones(2), torch.randn(2, 3), torch.zeros(2, dtype=torch.long),
-                                            torch.ones(5), torch.ones(2), 1.0)
+        torch.ops.sslsteal_fast.soft_nn_bwd(
+            torch.ones(2), torch.randn(2, 3), torch.zeros(2, dtype=torch.long), torch.ones(5), torch.ones(2), 1.0
+        )

@@ -33,8 +33,13 @@ def _leaf(t: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
 
 class TestInfoNCE:
     @SETTINGS
-    @given(bsz=st.integers(1, 40), dim=st.integers(1, 70), temperature=TEMPERATURES,
-           identical=st.booleans(), reduction=st.sampled_from(["mean", "sum", "none"]))
+    @given(
+        bsz=st.integers(1, 40),
+        dim=st.integers(1, 70),
+        temperature=TEMPERATURES,
+        identical=st.booleans(),
+        reduction=st.sampled_from(["mean", "sum", "none"]),
+    )
     def test_matches_reference_float64(self, bsz, dim, temperature, identical, reduction):
         a, b = pair_inputs(bsz, dim, torch.float64, identical=identical, requires_grad=True)
         weights = torch.rand(2 * bsz, dtype=torch.float64) if reduction == "none" else None
@@ -43,13 +48,14 @@ class TestInfoNCE:
             def run(x, y):
                 out = fn(x, y, temperature, reduction)
                 return (out * weights).sum() if weights is not None else out
+
             return run
 
         got, g_got = _grads(loss(ops.info_nce), a, b)
         a2, b2 = _leaf(a, torch.float64), _leaf(b, torch.float64)
         exp, g_exp = _grads(loss(reference.info_nce), a2, b2)
         assert_close(got, exp, torch.float64)
-        for x, y in zip(g_got, g_exp):
+        for x, y in zip(g_got, g_exp, strict=False):
             assert_close(x, y, torch.float64)
 
     @pytest.mark.parametrize("device", DEVICES)
@@ -57,9 +63,11 @@ class TestInfoNCE:
     def test_float32_against_float64_reference(self, device, bsz, dim):
         a, b = pair_inputs(bsz, dim, torch.float32, device, requires_grad=True)
         got, g_got = _grads(lambda x, y: ops.info_nce(x, y, 0.07), a, b)
-        exp, g_exp = _grads(lambda x, y: reference.info_nce(x, y, 0.07), _leaf(a, torch.float64), _leaf(b, torch.float64))
+        exp, g_exp = _grads(
+            lambda x, y: reference.info_nce(x, y, 0.07), _leaf(a, torch.float64), _leaf(b, torch.float64)
+        )
         assert_close(got, exp, torch.float32, scale=10)
-        for x, y in zip(g_got, g_exp):
+        for x, y in zip(g_got, g_exp, strict=False):
             assert_close(x, y, torch.float32)
 
     @pytest.mark.parametrize("device", DEVICES)
@@ -103,14 +111,19 @@ class TestInfoNCE:
         first = _grads(lambda x, y: ops.info_nce(x, y, 0.07, "none").sum(), a, b)
         second = _grads(lambda x, y: ops.info_nce(x, y, 0.07, "none").sum(), a, b)
         assert torch.equal(first[0], second[0])
-        assert all(torch.equal(x, y) for x, y in zip(first[1], second[1]))
+        assert all(torch.equal(x, y) for x, y in zip(first[1], second[1], strict=False))
 
 
 class TestSoftNN:
     @SETTINGS
-    @given(n=st.integers(1, 80), dim=st.integers(1, 70), temperature=TEMPERATURES,
-           num_labels=st.sampled_from([None, 1, 3, 50]), scale=st.sampled_from([0.1, 1.0, 10.0]),
-           reduction=st.sampled_from(["mean", "sum", "none"]))
+    @given(
+        n=st.integers(1, 80),
+        dim=st.integers(1, 70),
+        temperature=TEMPERATURES,
+        num_labels=st.sampled_from([None, 1, 3, 50]),
+        scale=st.sampled_from([0.1, 1.0, 10.0]),
+        reduction=st.sampled_from(["mean", "sum", "none"]),
+    )
     def test_matches_reference_float64(self, n, dim, temperature, num_labels, scale, reduction):
         z, labels = snn_inputs(n, dim, torch.float64, num_labels=num_labels, scale=scale, requires_grad=True)
         weights = torch.rand(n, dtype=torch.float64) if reduction == "none" else None
@@ -119,6 +132,7 @@ class TestSoftNN:
             def run(x):
                 out = fn(x, labels, temperature, reduction)
                 return (out * weights).sum() if weights is not None else out
+
             return run
 
         got, (g_got,) = _grads(loss(ops.soft_nn), z)
@@ -189,5 +203,5 @@ def test_torch_compile_fullgraph(loss):
     eager_out, eager_grads = _grads(f, a, b)
     comp_out, comp_grads = _grads(compiled, a, b)
     torch.testing.assert_close(comp_out, eager_out)
-    for x, y in zip(comp_grads, eager_grads):
+    for x, y in zip(comp_grads, eager_grads, strict=False):
         torch.testing.assert_close(x, y)
