@@ -142,7 +142,10 @@ def run_defense_study(
             legit_test,
             probe_epochs,
         )
-        cfg = dataclasses.replace(steal_config, strategy=spec.strategy, client="thief")
+        # An augmented-query thief sends SimCLR views of its images every epoch (the traffic the
+        # detector is built for); a query-once thief keeps its configured local augmentation.
+        augment = True if spec.strategy == "augmented" else steal_config.augment
+        cfg = dataclasses.replace(steal_config, strategy=spec.strategy, client="thief", augment=augment)
         result = steal(victim, thief_queries, cfg, progress=progress)
         stolen[spec.name] = result.stolen
         stolen_top1 = _probe(
@@ -247,10 +250,15 @@ class DemoConfig:
     """Sizes of :func:`run_defense_demo` (all data built in: ``shapes``; watermark images ``digits``)."""
 
     image_size: int = 16
-    victim_count: int = 1500
-    victim_epochs: int = 4
-    budget: int = 500
-    steal_epochs: int = 5
+    victim_count: int = 3000
+    victim_epochs: int = 30
+    victim_lr: float = 3e-3  # the main demo's SimCLR recipe (sweep/configs/demo.toml)
+    victim_temperature: float = 0.5
+    victim_crop_min_scale: float = 1.0
+    budget: int = 1000
+    steal_epochs: int = 30
+    steal_batch_size: int = 64
+    steal_augment: bool = False  # query-once thief: no local crops at 16 px (as in the main demo)
     steal_loss: str = "info_nce"
     extra_stolen_loss: str = "mse"
     legit_train: int = 400
@@ -294,6 +302,9 @@ def _cached_victims(cfg: DemoConfig, progress: bool, log: Callable[[str], None])
         dataset="shapes",
         arch="small",
         epochs=cfg.victim_epochs,
+        lr=cfg.victim_lr,
+        temperature=cfg.victim_temperature,
+        crop_min_scale=cfg.victim_crop_min_scale,
         image_size=cfg.image_size,
         count=cfg.victim_count,
         seed=cfg.seed,
@@ -363,7 +374,14 @@ def run_defense_demo(
         DefenseRowSpec("coverage", plain_onnx, f"coverage:lam={cfg.coverage_lam}"),
         DefenseRowSpec("watermark", wm_onnx, "none"),
     ]
-    steal_cfg = StealConfig(loss=cfg.steal_loss, budget=cfg.budget, epochs=cfg.steal_epochs, seed=cfg.seed)
+    steal_cfg = StealConfig(
+        loss=cfg.steal_loss,
+        budget=cfg.budget,
+        epochs=cfg.steal_epochs,
+        batch_size=cfg.steal_batch_size,
+        augment=cfg.steal_augment,
+        seed=cfg.seed,
+    )
     defense_rows, stolen = run_defense_study(
         rows,
         thief_queries=thief,
