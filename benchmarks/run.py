@@ -210,7 +210,7 @@ def main() -> None:
     ]
     mem_rows = loss_memory("info_nce", n, dim) + loss_memory("soft_nn", n, dim)
     out += [
-        "### Peak extra memory, fwd+bwd (MiB, ru_maxrss in a fresh process)",
+        "### Peak extra memory, fwd+bwd (MiB above the inputs: VmHWM reset before the call, in a fresh process)",
         "",
         markdown_table(["op", "n", "D", "impl", "peak MiB"], mem_rows),
         "",
