@@ -235,54 +235,56 @@ def markdown_table(run: SweepRun, rows: list[dict[str, Any]]) -> str:
             if "random_init_top1" in v
             else ""
         ),
-        "",
+    ]
+
+    def grid_table(title: str, budget_heads: list[str], cell: Any) -> None:
+        """One markdown table: a row per (query set[, defense], loss), a column per budget."""
+        lines.extend(["", title, ""])
+        lines.append(
+            "| query set | " + ("defense | " if several_defenses else "") + "loss | " + " | ".join(budget_heads) + " |"
+        )
+        lines.append("|---|" + ("---|" if several_defenses else "") + "---|" + "---:|" * len(budgets))
+        for q in g.query_datasets:
+            for d in g.defenses:
+                for loss in g.losses:
+                    cells = [cell((q.name, d, loss, b)) for b in budgets]
+                    prefix = f"| {q.name} | " + (f"{d} | " if several_defenses else "")
+                    lines.append(prefix + f"{loss} | " + " | ".join(cells) + " |")
+
+    def probe_cell(key: tuple[str, str, str, int]) -> str:
+        stat = agg.get(key)
+        if stat is None:
+            return "—"
+        mean, std, n = stat
+        spread = f" ± {std:.1%}" if n > 1 else ""
+        rel = f" ({mean / v['victim_top1']:.0%})" if v["victim_top1"] else ""
+        return f"{mean:.1%}{spread}{rel}"
+
+    def knn_fid_cell(key: tuple[str, str, str, int]) -> str:
+        k, f = knn.get(key), fid.get(key)
+        return "—" if k is None or f is None else f"{k[0]:.1%} / {f[0]:.3f}"
+
+    grid_table(
         "Stolen encoders, linear-probe top-1 (% of the victim's) by query budget"
         + (" (budget as a fraction of the victim's training set)" if train_size else ""),
-        "",
-        "| query set | "
-        + ("defense | " if several_defenses else "")
-        + "loss | "
-        + " | ".join(map(head, budgets))
-        + " |",
-        "|---|" + ("---|" if several_defenses else "") + "---|" + "---:|" * len(budgets),
-    ]
-    for q in g.query_datasets:
-        for d in g.defenses:
-            for loss in g.losses:
-                cells = []
-                for b in budgets:
-                    stat = agg.get((q.name, d, loss, b))
-                    if stat is None:
-                        cells.append("—")
-                        continue
-                    mean, std, n = stat
-                    spread = f" ± {std:.1%}" if n > 1 else ""
-                    rel = f" ({mean / v['victim_top1']:.0%})" if v["victim_top1"] else ""
-                    cells.append(f"{mean:.1%}{spread}{rel}")
-                lines.append(
-                    f"| {q.name} | " + (f"{d} | " if several_defenses else "") + f"{loss} | " + " | ".join(cells) + " |"
-                )
-    lines += [
-        "",
+        [head(b) for b in budgets],
+        probe_cell,
+    )
+    grid_table(
         "kNN top-1 / fidelity (mean cosine to the victim's representations) at the same cells",
-        "",
-        "| query set | "
-        + ("defense | " if several_defenses else "")
-        + "loss | "
-        + " | ".join(map(str, budgets))
-        + " |",
-        "|---|" + ("---|" if several_defenses else "") + "---|" + "---:|" * len(budgets),
-    ]
-    for q in g.query_datasets:
+        [str(b) for b in budgets],
+        knn_fid_cell,
+    )
+    if several_defenses:
+        legit = _aggregate(rows, "legit_top1")
+        lines.extend(
+            ["", "Honest user's linear-probe top-1 on defended answers (same for every cell of a defense)", ""]
+        )
+        lines.append("| defense | honest user top-1 |")
+        lines.append("|---|---:|")
         for d in g.defenses:
-            for loss in g.losses:
-                cells = []
-                for b in budgets:
-                    k, f = knn.get((q.name, d, loss, b)), fid.get((q.name, d, loss, b))
-                    cells.append("—" if k is None or f is None else f"{k[0]:.1%} / {f[0]:.3f}")
-                lines.append(
-                    f"| {q.name} | " + (f"{d} | " if several_defenses else "") + f"{loss} | " + " | ".join(cells) + " |"
-                )
+            values = [m for (_, dd, _, _), (m, _, _) in legit.items() if dd == d]
+            lines.append(f"| {d} | {values[0]:.1%} |" if values else f"| {d} | — |")
     return "\n".join(lines) + "\n"
 
 

@@ -153,3 +153,5 @@ def test_defense_axis_reports_honest_user_and_thief(write_config: Callable[..., 
     summary = json.loads((out / "summary.json").read_text())
     # One pass per (query set, defense) for the largest budget: nested budgets reuse its prefixes.
     assert summary["victim_forward_passes"] <= 2 * 2 * 16
+    table = (out / "table.md").read_text()
+    assert "Honest user's linear-probe top-1" in table and "| noise:sigma=50 |" in table
