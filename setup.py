@@ -66,9 +66,7 @@ def _extensions() -> tuple[list, dict]:
     # full vector width (AVX2 / AVX-512: ~2x the SSE2 baseline for the fused exp passes).
     march = [] if portable or debug else ["-march=native"]
     cxx = opt + defines + march + ["-fopenmp", "-fno-math-errno", "-Wall", "-Wno-unused-function"]
-    nvcc = opt[:2] + defines + ["--expt-relaxed-constexpr", "-lineinfo"]
-    if not debug:
-        nvcc = ["-O3", "-DNDEBUG"] + defines + ["--expt-relaxed-constexpr", "-lineinfo"]
+    nvcc = opt + defines + ["--expt-relaxed-constexpr", "-lineinfo"]
 
     print(
         "sslsteal_fast build: "
@@ -87,7 +85,7 @@ def _extensions() -> tuple[list, dict]:
         sources=sources,
         include_dirs=[os.path.join(ROOT, "csrc")],
         extra_compile_args={"cxx": cxx, "nvcc": nvcc} if with_cuda else {"cxx": cxx},
-        extra_link_args=["-fopenmp"] + ([] if debug else []),
+        extra_link_args=["-fopenmp"],
     )
     cmdclass = {"build_ext": cpp_extension.BuildExtension.with_options(use_ninja=True)}
     return [ext], cmdclass

@@ -86,7 +86,8 @@ def topk_similarity(
     """Chunked matmul + topk: the k best bank rows per query.
 
     cosine: the k largest cosine similarities; sqeuclidean: the k smallest squared distances.
-    Ties go to the smaller bank index. Memory: one (N, chunk) block at a time.
+    Across chunks ties go to the smaller bank index; within a chunk the order of tied values is
+    torch.topk's (unspecified), unlike the native op. Memory: one (N, chunk) block at a time.
     """
     largest = metric == "cosine"
     q = F.normalize(queries, dim=1) if largest else queries
