@@ -15,7 +15,6 @@ from collections.abc import Callable, Sequence
 import torch
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(ROOT, "tests", "ops"))  # reuse the tests' input builders
 
 
 def machine() -> str:
@@ -65,10 +64,10 @@ def peak_rss_mib(setup: str, stmt: str) -> float:
     code = (
         textwrap.dedent(f"""
         import json, sys, torch
-        sys.path.insert(0, {os.path.join(ROOT, "tests", "ops")!r})
+        from sslsteal_fast.testing import bank_inputs, pair_inputs
         from sslsteal_fast import ops
         from sslsteal_fast.ops import reference
-        from sslsteal_fast._profiling import peak_extra_rss_mib
+        from sslsteal_fast.util.profiling import peak_extra_rss_mib
         ops.native_available()
         torch.set_num_threads({torch.get_num_threads()})
     """)

@@ -16,6 +16,7 @@ from common import machine, markdown_table, peak_rss_mib, time_interleaved
 
 from sslsteal_fast import ops
 from sslsteal_fast.ops import reference
+from sslsteal_fast.testing import bank_inputs, pair_inputs
 
 
 def _check(name: str, got: torch.Tensor, exp: torch.Tensor, rtol: float = 1e-3, atol: float = 1e-4) -> None:
@@ -26,8 +27,6 @@ def _check(name: str, got: torch.Tensor, exp: torch.Tensor, rtol: float = 1e-3, 
 
 
 def bench_loss(loss: str, n: int, dim: int, reps: int, compile_: bool) -> tuple[list[list[object]], dict]:
-    from builders import pair_inputs
-
     bsz = n // 2
     a, b = pair_inputs(bsz, dim, torch.float32, requires_grad=True)
     labels = torch.arange(bsz).repeat(2)
@@ -107,7 +106,6 @@ def bench_loss(loss: str, n: int, dim: int, reps: int, compile_: bool) -> tuple[
 
 def loss_memory(loss: str, n: int, dim: int) -> list[list[object]]:
     setup = f"""
-        from builders import pair_inputs
         a, b = pair_inputs({n // 2}, {dim}, torch.float32, requires_grad=True)
         labels = torch.arange({n // 2}).repeat(2)
         a64 = a.detach().double().requires_grad_(True); b64 = b.detach().double().requires_grad_(True)
@@ -144,8 +142,6 @@ def bench_pairwise(n: int, dim: int, reps: int, compile_: bool) -> tuple[list[li
 
 
 def bench_topk(n_queries: int, n_bank: int, dim: int, k: int, reps: int) -> tuple[list[list[object]], dict]:
-    from builders import bank_inputs
-
     q, bank = bank_inputs(n_queries, n_bank, dim)
     v, i = ops.topk_similarity(q, bank, k)
     rv, ri = reference.topk_similarity(q, bank, k)
@@ -158,7 +154,6 @@ def bench_topk(n_queries: int, n_bank: int, dim: int, k: int, reps: int) -> tupl
         reps,
     )
     setup = f"""
-        from builders import bank_inputs
         q, bank = bank_inputs({n_queries}, {n_bank}, {dim})
     """
     mem = {

@@ -1,18 +1,17 @@
 """pytest-benchmark suites for the native ops (``make bench-suite``; compare runs with
 ``--benchmark-compare``). ``make bench`` prints the side-by-side tables instead (benchmarks/run.py).
 
-Each benchmark checks agreement with the reference before timing, reusing the tests' input builders.
+Each benchmark checks agreement with the reference before timing, reusing the tests' input builders (sslsteal_fast.testing).
 """
 
 from __future__ import annotations
 
 import pytest
 import torch
-from builders import bank_inputs, pair_inputs  # noqa: F401  (benchmarks/common.py puts tests/ops on sys.path)
-from common import ROOT  # noqa: F401
 
 from sslsteal_fast import ops
 from sslsteal_fast.ops import reference
+from sslsteal_fast.testing import bank_inputs, pair_inputs
 
 N, D = 2048, 256
 pytestmark = pytest.mark.skipif(not ops.native_available(), reason="native extension not built")

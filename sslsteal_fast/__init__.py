@@ -1,23 +1,37 @@
 """sslsteal_fast: model extraction against self-supervised encoders, with fused native kernels.
 
-Data flows one way: data -> victim (served over ONNX Runtime) -> attack -> stolen encoder ->
-probe / ownership test, with the native ops (:mod:`sslsteal_fast.ops`) underneath everything.
+Data flows one way: data -> models -> victim (trained, exported, served over ONNX Runtime, with
+defenses plugged in) -> attacks -> stolen encoder -> probes / ownership tests -> experiments
+(sweeps), with the native ops (:mod:`sslsteal_fast.ops`) underneath everything. See
+docs/ARCHITECTURE.md.
+
+``import sslsteal_fast`` loads nothing heavy: ``sslsteal_fast.ops`` (and torch with it) is imported
+on first use, which keeps ``import sslsteal_fast`` and ``sslsteal --help`` fast.
 """
 
 from __future__ import annotations
 
-from typing import Any
+import importlib
+from typing import TYPE_CHECKING, Any
 
-__version__ = "0.1.0"
+from sslsteal_fast._version import __version__
 
-from sslsteal_fast import ops  # noqa: E402
+if TYPE_CHECKING:
+    from sslsteal_fast import ops
+
+
+def __getattr__(name: str) -> Any:
+    # `sslsteal_fast.ops` on first access (PEP 562): keeps `import sslsteal_fast` fast (no torch).
+    if name == "ops":
+        return importlib.import_module("sslsteal_fast.ops")
+    raise AttributeError(f"module 'sslsteal_fast' has no attribute {name!r}")
 
 
 def build_info() -> dict[str, Any]:
     """What the compiled extension was built with (and whether it loaded)."""
     import torch
 
-    from sslsteal_fast.ops import _native
+    from sslsteal_fast.ops import _native  # loaded on call: keeps `import sslsteal_fast` fast
 
     info: dict[str, Any] = {
         "version": __version__,

@@ -1,4 +1,4 @@
-"""Test-wide fixtures: device parametrisation, RNG hygiene, thread count."""
+"""Test-wide fixtures: the ``device`` parametrisation, RNG hygiene, thread count."""
 
 from __future__ import annotations
 
@@ -14,11 +14,16 @@ torch.set_num_threads(1)
 
 HAS_CUDA = torch.cuda.is_available()
 
-# Every device test is collected on every machine (same test ids); CUDA cases skip without a GPU.
-DEVICES = [
-    "cpu",
-    pytest.param("cuda", marks=[pytest.mark.cuda, pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA device")]),
-]
+
+@pytest.fixture(
+    params=[
+        "cpu",
+        pytest.param("cuda", marks=[pytest.mark.cuda, pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA device")]),
+    ]
+)
+def device(request: pytest.FixtureRequest) -> str:
+    """Every device test runs on every machine's test list (same ids); CUDA cases skip without a GPU."""
+    return request.param
 
 
 @pytest.fixture(autouse=True)

@@ -4,8 +4,9 @@
 >>> result = steal(victim, load_dataset("shapes"), StealConfig(loss="info_nce", budget=1000, epochs=20))
 >>> result.stolen, result.billed_queries, result.victim_forward_passes
 
-Losses: :mod:`sslsteal_fast.attacks.losses`; victims and billed querying:
-:mod:`sslsteal_fast.attacks.victims`; the training loop and strategies: :mod:`sslsteal_fast.attacks.steal`.
+Losses: :mod:`sslsteal_fast.attacks.losses`; the training loop and query strategies:
+:mod:`sslsteal_fast.attacks.steal`. The victim side of the contract (:class:`Victim`,
+:class:`LocalVictim`, :func:`query_victim`) lives in :mod:`sslsteal_fast.victim` and is re-exported here.
 """
 
 from __future__ import annotations
@@ -29,25 +30,25 @@ from sslsteal_fast.attacks.steal import (
     StolenEncoder,
     steal,
 )
-from sslsteal_fast.attacks.victims import LocalVictim, Victim, query_victim
+from sslsteal_fast.victim import LocalVictim, Victim, query_victim
 
 __all__ = [
-    "LOSSES",
-    "STRATEGIES",
-    "DEFAULT_TEMPERATURES",
     "DEFAULT_BATCH_SIZES",
     "DEFAULT_LRS",
-    "MSELoss",
-    "InfoNCELoss",
-    "SoftNNLoss",
-    "WassersteinLoss",
+    "DEFAULT_TEMPERATURES",
+    "LOSSES",
+    "STRATEGIES",
     "CosineLoss",
-    "make_loss",
-    "Victim",
+    "InfoNCELoss",
     "LocalVictim",
-    "query_victim",
+    "MSELoss",
+    "SoftNNLoss",
     "StealConfig",
     "StealResult",
     "StolenEncoder",
+    "Victim",
+    "WassersteinLoss",
+    "make_loss",
+    "query_victim",
     "steal",
 ]

@@ -21,47 +21,37 @@ Extraction* (ICML 2022), Sec. 3 and App. C:
 
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from sslsteal_fast import ops
+from sslsteal_fast.config import LOSSES, TEMPERATURES, loss_temperature
+from sslsteal_fast.util.checks import ArgumentTypeError, check_choice, check_number
 
 __all__ = [
-    "LOSSES",
     "DEFAULT_TEMPERATURES",
-    "MSELoss",
+    "LOSSES",
+    "CosineLoss",
     "InfoNCELoss",
+    "MSELoss",
     "SoftNNLoss",
     "WassersteinLoss",
-    "CosineLoss",
     "make_loss",
 ]
 
-LOSSES = ("mse", "info_nce", "soft_nn", "wasserstein", "cosine")
-
-# The paper's temperatures (CIFAR-scale victims); only the two contrastive losses have one.
-DEFAULT_TEMPERATURES = {"info_nce": 0.07, "soft_nn": 100.0}
-
-
-def _check_temperature(owner: str, temperature: object) -> float:
-    if isinstance(temperature, bool) or not isinstance(temperature, (int, float)):
-        raise ValueError(f"{owner}: temperature must be a positive number, got {temperature!r}")
-    if not math.isfinite(temperature) or temperature <= 0:
-        raise ValueError(f"{owner}: temperature must be a finite number > 0, got {temperature}")
-    return float(temperature)
+#: The paper's temperatures of the contrastive losses (one definition: :data:`sslsteal_fast.config.TEMPERATURES`).
+DEFAULT_TEMPERATURES = TEMPERATURES
 
 
 def _check_pair(owner: str, stolen: torch.Tensor, target: torch.Tensor) -> None:
     for name, t in (("stolen", stolen), ("target", target)):
         if not isinstance(t, torch.Tensor):
-            raise TypeError(f"{owner}: {name} must be a torch.Tensor, got {type(t).__name__}")
+            raise ArgumentTypeError(f"{owner}: {name} must be a torch.Tensor, got {type(t).__name__}")
         if t.dim() != 2 or t.shape[0] == 0 or t.shape[1] == 0:
             raise ValueError(f"{owner}: {name} must be a non-empty (B, D) matrix, got shape {tuple(t.shape)}")
         if not t.is_floating_point():
-            raise TypeError(f"{owner}: {name} must be a floating-point tensor, got {t.dtype}")
+            raise ArgumentTypeError(f"{owner}: {name} must be a floating-point tensor, got {t.dtype}")
     if stolen.shape != target.shape:
         raise ValueError(
             f"{owner}: stolen {tuple(stolen.shape)} and target {tuple(target.shape)} must have the same (B, D) shape; "
@@ -82,7 +72,21 @@ class MSELoss(nn.Module):
         return F.mse_loss(stolen, target.to(stolen.dtype))
 
 
-class InfoNCELoss(nn.Module):
+class _ContrastiveLoss(nn.Module):
+    """A contrastive stealing loss: a temperature (default: the paper's for ``name``), validated once."""
+
+    name: str
+
+    def __init__(self, temperature: float | None = None) -> None:
+        super().__init__()
+        t = TEMPERATURES[self.name] if temperature is None else temperature
+        self.temperature = check_number(f"{type(self).__name__}: temperature", t, low=0.0, strict=True)
+
+    def extra_repr(self) -> str:
+        return f"temperature={self.temperature}"
+
+
+class InfoNCELoss(_ContrastiveLoss):
     """InfoNCE / NT-Xent over ``[stolen; target]`` (Chen et al. 2020; stealing use: Dziedzic et al. 2022).
 
     Rows are L2-normalised; row i of ``stolen`` and row i of ``target`` are positives of each other and
@@ -95,19 +99,12 @@ class InfoNCELoss(nn.Module):
 
     name = "info_nce"
 
-    def __init__(self, temperature: float = 0.07) -> None:
-        super().__init__()
-        self.temperature = _check_temperature("InfoNCELoss", temperature)
-
     def forward(self, stolen: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         _check_pair("InfoNCELoss", stolen, target)
         return ops.info_nce(stolen, target.to(stolen.dtype), self.temperature)
 
-    def extra_repr(self) -> str:
-        return f"temperature={self.temperature}"
 
-
-class SoftNNLoss(nn.Module):
+class SoftNNLoss(_ContrastiveLoss):
     """Soft Nearest Neighbour loss (Frosst, Papernot & Hinton 2019) on ``z = [stolen; target]``.
 
     Labels ``arange(B).repeat(2)``: each row's only same-label row is its partner. Unnormalised rows,
@@ -120,18 +117,11 @@ class SoftNNLoss(nn.Module):
 
     name = "soft_nn"
 
-    def __init__(self, temperature: float = 100.0) -> None:
-        super().__init__()
-        self.temperature = _check_temperature("SoftNNLoss", temperature)
-
     def forward(self, stolen: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         _check_pair("SoftNNLoss", stolen, target)
         z = torch.cat([stolen, target.to(stolen.dtype)], 0)
         labels = torch.arange(stolen.shape[0], device=z.device).repeat(2)
         return ops.soft_nn(z, labels, self.temperature)
-
-    def extra_repr(self) -> str:
-        return f"temperature={self.temperature}"
 
 
 class WassersteinLoss(nn.Module):
@@ -159,9 +149,7 @@ class WassersteinLoss(nn.Module):
 
     def __init__(self, eps: float = 1e-6) -> None:
         super().__init__()
-        if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not math.isfinite(eps) or eps <= 0:
-            raise ValueError(f"WassersteinLoss: eps must be a finite number > 0, got {eps!r}")
-        self.eps = float(eps)
+        self.eps = check_number("WassersteinLoss: eps", eps, low=0.0, strict=True)
 
     def _cdf(self, x: torch.Tensor) -> torch.Tensor:
         mass = x.abs() + self.eps
@@ -194,13 +182,10 @@ def make_loss(name: str, temperature: float | None = None) -> nn.Module:
     ``temperature`` overrides the paper's default of the contrastive losses (info_nce: 0.07,
     soft_nn: 100); it is an error to give one for a loss without a temperature.
     """
-    if name not in LOSSES:
-        raise ValueError(f"unknown loss {name!r}; choose one of: {', '.join(LOSSES)}")
-    if name in DEFAULT_TEMPERATURES:
-        t = DEFAULT_TEMPERATURES[name] if temperature is None else temperature
-        return InfoNCELoss(t) if name == "info_nce" else SoftNNLoss(t)
-    if temperature is not None:
-        raise ValueError(
-            f"loss {name!r} has no temperature (only {', '.join(DEFAULT_TEMPERATURES)} do); drop the temperature"
-        )
+    check_choice("loss", name, LOSSES)
+    t = loss_temperature(name, temperature)
+    if name == "info_nce":
+        return InfoNCELoss(t)
+    if name == "soft_nn":
+        return SoftNNLoss(t)
     return {"mse": MSELoss, "wasserstein": WassersteinLoss, "cosine": CosineLoss}[name]()

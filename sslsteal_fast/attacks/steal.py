@@ -32,107 +32,24 @@ from typing import Any
 
 import torch
 from torch import nn
+from tqdm.auto import tqdm
 
-from sslsteal_fast.attacks.losses import LOSSES, make_loss
-from sslsteal_fast.attacks.victims import Victim, query_victim
+from sslsteal_fast.attacks.losses import make_loss
+from sslsteal_fast.config import DEFAULT_BATCH_SIZES, DEFAULT_LRS, STRATEGIES, StealConfig
 from sslsteal_fast.data import ImageDataset, SimCLRAugment, to_float
-from sslsteal_fast.models import ARCHITECTURES, build_encoder
+from sslsteal_fast.models import build_encoder
+from sslsteal_fast.util.checks import check_positive_int
+from sslsteal_fast.victim import Victim, query_victim
 
 __all__ = [
-    "STRATEGIES",
     "DEFAULT_BATCH_SIZES",
     "DEFAULT_LRS",
+    "STRATEGIES",
     "StealConfig",
     "StealResult",
     "StolenEncoder",
     "steal",
 ]
-
-STRATEGIES = ("query-once", "augmented")
-
-# The paper's per-loss defaults (Dziedzic et al. 2022, App. C): batch 64 for the losses on single
-# pairs, 256 for the contrastive ones (more negatives per batch); Adam lr 1e-3, 3e-4 for InfoNCE.
-DEFAULT_BATCH_SIZES = {"mse": 64, "wasserstein": 64, "cosine": 64, "info_nce": 256, "soft_nn": 256}
-DEFAULT_LRS = {"mse": 1e-3, "wasserstein": 1e-3, "cosine": 1e-3, "info_nce": 3e-4, "soft_nn": 1e-3}
-
-
-@dataclass
-class StealConfig:
-    """How to steal. ``None`` fields resolve to the paper's per-loss defaults (recorded in the result).
-
-    Attributes:
-        loss: one of :data:`~sslsteal_fast.attacks.losses.LOSSES`.
-        arch: the stolen model's architecture (one of ``sslsteal_fast.models.ARCHITECTURES``); it need
-            not be the victim's.
-        budget: number of distinct query images (the first ``budget`` rows of the query set).
-        epochs: passes over the budget (paper: 100).
-        batch_size: None -> 64 (mse, wasserstein, cosine) or 256 (info_nce, soft_nn); clipped to budget.
-        lr: Adam learning rate; None -> 1e-3 (3e-4 for info_nce).
-        temperature: None -> 0.07 (info_nce) or 100 (soft_nn); an error for the other losses.
-        strategy: ``"query-once"`` or ``"augmented"`` (see the module docstring).
-        augment: apply ``SimCLRAugment`` to the stolen model's inputs (and, in ``"augmented"``, to what
-            is sent to the victim).
-        augment_strength: ``SimCLRAugment(strength=...)`` in [0, 1] (scales colour jitter; crops, flips and
-            blur are always the paper's); 1.0 = the paper's SimCLR augmentations.
-        weight_decay: Adam weight decay (paper: 0).
-        victim_batch_size: rows per call to ``victim.query`` when filling the query-once cache.
-        client: the client name queries are billed to.
-        seed: seeds the stolen model's initialisation, batch order and augmentations (the caller's
-            global RNG state is left untouched).
-        device: where the stolen model trains.
-    """
-
-    loss: str = "info_nce"
-    arch: str = "small"
-    budget: int = 9000
-    epochs: int = 100
-    batch_size: int | None = None
-    lr: float | None = None
-    temperature: float | None = None
-    strategy: str = "query-once"
-    augment: bool = True
-    augment_strength: float = 1.0
-    weight_decay: float = 0.0
-    victim_batch_size: int = 256
-    client: str = "default"
-    seed: int = 0
-    device: str = "cpu"
-
-    def resolved(self) -> StealConfig:
-        """A validated copy with every ``None`` replaced by its default; raises ValueError on bad fields."""
-        if self.loss not in LOSSES:
-            raise ValueError(f"unknown loss {self.loss!r}; choose one of: {', '.join(LOSSES)}")
-        if self.strategy not in STRATEGIES:
-            raise ValueError(f"unknown strategy {self.strategy!r}; choose one of: {', '.join(STRATEGIES)}")
-        if self.arch not in ARCHITECTURES:
-            raise ValueError(f"unknown architecture {self.arch!r}; choose one of: {', '.join(ARCHITECTURES)}")
-        for name in ("budget", "epochs", "victim_batch_size", "seed"):
-            value = getattr(self, name)
-            low = 0 if name == "seed" else 1
-            if isinstance(value, bool) or not isinstance(value, int) or value < low:
-                raise ValueError(f"StealConfig.{name} must be an int >= {low}, got {value!r}")
-        if self.batch_size is not None and (
-            isinstance(self.batch_size, bool) or not isinstance(self.batch_size, int) or self.batch_size < 1
-        ):
-            raise ValueError(f"StealConfig.batch_size must be a positive int or None, got {self.batch_size!r}")
-        for name in ("lr", "augment_strength", "weight_decay"):
-            value = getattr(self, name)
-            if value is None:
-                continue
-            positive = name == "lr"
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-                raise ValueError(f"StealConfig.{name} must be a finite number, got {value!r}")
-            if value < 0 or (positive and value == 0):
-                raise ValueError(f"StealConfig.{name} must be {'> 0' if positive else '>= 0'}, got {value}")
-        if not 0.0 <= self.augment_strength <= 1.0:
-            raise ValueError(f"StealConfig.augment_strength must be in [0, 1], got {self.augment_strength}")
-        loss = make_loss(self.loss, self.temperature)  # validates the temperature
-        return dataclasses.replace(
-            self,
-            batch_size=self.batch_size if self.batch_size is not None else DEFAULT_BATCH_SIZES[self.loss],
-            lr=float(self.lr) if self.lr is not None else DEFAULT_LRS[self.loss],
-            temperature=getattr(loss, "temperature", None),
-        )
 
 
 @dataclass
@@ -175,8 +92,7 @@ class StolenEncoder(nn.Module):
         backbone_dim = getattr(encoder, "rep_dim", None)
         if not isinstance(backbone_dim, int):
             raise ValueError("StolenEncoder: the encoder must have an int attribute rep_dim (use build_encoder)")
-        if isinstance(out_dim, bool) or not isinstance(out_dim, int) or out_dim < 1:
-            raise ValueError(f"StolenEncoder: out_dim must be a positive int, got {out_dim!r}")
+        check_positive_int("StolenEncoder: out_dim", out_dim)
         self.encoder = encoder
         self.adapter: nn.Linear | None = nn.Linear(backbone_dim, out_dim) if backbone_dim != out_dim else None
         self.arch = getattr(encoder, "arch", type(encoder).__name__)
@@ -232,7 +148,7 @@ def steal(
     """Train a stolen encoder on the first ``cfg.budget`` query images and the victim's answers.
 
     Args:
-        victim: any :class:`~sslsteal_fast.attacks.victims.Victim` (``OnnxVictim``, ``LocalVictim``).
+        victim: any :class:`~sslsteal_fast.victim.Victim` (``OnnxVictim``, ``LocalVictim``).
         queries: uint8 images (N, C, H, W) or an ``ImageDataset``; labels are never used.
         cfg: the configuration; ``None`` fields take the paper's defaults.
         targets: optional precomputed victim answers (>= budget, D) for those rows, in order (a sweep
@@ -296,11 +212,12 @@ def steal(
 
         optimizer = torch.optim.Adam(stolen.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         history: list[float] = []
-        epochs = range(cfg.epochs)
-        if progress:
-            from tqdm.auto import tqdm
-
-            epochs = tqdm(epochs, desc=f"steal {cfg.loss} ({cfg.strategy}, {cfg.budget} queries)", unit="epoch")
+        epochs = tqdm(
+            range(cfg.epochs),
+            desc=f"steal {cfg.loss} ({cfg.strategy}, {cfg.budget} queries)",
+            unit="epoch",
+            disable=not progress,
+        )
         stolen.train()
         answers_used = cfg.budget if cache is not None else 0
         for epoch in epochs:
@@ -326,8 +243,7 @@ def steal(
                 optimizer.step()
                 total += loss.item() * x.shape[0]
             history.append(total / cfg.budget)
-            if progress:
-                epochs.set_postfix(loss=f"{history[-1]:.4f}")  # type: ignore[union-attr]
+            epochs.set_postfix(loss=f"{history[-1]:.4f}")
     stolen.eval()
     return StealResult(
         stolen=stolen,

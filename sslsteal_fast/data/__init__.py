@@ -13,18 +13,18 @@ from sslsteal_fast.data.registry import BUILTIN_DATASETS, DATASETS, DISK_DATASET
 from sslsteal_fast.data.shapes import SHAPE_CLASSES, render_shapes
 
 __all__ = [
-    "ImageDataset",
-    "load_dataset",
-    "parse_spec",
-    "DATASETS",
     "BUILTIN_DATASETS",
+    "DATASETS",
     "DISK_DATASETS",
     "SHAPE_CLASSES",
-    "render_shapes",
+    "ImageDataset",
     "SimCLRAugment",
     "blur_kernel_size",
+    "convert_channels",
+    "load_dataset",
+    "parse_spec",
+    "render_shapes",
+    "resize_images",
     "to_float",
     "to_uint8",
-    "resize_images",
-    "convert_channels",
 ]

@@ -11,6 +11,8 @@ import kornia.augmentation as K
 import torch
 from torch import nn
 
+from sslsteal_fast.util.checks import check_bool, check_int, check_number
+
 __all__ = ["SimCLRAugment", "blur_kernel_size"]
 
 
@@ -33,18 +35,12 @@ class SimCLRAugment:
     """
 
     def __init__(self, size: int, *, strength: float = 1.0, blur: bool = True, min_scale: float = 0.08) -> None:
-        if not isinstance(size, int) or size < 4:
-            raise ValueError(f"SimCLRAugment: size must be an int >= 4, got {size!r}")
-        if not 0.0 <= strength <= 1.0:
-            raise ValueError(f"SimCLRAugment: strength must be in [0, 1] (colour-jitter scale), got {strength}")
-        if not 0.0 < min_scale <= 1.0:
-            raise ValueError(
-                f"SimCLRAugment: min_scale (smallest crop area fraction) must be in (0, 1], got {min_scale}"
-            )
-        self.size = size
-        self.min_scale = float(min_scale)
-        self.strength = float(strength)
-        self.blur = blur
+        self.size = check_int("SimCLRAugment: size", size, low=4)
+        self.strength = check_number("SimCLRAugment: strength (colour-jitter scale)", strength, low=0.0, high=1.0)
+        self.min_scale = check_number("SimCLRAugment: min_scale (smallest crop area)", min_scale, low=0.0, high=1.0)
+        if self.min_scale == 0.0:
+            raise ValueError("SimCLRAugment: min_scale (smallest crop area) must be in (0, 1], got 0.0")
+        self.blur = check_bool("SimCLRAugment: blur", blur)
         self._pipelines: dict[int, nn.Module] = {}
 
     def _pipeline(self, channels: int) -> nn.Module:

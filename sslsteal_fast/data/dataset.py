@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-__all__ = ["ImageDataset", "to_float", "to_uint8", "resize_images", "convert_channels"]
+__all__ = ["ImageDataset", "convert_channels", "resize_images", "to_float", "to_uint8"]
 
 
 @dataclass

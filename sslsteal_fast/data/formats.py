@@ -25,15 +25,15 @@ import torch
 from sslsteal_fast.data.dataset import ImageDataset
 
 __all__ = [
-    "load_digits",
+    "IMAGE_EXTENSIONS",
     "load_cifar10",
     "load_cifar100",
-    "load_svhn",
-    "load_stl10",
-    "load_mnist",
+    "load_digits",
     "load_imagefolder",
+    "load_mnist",
     "load_npz",
-    "IMAGE_EXTENSIONS",
+    "load_stl10",
+    "load_svhn",
 ]
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")

@@ -25,8 +25,9 @@ import torch
 from sslsteal_fast.data import formats
 from sslsteal_fast.data.dataset import ImageDataset, convert_channels, resize_images
 from sslsteal_fast.data.shapes import shapes_dataset
+from sslsteal_fast.util.checks import check_choice, check_int, check_positive_int
 
-__all__ = ["load_dataset", "parse_spec", "DATASETS", "BUILTIN_DATASETS", "DISK_DATASETS"]
+__all__ = ["BUILTIN_DATASETS", "DATASETS", "DISK_DATASETS", "load_dataset", "parse_spec"]
 
 COMMON_OPTIONS = ("size", "channels", "count", "seed")
 
@@ -97,11 +98,13 @@ def load_dataset(spec: str, split: str = "train", **options: Any) -> ImageDatase
     channels = options.get("channels", entry.default_channels)
     count = options.get("count")
     seed = options.get("seed", 0)
-    _check_int("size", size, 4, allow_none=True)
-    _check_int("count", count, 1, allow_none=True)
-    _check_int("seed", seed, 0, allow_none=False)
-    if channels not in (None, 1, 3):
-        raise ValueError(f"{name}: channels must be 1 or 3, got {channels!r}")
+    if size is not None:
+        check_int(f"{name}: option size", size, low=4)
+    if count is not None:
+        check_positive_int(f"{name}: option count", count)
+    check_int(f"{name}: option seed", seed, low=0)
+    if channels is not None:
+        check_choice(f"{name}: option channels", channels, (1, 3))
     extra = {k: options[k] for k in entry.extra_options if k in options}
 
     if name in ("shapes", "shapes-ood"):
@@ -121,10 +124,3 @@ def load_dataset(spec: str, split: str = "train", **options: Any) -> ImageDatase
     if channels is not None:
         images = convert_channels(images, channels)
     return ImageDataset(images, ds.labels, ds.num_classes, ds.name)
-
-
-def _check_int(name: str, value: Any, minimum: int, *, allow_none: bool) -> None:
-    if value is None and allow_none:
-        return
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"option {name} must be an int >= {minimum}, got {value!r}")

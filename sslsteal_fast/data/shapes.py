@@ -24,8 +24,9 @@ import torch
 import torch.nn.functional as F
 
 from sslsteal_fast.data.dataset import ImageDataset, to_uint8
+from sslsteal_fast.util.checks import check_int, check_positive_int
 
-__all__ = ["SHAPE_CLASSES", "DOMAINS", "render_shapes", "shapes_dataset"]
+__all__ = ["DOMAINS", "SHAPE_CLASSES", "render_shapes", "shapes_dataset"]
 
 SHAPE_CLASSES = ("circle", "square", "triangle", "star", "cross", "ring", "hexagon", "diamond", "heart", "arrow")
 DOMAINS = ("shapes", "shapes-ood")
@@ -228,10 +229,8 @@ def shapes_dataset(
         raise ValueError(f"{domain}: unknown split {split!r}; valid: {', '.join(SPLITS)}")
     if count is None:
         count = _DEFAULT_COUNT[split]
-    if not isinstance(count, int) or count < 1:
-        raise ValueError(f"{domain}: count must be a positive int, got {count!r}")
-    if not isinstance(size, int) or size < 8:
-        raise ValueError(f"{domain}: size must be an int >= 8, got {size!r}")
+    check_positive_int(f"{domain}: count", count)
+    check_int(f"{domain}: size", size, low=8)
     g = torch.Generator().manual_seed(_seed_for(seed, split, domain))
     n_cls = len(SHAPE_CLASSES)
     labels = (torch.arange(count) % n_cls)[torch.randperm(count, generator=g)]

@@ -1,7 +1,8 @@
-"""Defenses for a served encoder and ownership verification of suspect encoders.
+"""Defenses that plug into a served victim, and their per-client state.
 
-Output defenses implement :class:`sslsteal_fast.victim.Defense` (``defense(outputs, inputs, client)``)
-and plug into ``OnnxVictim(defenses=[...])``; each is built from a validated, frozen config:
+Every defense implements :class:`sslsteal_fast.victim.Defense` (``defense(outputs, inputs, client)``)
+and plugs into ``OnnxVictim(defenses=[...])``; each is built from a validated, frozen config (or a
+spec string, :func:`make_defense`):
 
 >>> victim = OnnxVictim("victim.onnx", defenses=[make_defense("detection:threshold=0.6", state="state.sqlite")])
 
@@ -10,20 +11,14 @@ and plug into ``OnnxVictim(defenses=[...])``; each is built from a validated, fr
 * :class:`CoverageDefense` (B4B-style coverage-priced noise plus per-client remapping);
 * :class:`DefenseState`: per-client state in SQLite that survives a restart.
 
-Ownership: :mod:`~sslsteal_fast.defenses.watermark` (rotation watermark, binomial test) and
-:mod:`~sslsteal_fast.defenses.dataset_inference` (GMM + Welch t-test). Studies:
-:mod:`~sslsteal_fast.defenses.study`.
+Ownership tests run after the fact (watermark, dataset inference) live in :mod:`sslsteal_fast.ownership`;
+measuring defenses on an honest user and a thief is an experiment (:mod:`sslsteal_fast.sweep`).
 """
 
 from __future__ import annotations
 
+from sslsteal_fast.defenses.base import ConfiguredDefense
 from sslsteal_fast.defenses.coverage import CoverageConfig, CoverageDefense, client_transform
-from sslsteal_fast.defenses.dataset_inference import (
-    DatasetInferenceResult,
-    GaussianMixture,
-    dataset_inference,
-    welch_verdict,
-)
 from sslsteal_fast.defenses.detection import (
     DetectionMetrics,
     DetectorConfig,
@@ -46,36 +41,25 @@ from sslsteal_fast.defenses.state import DefenseState, open_state
 
 __all__ = [
     "DEFENSES",
-    "make_defense",
-    "parse_spec",
+    "ConfiguredDefense",
+    "CoverageConfig",
+    "CoverageDefense",
     "DefenseState",
-    "open_state",
-    "KeyedNoise",
-    "NoDefense",
+    "DetectionMetrics",
+    "DetectorConfig",
     "GaussianNoise",
     "GaussianNoiseConfig",
+    "GrowingBank",
+    "KeyedNoise",
+    "NoDefense",
     "Quantize",
     "QuantizeConfig",
-    "TopKSparsify",
-    "TopKConfig",
     "SimilarityDetector",
-    "DetectorConfig",
-    "GrowingBank",
-    "DetectionMetrics",
-    "detection_metrics",
-    "CoverageDefense",
-    "CoverageConfig",
+    "TopKConfig",
+    "TopKSparsify",
     "client_transform",
-    "GaussianMixture",
-    "DatasetInferenceResult",
-    "dataset_inference",
-    "welch_verdict",
-    "run_defense_demo",
+    "detection_metrics",
+    "make_defense",
+    "open_state",
+    "parse_spec",
 ]
-
-
-def run_defense_demo(out_dir: str, quick: bool = False, progress: bool = True) -> dict:
-    """See :func:`sslsteal_fast.defenses.study.run_defense_demo` (imported lazily: it pulls in training)."""
-    from sslsteal_fast.defenses.study import run_defense_demo as run
-
-    return run(out_dir, quick=quick, progress=progress)

@@ -28,11 +28,13 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
-from sslsteal_fast.defenses.perturb import KeyedNoise, check_int, check_number
-from sslsteal_fast.defenses.state import DefenseState, open_state
+from sslsteal_fast.defenses.base import StatefulDefense
+from sslsteal_fast.defenses.perturb import KeyedNoise
+from sslsteal_fast.util.checks import check_bool, check_int, check_number
 
 __all__ = ["CoverageConfig", "CoverageDefense", "client_transform"]
 
@@ -48,14 +50,11 @@ class CoverageConfig:
     transform: bool = True
 
     def __post_init__(self) -> None:
-        n = check_int("CoverageDefense", "n_bits", self.n_bits, 1)
-        if n > 30:
-            raise ValueError(f"CoverageDefense: n_bits must be <= 30 (2**n_bits buckets), got {n}")
-        check_number("CoverageDefense", "lam", self.lam, low=0.0)
-        check_number("CoverageDefense", "alpha", self.alpha, low=0.0, strict=True)
-        for name in ("relative", "transform"):
-            if not isinstance(getattr(self, name), bool):
-                raise ValueError(f"CoverageDefense: {name} must be a bool, got {getattr(self, name)!r}")
+        check_int("CoverageDefense: n_bits (2**n_bits buckets)", self.n_bits, low=1, high=30)
+        check_number("CoverageDefense: lam", self.lam, low=0.0)
+        check_number("CoverageDefense: alpha", self.alpha, low=0.0, strict=True)
+        check_bool("CoverageDefense: relative", self.relative)
+        check_bool("CoverageDefense: transform", self.transform)
 
     @property
     def buckets(self) -> int:
@@ -81,11 +80,11 @@ def client_transform(key: bytes, client: str, dim: int) -> torch.Tensor:
     return (q * flips).to(torch.float32)
 
 
-class CoverageDefense:
+class CoverageDefense(StatefulDefense):
     """Coverage-priced noise plus a per-client secret remapping (B4B-style; see the module docstring).
 
     Args:
-        n_bits, lam, alpha, relative, transform: :class:`CoverageConfig`.
+        config / n_bits, lam, alpha, relative, transform: :class:`CoverageConfig`.
         center: optional (D,) vector subtracted before hashing (e.g. the mean representation of the
             owner's data), so the hyperplanes pass through the data's centre.
         state: :class:`DefenseState` or path; occupied buckets and bills are reloaded from it, and
@@ -95,39 +94,18 @@ class CoverageDefense:
     """
 
     name = "coverage"
+    Config = CoverageConfig
 
-    def __init__(
-        self,
-        n_bits: int = 12,
-        lam: float = 1.0,
-        alpha: float = 1.0,
-        *,
-        relative: bool = True,
-        transform: bool = True,
-        center: torch.Tensor | None = None,
-        state: DefenseState | str | None = None,
-        namespace: str = "coverage",
-        key: bytes | None = None,
-    ) -> None:
-        self.config = CoverageConfig(n_bits, lam, alpha, relative, transform)
-        if center is not None and (not isinstance(center, torch.Tensor) or center.dim() != 1):
-            raise ValueError("CoverageDefense: center must be a 1-D tensor (the mean representation)")
-        self.center = None if center is None else center.detach().to(torch.float32).cpu()
-        self.state = open_state(state)
-        self.namespace = namespace
-        self._key = key if key is not None else self.state.secret(namespace)
-        self._noise = KeyedNoise(self._key, "coverage")
+    def __init__(self, config: CoverageConfig | None = None, /, **kwargs: Any) -> None:
+        super().__init__(config, **kwargs)
+        self._noise = KeyedNoise(self.key, "coverage")
         self._planes: torch.Tensor | None = None
         self._transforms: dict[str, torch.Tensor] = {}
-        self._occupied: dict[str, set[int]] = self.state.buckets(namespace)
-
-    def __repr__(self) -> str:
-        c = self.config
-        return f"CoverageDefense(n_bits={c.n_bits}, lam={c.lam}, alpha={c.alpha}, transform={c.transform})"
+        self._occupied: dict[str, set[int]] = self.state.buckets(self.namespace)
 
     def _hyperplanes(self, dim: int) -> torch.Tensor:
         if self._planes is None or self._planes.shape[1] != dim:
-            g = torch.Generator().manual_seed(_seed(self._key, b"planes", str(dim).encode()))
+            g = torch.Generator().manual_seed(_seed(self.key, b"planes", str(dim).encode()))
             self._planes = torch.randn(self.config.n_bits, dim, generator=g)
         return self._planes
 
@@ -147,7 +125,7 @@ class CoverageDefense:
         """``client``'s secret orthogonal (dim, dim) matrix (cached)."""
         q = self._transforms.get(client)
         if q is None or q.shape[0] != dim:
-            q = self._transforms[client] = client_transform(self._key, client, dim)
+            q = self._transforms[client] = client_transform(self.key, client, dim)
         return q
 
     def sigmas(self, outputs: torch.Tensor, client: str) -> torch.Tensor:

@@ -28,22 +28,24 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from sslsteal_fast import ops
-from sslsteal_fast.defenses.perturb import KeyedNoise, check_int, check_number
-from sslsteal_fast.defenses.state import DefenseState, open_state
+from sslsteal_fast.defenses.base import StatefulDefense
+from sslsteal_fast.defenses.perturb import KeyedNoise
+from sslsteal_fast.util.checks import check_choice, check_int, check_number
 
 __all__ = [
-    "POLICIES",
     "FEATURES",
-    "GrowingBank",
-    "DetectorConfig",
-    "SimilarityDetector",
+    "POLICIES",
     "DetectionMetrics",
+    "DetectorConfig",
+    "GrowingBank",
+    "SimilarityDetector",
     "detection_metrics",
 ]
 
@@ -57,8 +59,8 @@ class GrowingBank:
     """An append-only (M, dim) float32 bank in preallocated chunks (1024, 2048, ... then ``chunk_rows``)."""
 
     def __init__(self, dim: int, chunk_rows: int = 65536) -> None:
-        self.dim = check_int("GrowingBank", "dim", dim, 1)
-        self.chunk_rows = check_int("GrowingBank", "chunk_rows", chunk_rows, 1)
+        self.dim = check_int("GrowingBank: dim", dim, low=1)
+        self.chunk_rows = check_int("GrowingBank: chunk_rows", chunk_rows, low=1)
         self._chunks: list[torch.Tensor] = []
         self._filled: list[int] = []
 
@@ -113,17 +115,13 @@ class DetectorConfig:
     chunk_rows: int = 65536
 
     def __post_init__(self) -> None:
-        t = check_number("SimilarityDetector", "threshold", self.threshold)
-        if not -1.0 <= t <= 1.0:
-            raise ValueError(f"SimilarityDetector: threshold is a cosine, must be in [-1, 1], got {t}")
-        if self.policy not in POLICIES:
-            raise ValueError(f"SimilarityDetector: policy must be one of {', '.join(POLICIES)}, got {self.policy!r}")
-        if self.feature not in FEATURES:
-            raise ValueError(f"SimilarityDetector: feature must be one of {', '.join(FEATURES)}, got {self.feature!r}")
-        check_number("SimilarityDetector", "junk_mean", self.junk_mean)
-        check_number("SimilarityDetector", "junk_sigma", self.junk_sigma, low=0.0)
-        check_number("SimilarityDetector", "noise_sigma", self.noise_sigma, low=0.0)
-        check_int("SimilarityDetector", "chunk_rows", self.chunk_rows, 1)
+        check_number("SimilarityDetector: threshold (a cosine)", self.threshold, low=-1.0, high=1.0)
+        check_choice("SimilarityDetector policy", self.policy, POLICIES)
+        check_choice("SimilarityDetector feature", self.feature, FEATURES)
+        check_number("SimilarityDetector: junk_mean", self.junk_mean)
+        check_number("SimilarityDetector: junk_sigma", self.junk_sigma, low=0.0)
+        check_number("SimilarityDetector: noise_sigma", self.noise_sigma, low=0.0)
+        check_int("SimilarityDetector: chunk_rows", self.chunk_rows, low=1)
 
     @property
     def paper_threshold(self) -> float:
@@ -131,11 +129,12 @@ class DetectorConfig:
         return (1.0 + self.threshold) / 2.0
 
 
-class SimilarityDetector:
+class SimilarityDetector(StatefulDefense):
     """Flag and replace answers to queries that resemble the same client's earlier queries.
 
     Args:
-        threshold, policy, feature, junk_mean, junk_sigma, noise_sigma, chunk_rows: :class:`DetectorConfig`.
+        config / threshold, policy, feature, junk_mean, junk_sigma, noise_sigma, chunk_rows:
+            :class:`DetectorConfig`.
         center: optional (F,) vector subtracted from the compared features (F = D for ``"output"``,
             C*H*W for ``"input"``).
         state: a :class:`DefenseState` or path; the bank, scores, flags and bills are reloaded from it.
@@ -144,37 +143,15 @@ class SimilarityDetector:
     """
 
     name = "detection"
+    Config = DetectorConfig
 
-    def __init__(
-        self,
-        threshold: float = 0.6,
-        policy: str = "junk",
-        feature: str = "output",
-        *,
-        junk_mean: float = 1000.0,
-        junk_sigma: float = 1.0,
-        noise_sigma: float = 1.0,
-        chunk_rows: int = 65536,
-        center: torch.Tensor | None = None,
-        state: DefenseState | str | None = None,
-        namespace: str = "detection",
-        key: bytes | None = None,
-    ) -> None:
-        self.config = DetectorConfig(threshold, policy, feature, junk_mean, junk_sigma, noise_sigma, chunk_rows)
-        if center is not None and (not isinstance(center, torch.Tensor) or center.dim() != 1):
-            raise ValueError("SimilarityDetector: center must be a 1-D tensor (the mean feature vector)")
-        self.center = None if center is None else center.detach().to(torch.float32).cpu()
-        self.state = open_state(state)
-        self.namespace = namespace
-        self._noise = KeyedNoise(key if key is not None else self.state.secret(namespace), "detection")
+    def __init__(self, config: DetectorConfig | None = None, /, **kwargs: Any) -> None:
+        super().__init__(config, **kwargs)
+        self._noise = KeyedNoise(self.key, "detection")
         self._banks: dict[str, GrowingBank] = {}
-        for client in self.state.bank_clients(namespace):
-            for block in self.state.bank_blocks(namespace, client):
+        for client in self.state.bank_clients(self.namespace):
+            for block in self.state.bank_blocks(self.namespace, client):
                 self._bank(client, block.shape[1]).append(torch.from_numpy(block.copy()))
-
-    def __repr__(self) -> str:
-        c = self.config
-        return f"SimilarityDetector(threshold={c.threshold}, policy={c.policy!r}, feature={c.feature!r})"
 
     def _bank(self, client: str, dim: int) -> GrowingBank:
         bank = self._banks.get(client)

@@ -3,18 +3,19 @@
 Spec grammar: ``NAME[:KEY=VALUE[,KEY=VALUE...]]`` or a dict ``{"name": NAME, KEY: VALUE, ...}``
 (what a TOML sweep axis gives). Values are parsed as bool (``true``/``false``), int, float, else
 string. Names: ``none``, ``noise``, ``quantize``, ``topk``, ``detection``, ``coverage``; the keys are
-the constructor parameters of the class (unknown keys raise ``ValueError`` naming the valid ones).
+the fields of the defense's ``Config`` (unknown keys raise ``ValueError`` naming the valid ones).
 Objects that are not plain values (``state``, ``center``, ``key``) are passed as keyword arguments.
 """
 
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import torch
 
+from sslsteal_fast.defenses.base import ConfiguredDefense
 from sslsteal_fast.defenses.coverage import CoverageDefense
 from sslsteal_fast.defenses.detection import SimilarityDetector
 from sslsteal_fast.defenses.perturb import GaussianNoise, NoDefense, Quantize, TopKSparsify
@@ -22,15 +23,10 @@ from sslsteal_fast.defenses.state import DefenseState
 
 __all__ = ["DEFENSES", "make_defense", "parse_spec"]
 
-DEFENSES: dict[str, Callable[..., Any]] = {
-    "none": NoDefense,
-    "noise": GaussianNoise,
-    "quantize": Quantize,
-    "topk": TopKSparsify,
-    "detection": SimilarityDetector,
-    "coverage": CoverageDefense,
+#: Every defense a spec can name, by its spec name.
+DEFENSES: dict[str, type[ConfiguredDefense]] = {
+    cls.name: cls for cls in (NoDefense, GaussianNoise, Quantize, TopKSparsify, SimilarityDetector, CoverageDefense)
 }
-_OBJECT_PARAMS = ("state", "center", "key")
 
 
 def _value(text: str) -> bool | int | float | str:
@@ -65,6 +61,10 @@ def parse_spec(spec: str | Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
     name = name.strip().lower()
     if name not in DEFENSES:
         raise ValueError(f"unknown defense {name!r}; choose one of: {', '.join(DEFENSES)}")
+    unknown = sorted(set(params) - set(DEFENSES[name].parameters()))
+    if unknown:
+        valid = ", ".join(DEFENSES[name].parameters()) or "none"
+        raise ValueError(f"defense {name!r}: unknown parameter(s) {', '.join(unknown)}; valid: {valid}")
     return name, params
 
 
@@ -74,7 +74,7 @@ def make_defense(
     state: DefenseState | str | None = None,
     center: torch.Tensor | None = None,
     key: bytes | None = None,
-) -> Any:
+) -> ConfiguredDefense:
     """Build the defense ``spec`` describes; ``state``/``center``/``key`` go to the classes that take them.
 
     Raises:
@@ -82,13 +82,7 @@ def make_defense(
     """
     name, params = parse_spec(spec)
     cls = DEFENSES[name]
-    accepted = [p for p in inspect.signature(cls).parameters if p not in _OBJECT_PARAMS]
-    unknown = sorted(set(params) - set(accepted))
-    if unknown:
-        raise ValueError(f"defense {name!r}: unknown parameter(s) {', '.join(unknown)}; valid: {', '.join(accepted)}")
-    sig = inspect.signature(cls).parameters
-    extras = {"state": state, "center": center, "key": key}
-    for pname, value in extras.items():
-        if pname in sig and value is not None:
-            params[pname] = value
-    return cls(**params)
+    # Keyword arguments any __init__ along the class hierarchy declares (a subclass may pass them on).
+    takes = {p for k in cls.__mro__ if "__init__" in vars(k) for p in inspect.signature(vars(k)["__init__"]).parameters}
+    objects = {k: v for k, v in (("state", state), ("center", center), ("key", key)) if k in takes and v is not None}
+    return cls(cls.Config(**params), **objects)

@@ -15,41 +15,25 @@ survives a restart.
 from __future__ import annotations
 
 import hashlib
-import math
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
+from sslsteal_fast.defenses.base import ConfiguredDefense
 from sslsteal_fast.defenses.state import DefenseState, open_state
+from sslsteal_fast.util.checks import check_int, check_number
 
 __all__ = [
+    "GaussianNoise",
+    "GaussianNoiseConfig",
     "KeyedNoise",
     "NoDefense",
-    "GaussianNoiseConfig",
-    "GaussianNoise",
-    "QuantizeConfig",
     "Quantize",
+    "QuantizeConfig",
     "TopKConfig",
     "TopKSparsify",
-    "check_number",
 ]
-
-
-def check_number(owner: str, name: str, value: object, *, low: float | None = None, strict: bool = False) -> float:
-    """``value`` as a float, or ValueError naming ``owner.name`` if it is not finite or below ``low``."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise ValueError(f"{owner}: {name} must be a finite number, got {value!r}")
-    if low is not None and (value < low or (strict and value == low)):
-        raise ValueError(f"{owner}: {name} must be {'>' if strict else '>='} {low}, got {value!r}")
-    return float(value)
-
-
-def check_int(owner: str, name: str, value: object, low: int) -> int:
-    """``value`` if it is an int >= ``low``, else ValueError."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        raise ValueError(f"{owner}: {name} must be an int >= {low}, got {value!r}")
-    return value
 
 
 class KeyedNoise:
@@ -89,22 +73,25 @@ class KeyedNoise:
         return out
 
 
-def _secret(key: bytes | None, state: DefenseState | None, name: str) -> bytes:
-    if key is not None:
-        return key
-    return open_state(state).secret(name)
+def secret_for(key: bytes | None, state: DefenseState | str | None, name: str) -> bytes:
+    """``key`` itself, else the secret ``name`` of ``state`` (created on first use; a fresh random
+    secret in a throw-away store when ``state`` is None)."""
+    return key if key is not None else open_state(state).secret(name)
 
 
-class NoDefense:
+@dataclass(frozen=True)
+class _NoParameters:
+    """The identity defense has no parameters."""
+
+
+class NoDefense(ConfiguredDefense):
     """The identity defense (the ``"none"`` row of a study): returns the outputs unchanged."""
 
     name = "none"
+    Config = _NoParameters
 
     def __call__(self, outputs: torch.Tensor, inputs: torch.Tensor, client: str) -> torch.Tensor:
         return outputs
-
-    def __repr__(self) -> str:
-        return "NoDefense()"
 
 
 @dataclass(frozen=True)
@@ -119,39 +106,37 @@ class GaussianNoiseConfig:
     mean: float = 0.0
 
     def __post_init__(self) -> None:
-        check_number("GaussianNoise", "sigma", self.sigma, low=0.0)
-        check_number("GaussianNoise", "mean", self.mean)
+        check_number("GaussianNoise: sigma", self.sigma, low=0.0)
+        check_number("GaussianNoise: mean", self.mean)
 
 
-class GaussianNoise:
+class GaussianNoise(ConfiguredDefense):
     """Keyed, per-(client, input) deterministic Gaussian noise on the served representations.
 
     Args:
-        sigma, mean: see :class:`GaussianNoiseConfig`.
+        config / sigma, mean: :class:`GaussianNoiseConfig`.
         key: the secret for the keyed hash; None takes (or creates) the secret ``noise`` in ``state``.
         state: where the secret lives (path or store); None with ``key=None`` means a fresh random secret.
     """
 
     name = "noise"
+    Config = GaussianNoiseConfig
 
     def __init__(
         self,
-        sigma: float = 0.5,
-        mean: float = 0.0,
+        config: GaussianNoiseConfig | None = None,
+        /,
         *,
         key: bytes | None = None,
         state: DefenseState | str | None = None,
+        **params: float,
     ) -> None:
-        self.config = GaussianNoiseConfig(sigma, mean)
-        st = None if state is None else open_state(state)
-        self._noise = KeyedNoise(_secret(key, st, "noise"), "gaussian-noise")
+        super().__init__(config, **params)
+        self._noise = KeyedNoise(secret_for(key, state, "noise"), "gaussian-noise")
 
     def __call__(self, outputs: torch.Tensor, inputs: torch.Tensor, client: str) -> torch.Tensor:
         z = self._noise.normal(inputs, client, outputs.shape[1])
         return outputs + self.config.mean + self.config.sigma * z
-
-    def __repr__(self) -> str:
-        return f"GaussianNoise(sigma={self.config.sigma}, mean={self.config.mean})"
 
 
 @dataclass(frozen=True)
@@ -165,30 +150,25 @@ class QuantizeConfig:
     def __post_init__(self) -> None:
         if (self.decimals is None) == (self.levels is None):
             raise ValueError("Quantize: give exactly one of decimals or levels")
-        if self.decimals is not None and (isinstance(self.decimals, bool) or not isinstance(self.decimals, int)):
-            raise ValueError(f"Quantize: decimals must be an int, got {self.decimals!r}")
+        if self.decimals is not None:
+            check_int("Quantize: decimals", self.decimals)
         if self.levels is not None:
-            check_int("Quantize", "levels", self.levels, 2)
+            check_int("Quantize: levels", self.levels, low=2)
 
 
-class Quantize:
+class Quantize(ConfiguredDefense):
     """Round the served representations (to ``decimals``, or to ``levels`` levels per row)."""
 
     name = "quantize"
-
-    def __init__(self, decimals: int | None = None, levels: int | None = None) -> None:
-        self.config = QuantizeConfig(decimals, levels)
+    Config = QuantizeConfig
 
     def __call__(self, outputs: torch.Tensor, inputs: torch.Tensor, client: str) -> torch.Tensor:
         if self.config.decimals is not None:
             return torch.round(outputs, decimals=self.config.decimals)
-        steps = float(self.config.levels - 1)  # type: ignore[operator]
+        steps = float(self.config.levels - 1)
         lo = outputs.min(dim=1, keepdim=True).values
         span = (outputs.max(dim=1, keepdim=True).values - lo).clamp_min(1e-12)
         return lo + torch.round((outputs - lo) / span * steps) / steps * span
-
-    def __repr__(self) -> str:
-        return f"Quantize(decimals={self.config.decimals}, levels={self.config.levels})"
 
 
 @dataclass(frozen=True)
@@ -198,16 +178,14 @@ class TopKConfig:
     k: int = 32
 
     def __post_init__(self) -> None:
-        check_int("TopKSparsify", "k", self.k, 1)
+        check_int("TopKSparsify: k", self.k, low=1)
 
 
-class TopKSparsify:
+class TopKSparsify(ConfiguredDefense):
     """Top-k sparsification of the served representations."""
 
     name = "topk"
-
-    def __init__(self, k: int = 32) -> None:
-        self.config = TopKConfig(k)
+    Config = TopKConfig
 
     def __call__(self, outputs: torch.Tensor, inputs: torch.Tensor, client: str) -> torch.Tensor:
         if self.config.k >= outputs.shape[1]:
@@ -215,6 +193,3 @@ class TopKSparsify:
         idx = outputs.abs().topk(self.config.k, dim=1).indices
         out = torch.zeros_like(outputs)
         return out.scatter_(1, idx, outputs.gather(1, idx))
-
-    def __repr__(self) -> str:
-        return f"TopKSparsify(k={self.config.k})"

@@ -21,9 +21,10 @@ import os
 import sqlite3
 import threading
 from collections.abc import Iterable, Iterator
-from pathlib import Path
 
 import numpy as np
+
+from sslsteal_fast.util.sqlite import connect, transaction
 
 __all__ = ["DefenseState", "open_state"]
 
@@ -53,13 +54,8 @@ class DefenseState:
 
     def __init__(self, path: str | os.PathLike[str] = ":memory:") -> None:
         self.path = str(path)
-        if self.path != ":memory:":
-            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.RLock()
-        self._conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
-        if self.path != ":memory:":
-            self._conn.execute("PRAGMA journal_mode=WAL")
-        self._conn.execute("PRAGMA synchronous=NORMAL")
+        self._conn = connect(self.path, synchronous="NORMAL", shared=True)
         self._conn.executescript(_SCHEMA)
 
     def __repr__(self) -> str:
@@ -76,15 +72,13 @@ class DefenseState:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _write(self, sql: str, rows: Iterable[tuple]) -> None:
-        with self._lock:
-            self._conn.execute("BEGIN")
-            try:
-                self._conn.executemany(sql, rows)
-            except BaseException:
-                self._conn.execute("ROLLBACK")
-                raise
-            self._conn.execute("COMMIT")
+    @staticmethod
+    def _add_bill(conn: sqlite3.Connection, namespace: str, client: str, queries: int) -> None:
+        conn.execute(
+            "INSERT INTO bills (namespace, client, queries) VALUES (?, ?, ?) "
+            "ON CONFLICT (namespace, client) DO UPDATE SET queries = queries + excluded.queries",
+            (namespace, client, int(queries)),
+        )
 
     # -------------------------------------------------------------------------------- secrets
     def secret(self, name: str, nbytes: int = 32) -> bytes:
@@ -94,17 +88,15 @@ class DefenseState:
             if row is not None:
                 return bytes(row[0])
             value = os.urandom(nbytes)
-            self._conn.execute("INSERT INTO secrets (name, value) VALUES (?, ?)", (name, value))
+            with transaction(self._conn, self._lock) as conn:
+                conn.execute("INSERT INTO secrets (name, value) VALUES (?, ?)", (name, value))
             return value
 
     # ---------------------------------------------------------------------------------- bills
     def add_bill(self, namespace: str, client: str, queries: int) -> None:
         """Add ``queries`` rows to ``client``'s bill."""
-        self._write(
-            "INSERT INTO bills (namespace, client, queries) VALUES (?, ?, ?) "
-            "ON CONFLICT (namespace, client) DO UPDATE SET queries = queries + excluded.queries",
-            [(namespace, client, int(queries))],
-        )
+        with transaction(self._conn, self._lock) as conn:
+            self._add_bill(conn, namespace, client, queries)
 
     def bills(self, namespace: str) -> dict[str, int]:
         """Rows billed per client."""
@@ -120,21 +112,11 @@ class DefenseState:
         rows = [
             (namespace, client, start + i, float(s), int(f)) for i, (s, f) in enumerate(zip(scores, flags, strict=True))
         ]
-        with self._lock:
-            self._conn.execute("BEGIN")
-            try:
-                self._conn.executemany(
-                    "INSERT INTO detections (namespace, client, seq, score, flagged) VALUES (?, ?, ?, ?, ?)", rows
-                )
-                self._conn.execute(
-                    "INSERT INTO bills (namespace, client, queries) VALUES (?, ?, ?) "
-                    "ON CONFLICT (namespace, client) DO UPDATE SET queries = queries + excluded.queries",
-                    (namespace, client, int(queries)),
-                )
-            except BaseException:
-                self._conn.execute("ROLLBACK")
-                raise
-            self._conn.execute("COMMIT")
+        with transaction(self._conn, self._lock) as conn:
+            conn.executemany(
+                "INSERT INTO detections (namespace, client, seq, score, flagged) VALUES (?, ?, ?, ?, ?)", rows
+            )
+            self._add_bill(conn, namespace, client, queries)
 
     def detections(self, namespace: str, client: str) -> tuple[np.ndarray, np.ndarray]:
         """``(scores float64 (n,), flags bool (n,))`` of ``client`` in arrival order."""
@@ -149,22 +131,12 @@ class DefenseState:
     # -------------------------------------------------------------------------------- buckets
     def add_buckets(self, namespace: str, client: str, buckets: Iterable[int], queries: int) -> None:
         """Mark ``buckets`` occupied for ``client`` and bill ``queries`` rows, atomically."""
-        with self._lock:
-            self._conn.execute("BEGIN")
-            try:
-                self._conn.executemany(
-                    "INSERT OR IGNORE INTO buckets (namespace, client, bucket) VALUES (?, ?, ?)",
-                    [(namespace, client, int(b)) for b in buckets],
-                )
-                self._conn.execute(
-                    "INSERT INTO bills (namespace, client, queries) VALUES (?, ?, ?) "
-                    "ON CONFLICT (namespace, client) DO UPDATE SET queries = queries + excluded.queries",
-                    (namespace, client, int(queries)),
-                )
-            except BaseException:
-                self._conn.execute("ROLLBACK")
-                raise
-            self._conn.execute("COMMIT")
+        with transaction(self._conn, self._lock) as conn:
+            conn.executemany(
+                "INSERT OR IGNORE INTO buckets (namespace, client, bucket) VALUES (?, ?, ?)",
+                [(namespace, client, int(b)) for b in buckets],
+            )
+            self._add_bill(conn, namespace, client, queries)
 
     def buckets(self, namespace: str) -> dict[str, set[int]]:
         """Occupied buckets per client."""
@@ -180,10 +152,11 @@ class DefenseState:
     def append_bank(self, namespace: str, client: str, start: int, rows: np.ndarray) -> None:
         """Store a float32 (n, dim) block of ``client``'s query bank starting at row ``start``."""
         block = np.ascontiguousarray(rows, dtype=np.float32)
-        self._write(
-            "INSERT INTO bank (namespace, client, start, rows, dim, data) VALUES (?, ?, ?, ?, ?, ?)",
-            [(namespace, client, int(start), int(block.shape[0]), int(block.shape[1]), block.tobytes())],
-        )
+        with transaction(self._conn, self._lock) as conn:
+            conn.execute(
+                "INSERT INTO bank (namespace, client, start, rows, dim, data) VALUES (?, ?, ?, ?, ?, ?)",
+                (namespace, client, int(start), int(block.shape[0]), int(block.shape[1]), block.tobytes()),
+            )
 
     def bank_clients(self, namespace: str) -> list[str]:
         """Clients with a stored bank."""

@@ -11,17 +11,17 @@ half-written checkpoint behind.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from torch import nn
 
 from sslsteal_fast.models.encoders import build_encoder
 from sslsteal_fast.models.simclr import SimCLRModel
+from sslsteal_fast.util.files import save_tensors, write_text
 
-__all__ = ["FORMAT", "checkpoint_paths", "model_metadata", "build_from_metadata", "save_checkpoint", "load_checkpoint"]
+__all__ = ["FORMAT", "build_from_metadata", "checkpoint_paths", "load_checkpoint", "model_metadata", "save_checkpoint"]
 
 FORMAT = "sslsteal_fast.checkpoint/1"
 
@@ -60,15 +60,6 @@ def build_from_metadata(meta: dict[str, Any]) -> nn.Module:
     raise ValueError(f"checkpoint metadata: unknown model kind {kind!r} (expected 'encoder' or 'simclr')")
 
 
-def _atomic_write(path: Path, write: Any) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 def save_checkpoint(prefix: str | Path, model: nn.Module, metadata: dict[str, Any]) -> None:
     """Write ``<prefix>.safetensors`` and ``<prefix>.json``.
 
@@ -87,10 +78,8 @@ def save_checkpoint(prefix: str | Path, model: nn.Module, metadata: dict[str, An
     except TypeError as exc:
         raise ValueError(f"save_checkpoint: metadata must be JSON-serialisable ({exc})") from exc
     weights_path, meta_path = checkpoint_paths(prefix)
-    weights_path.parent.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().to("cpu").contiguous().clone() for k, v in model.state_dict().items()}
-    _atomic_write(weights_path, lambda p: save_file(state, str(p), metadata={"sslsteal_fast": text}))
-    _atomic_write(meta_path, lambda p: p.write_text(text + "\n"))
+    save_tensors(weights_path, dict(model.state_dict()), meta)
+    write_text(meta_path, text + "\n")
 
 
 def load_checkpoint(prefix: str | Path) -> tuple[nn.Module, dict[str, Any]]:

@@ -11,12 +11,10 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-__all__ = ["ARCHITECTURES", "REP_DIMS", "SmallEncoder", "CifarResNet", "BasicBlock", "Bottleneck", "build_encoder"]
+from sslsteal_fast.config import ARCHITECTURES, REP_DIMS
+from sslsteal_fast.util.checks import check_choice, check_positive_int
 
-ARCHITECTURES = ("small", "resnet18", "resnet34", "resnet50")
-
-# Representation dimension of each architecture (what the victim API returns).
-REP_DIMS = {"small": 256, "resnet18": 512, "resnet34": 512, "resnet50": 2048}
+__all__ = ["ARCHITECTURES", "REP_DIMS", "BasicBlock", "Bottleneck", "CifarResNet", "SmallEncoder", "build_encoder"]
 
 
 def _conv_bn_relu(c_in: int, c_out: int, stride: int) -> nn.Sequential:
@@ -55,6 +53,13 @@ class SmallEncoder(nn.Module):
         return torch.flatten(self.pool(self.features(x)), 1)
 
 
+def _shortcut(c_in: int, c_out: int, stride: int) -> nn.Module:
+    """The residual branch: identity, or a strided 1x1 conv + BN where the shape changes."""
+    if stride == 1 and c_in == c_out:
+        return nn.Identity()
+    return nn.Sequential(nn.Conv2d(c_in, c_out, 1, stride=stride, bias=False), nn.BatchNorm2d(c_out))
+
+
 class BasicBlock(nn.Module):
     """Two 3x3 convs with a residual connection (ResNet-18/34). (B, c_in, H, W) -> (B, c_out, H/s, W/s)."""
 
@@ -68,9 +73,7 @@ class BasicBlock(nn.Module):
         self.conv2 = nn.Conv2d(planes, c_out, 3, stride=1, padding=1, bias=False)
         self.bn2 = nn.BatchNorm2d(c_out)
         self.relu = nn.ReLU(inplace=True)
-        self.shortcut: nn.Module = nn.Identity()
-        if stride != 1 or c_in != c_out:
-            self.shortcut = nn.Sequential(nn.Conv2d(c_in, c_out, 1, stride=stride, bias=False), nn.BatchNorm2d(c_out))
+        self.shortcut = _shortcut(c_in, c_out, stride)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.relu(self.bn1(self.conv1(x)))
@@ -93,9 +96,7 @@ class Bottleneck(nn.Module):
         self.conv3 = nn.Conv2d(planes, c_out, 1, bias=False)
         self.bn3 = nn.BatchNorm2d(c_out)
         self.relu = nn.ReLU(inplace=True)
-        self.shortcut: nn.Module = nn.Identity()
-        if stride != 1 or c_in != c_out:
-            self.shortcut = nn.Sequential(nn.Conv2d(c_in, c_out, 1, stride=stride, bias=False), nn.BatchNorm2d(c_out))
+        self.shortcut = _shortcut(c_in, c_out, stride)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.relu(self.bn1(self.conv1(x)))
@@ -120,8 +121,7 @@ class CifarResNet(nn.Module):
 
     def __init__(self, arch: str, in_channels: int = 3) -> None:
         super().__init__()
-        if arch not in _RESNET_LAYOUTS:
-            raise ValueError(f"unknown ResNet {arch!r}; valid: {', '.join(_RESNET_LAYOUTS)}")
+        check_choice("ResNet", arch, tuple(_RESNET_LAYOUTS))
         block, depths = _RESNET_LAYOUTS[arch]
         self.arch = arch
         self.in_channels = in_channels
@@ -160,10 +160,6 @@ def build_encoder(arch: str, in_channels: int = 3) -> nn.Module:
 
     Weights are freshly initialised from the current torch RNG (seed it for reproducibility).
     """
-    if not isinstance(in_channels, int) or in_channels < 1:
-        raise ValueError(f"in_channels must be a positive int, got {in_channels!r}")
-    if arch == "small":
-        return SmallEncoder(in_channels)
-    if arch in _RESNET_LAYOUTS:
-        return CifarResNet(arch, in_channels)
-    raise ValueError(f"unknown architecture {arch!r}; valid: {', '.join(ARCHITECTURES)}")
+    check_positive_int("in_channels", in_channels)
+    check_choice("architecture", arch, ARCHITECTURES)
+    return SmallEncoder(in_channels) if arch == "small" else CifarResNet(arch, in_channels)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from sslsteal_fast.util.checks import check_positive_int
+
 __all__ = ["ProjectionHead", "SimCLRModel"]
 
 
@@ -17,8 +19,7 @@ class ProjectionHead(nn.Module):
     def __init__(self, in_dim: int, hidden_dim: int, out_dim: int) -> None:
         super().__init__()
         for name, value in (("in_dim", in_dim), ("hidden_dim", hidden_dim), ("out_dim", out_dim)):
-            if not isinstance(value, int) or value < 1:
-                raise ValueError(f"ProjectionHead: {name} must be a positive int, got {value!r}")
+            check_positive_int(f"ProjectionHead: {name}", value)
         self.in_dim, self.hidden_dim, self.out_dim = in_dim, hidden_dim, out_dim
         self.net = nn.Sequential(nn.Linear(in_dim, hidden_dim), nn.ReLU(inplace=True), nn.Linear(hidden_dim, out_dim))
 

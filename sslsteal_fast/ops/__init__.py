@@ -12,25 +12,20 @@ from __future__ import annotations
 
 import torch
 
+from sslsteal_fast.config import TEMPERATURES
 from sslsteal_fast.ops import reference
 from sslsteal_fast.ops._native import native_available, native_for
-from sslsteal_fast.ops._validate import (
-    check_labels,
-    check_matrix,
-    check_pair,
-    check_reduction,
-    check_temperature,
-    choose,
-)
+from sslsteal_fast.ops._validate import check_labels, check_matrix, check_pair
+from sslsteal_fast.util.checks import check_choice, check_int, check_number
 
 __all__ = [
-    "pairwise_distance",
-    "info_nce",
-    "soft_nn",
-    "topk_similarity",
-    "native_available",
     "METRICS",
     "REDUCTIONS",
+    "info_nce",
+    "native_available",
+    "pairwise_distance",
+    "soft_nn",
+    "topk_similarity",
 ]
 
 METRICS = ("sqeuclidean", "euclidean", "cosine")
@@ -47,13 +42,15 @@ def pairwise_distance(x: torch.Tensor, y: torch.Tensor, metric: str = "sqeuclide
     check_matrix("x", x)
     check_matrix("y", y)
     check_pair("x", x, "y", y, same_rows=False)
-    choose("metric", metric, METRICS)
+    check_choice("metric", metric, METRICS)
     if native_for(x):
         return torch.ops.sslsteal_fast.pairwise_distance(x, y, metric)
     return reference.pairwise_distance(x, y, metric)
 
 
-def info_nce(a: torch.Tensor, b: torch.Tensor, temperature: float = 0.07, reduction: str = "mean") -> torch.Tensor:
+def info_nce(
+    a: torch.Tensor, b: torch.Tensor, temperature: float = TEMPERATURES["info_nce"], reduction: str = "mean"
+) -> torch.Tensor:
     """NT-Xent (InfoNCE) over the 2B L2-normalised rows of ``[a; b]``.
 
     ``a`` and ``b`` are (B, D): row i of ``a`` and row i of ``b`` are positives of each other, and
@@ -64,17 +61,16 @@ def info_nce(a: torch.Tensor, b: torch.Tensor, temperature: float = 0.07, reduct
     check_matrix("a", a)
     check_matrix("b", b)
     check_pair("a", a, "b", b, same_rows=True)
-    check_temperature(temperature)
-    check_reduction(reduction, REDUCTIONS)
-    if a.shape[0] == 0:
-        raise ValueError("info_nce: a and b must have at least one row (got B = 0)")
+    temperature = _check_loss_args("info_nce", "a and b", a.shape[0], temperature, reduction)
     if native_for(a):
-        rows, _, _ = torch.ops.sslsteal_fast.info_nce_fwd(a, b, float(temperature))
+        rows, _, _ = torch.ops.sslsteal_fast.info_nce_fwd(a, b, temperature)
         return reference.reduce_rows(rows, None, reduction)
     return reference.info_nce(a, b, temperature, reduction)
 
 
-def soft_nn(z: torch.Tensor, labels: torch.Tensor, temperature: float = 100.0, reduction: str = "mean") -> torch.Tensor:
+def soft_nn(
+    z: torch.Tensor, labels: torch.Tensor, temperature: float = TEMPERATURES["soft_nn"], reduction: str = "mean"
+) -> torch.Tensor:
     """Soft Nearest Neighbor loss (Frosst, Papernot & Hinton 2019) on unnormalised rows.
 
     Squared Euclidean distances ``d``; per row
@@ -84,15 +80,20 @@ def soft_nn(z: torch.Tensor, labels: torch.Tensor, temperature: float = 100.0, r
     """
     check_matrix("z", z)
     check_labels(labels, z)
-    check_temperature(temperature)
-    check_reduction(reduction, REDUCTIONS)
-    if z.shape[0] == 0:
-        raise ValueError("soft_nn: z must have at least one row")
+    temperature = _check_loss_args("soft_nn", "z", z.shape[0], temperature, reduction)
     if native_for(z):
-        rows, _, lse_pos = torch.ops.sslsteal_fast.soft_nn_fwd(z, labels, float(temperature))
+        rows, _, lse_pos = torch.ops.sslsteal_fast.soft_nn_fwd(z, labels, temperature)
         valid = torch.isfinite(lse_pos)
         return reference.reduce_rows(rows, valid, reduction)
     return reference.soft_nn(z, labels, temperature, reduction)
+
+
+def _check_loss_args(op: str, rows_of: str, rows: int, temperature: object, reduction: object) -> float:
+    """The loss ops' shared arguments; returns the temperature as a float."""
+    check_choice("reduction", reduction, REDUCTIONS)
+    if rows == 0:
+        raise ValueError(f"{op}: {rows_of} must have at least one row (got 0)")
+    return check_number("temperature", temperature, low=0.0, strict=True)
 
 
 def topk_similarity(
@@ -107,11 +108,8 @@ def topk_similarity(
     check_matrix("queries", queries)
     check_matrix("bank", bank)
     check_pair("queries", queries, "bank", bank, same_rows=False)
-    choose("metric", metric, TOPK_METRICS)
-    if isinstance(k, bool) or not isinstance(k, int):
-        raise TypeError(f"topk_similarity: k must be an int, got {type(k).__name__}")
-    if k < 1 or k > bank.shape[0]:
-        raise ValueError(f"topk_similarity: k must be in [1, M = {bank.shape[0]}] (bank rows), got k = {k}")
+    check_choice("metric", metric, TOPK_METRICS)
+    check_int("k", k, low=1, high=bank.shape[0])  # at most the bank's M rows
     if native_for(queries):
         return torch.ops.sslsteal_fast.topk_similarity(queries, bank, k, metric)
     return reference.topk_similarity(queries, bank, k, metric)

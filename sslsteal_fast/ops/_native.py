@@ -29,6 +29,7 @@ def _load() -> bool:
         _LOADED, _LOAD_ERROR = False, "disabled by SSLSTEAL_DISABLE_NATIVE"
         return False
     try:
+        # The optional native extension, loaded on first use so that a missing build falls back.
         from sslsteal_fast import _C  # noqa: F401  (registers torch.ops.sslsteal_fast.*)
     except ImportError as exc:  # not built, or built against another torch
         _LOADED, _LOAD_ERROR = False, str(exc)
@@ -124,35 +125,27 @@ def _register_python_parts() -> None:
 
     register_autograd(lib + "pairwise_distance", _backward_pd, setup_context=_setup_pd)
 
-    def _setup_nce(ctx: Any, inputs: tuple, output: tuple) -> None:
-        a, b, temperature = inputs
+    # InfoNCE and SoftNN share one autograd shape: inputs (first, second, temperature) with second
+    # the b rows or the labels, outputs (rows, lse_all, lse_pos); the backward op recomputes tiles.
+    def _setup_contrastive(ctx: Any, inputs: tuple, output: tuple) -> None:
+        first, second, temperature = inputs
         _, lse_all, lse_pos = output
         ctx.temperature = temperature
-        ctx.save_for_backward(a, b, lse_all, lse_pos)
+        ctx.save_for_backward(first, second, lse_all, lse_pos)
 
-    def _backward_nce(ctx: Any, g_rows: torch.Tensor, _g_lse: Any, _g_pos: Any) -> tuple:
-        a, b, lse_all, lse_pos = ctx.saved_tensors
-        if g_rows is None:
-            return None, None, None
-        ga, gb = torch.ops.sslsteal_fast.info_nce_bwd(g_rows.contiguous(), a, b, lse_all, lse_pos, ctx.temperature)
-        return ga, gb, None
+    def _contrastive_backward(bwd: Any) -> Any:
+        def backward(ctx: Any, g_rows: torch.Tensor, _g_lse: Any, _g_pos: Any) -> tuple:
+            if g_rows is None:
+                return None, None, None
+            first, second, lse_all, lse_pos = ctx.saved_tensors
+            grads = bwd(g_rows.contiguous(), first, second, lse_all, lse_pos, ctx.temperature)
+            return (*grads, None) if isinstance(grads, tuple) else (grads, None, None)
 
-    register_autograd(lib + "info_nce_fwd", _backward_nce, setup_context=_setup_nce)
+        return backward
 
-    def _setup_snn(ctx: Any, inputs: tuple, output: tuple) -> None:
-        z, labels, temperature = inputs
-        _, lse_all, lse_pos = output
-        ctx.temperature = temperature
-        ctx.save_for_backward(z, labels, lse_all, lse_pos)
-
-    def _backward_snn(ctx: Any, g_rows: torch.Tensor, _g_lse: Any, _g_pos: Any) -> tuple:
-        z, labels, lse_all, lse_pos = ctx.saved_tensors
-        if g_rows is None:
-            return None, None, None
-        gz = torch.ops.sslsteal_fast.soft_nn_bwd(g_rows.contiguous(), z, labels, lse_all, lse_pos, ctx.temperature)
-        return gz, None, None
-
-    register_autograd(lib + "soft_nn_fwd", _backward_snn, setup_context=_setup_snn)
+    for fwd, bwd in (("info_nce_fwd", "info_nce_bwd"), ("soft_nn_fwd", "soft_nn_bwd")):
+        backward = _contrastive_backward(getattr(torch.ops.sslsteal_fast, bwd))
+        register_autograd(lib + fwd, backward, setup_context=_setup_contrastive)
 
     def _no_double_backward(ctx: Any, *grads: Any) -> tuple:
         raise RuntimeError(

@@ -13,13 +13,13 @@ import torch
 import torch.nn.functional as F
 
 __all__ = [
-    "pairwise_distance",
     "info_nce",
-    "soft_nn",
-    "topk_similarity",
-    "reduce_rows",
-    "soft_nn_paper",
     "info_nce_paper",
+    "pairwise_distance",
+    "reduce_rows",
+    "soft_nn",
+    "soft_nn_paper",
+    "topk_similarity",
 ]
 
 

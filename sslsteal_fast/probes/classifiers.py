@@ -6,17 +6,16 @@ at most five classes.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
 from sslsteal_fast import ops
+from sslsteal_fast.config import OPTIMIZERS
+from sslsteal_fast.util.checks import check_choice, check_int, check_number, check_positive_int
 
-__all__ = ["ProbeResult", "OPTIMIZERS", "linear_probe", "knn_probe"]
-
-OPTIMIZERS = ("lbfgs", "adam")
+__all__ = ["OPTIMIZERS", "ProbeResult", "knn_probe", "linear_probe"]
 
 
 @dataclass
@@ -50,11 +49,6 @@ def _check_split(name: str, x: object, y: object, num_classes: int, dim: int | N
         raise ValueError(
             f"{name}_y has labels outside [0, {num_classes}) (unlabeled rows are -1); probe on a labeled split"
         )
-
-
-def _check_num_classes(num_classes: object) -> None:
-    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
-        raise ValueError(f"num_classes must be an int >= 2, got {num_classes!r}")
 
 
 def _accuracy(scores: torch.Tensor, labels: torch.Tensor) -> tuple[float, float, torch.Tensor]:
@@ -96,21 +90,17 @@ def linear_probe(
 
     Shapes: train_x (N, D) float, train_y (N,) int64 in [0, num_classes); test_x (M, D), test_y (M,).
     """
-    _check_num_classes(num_classes)
+    check_int("num_classes", num_classes, low=2)
     _check_split("train", train_x, train_y, num_classes)
     _check_split("test", test_x, test_y, num_classes, dim=train_x.shape[1])
-    if optimizer not in OPTIMIZERS:
-        raise ValueError(f"linear_probe: optimizer must be one of {', '.join(OPTIMIZERS)}; got {optimizer!r}")
-    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
-        raise ValueError(f"linear_probe: epochs must be a positive int, got {epochs!r}")
+    check_choice("optimizer", optimizer, OPTIMIZERS)
+    check_positive_int("linear_probe: epochs", epochs)
     if lr is None:
         lr = 1.0 if optimizer == "lbfgs" else 1e-2
-    if not math.isfinite(lr) or lr <= 0:
-        raise ValueError(f"linear_probe: lr must be a finite number > 0, got {lr}")
-    if not math.isfinite(weight_decay) or weight_decay < 0:
-        raise ValueError(f"linear_probe: weight_decay must be a finite number >= 0, got {weight_decay}")
-    if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1):
-        raise ValueError(f"linear_probe: batch_size must be a positive int or None, got {batch_size!r}")
+    lr = check_number("linear_probe: lr", lr, low=0.0, strict=True)
+    check_number("linear_probe: weight_decay", weight_decay, low=0.0)
+    if batch_size is not None:
+        check_positive_int("linear_probe: batch_size", batch_size)
 
     dev = torch.device(device)
     xtr = train_x.to(dev, torch.float32)
@@ -182,18 +172,11 @@ def knn_probe(
 
     Shapes: train_x (N, D) float, train_y (N,) int64 in [0, num_classes); test_x (M, D), test_y (M,).
     """
-    _check_num_classes(num_classes)
+    check_int("num_classes", num_classes, low=2)
     _check_split("train", train_x, train_y, num_classes)
     _check_split("test", test_x, test_y, num_classes, dim=train_x.shape[1])
-    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-        raise ValueError(f"knn_probe: k must be a positive int, got {k!r}")
-    if (
-        isinstance(temperature, bool)
-        or not isinstance(temperature, (int, float))
-        or not temperature > 0
-        or not math.isfinite(temperature)
-    ):
-        raise ValueError(f"knn_probe: temperature must be a finite number > 0, got {temperature!r}")
+    check_positive_int("knn_probe: k", k)
+    check_number("knn_probe: temperature", temperature, low=0.0, strict=True)
     k = min(k, train_x.shape[0])
     bank = train_x.float()
     queries = test_x.to(bank.device, torch.float32)

@@ -1,4 +1,10 @@
-"""One call to score an encoder: linear probe, kNN probe and, against a victim, fidelity."""
+"""The probe pipeline: features -> linear + kNN probes (:func:`probe_features`), and the calls built on it.
+
+Every evaluation in the package goes through :func:`probe_features` with a
+:class:`~sslsteal_fast.config.ProbeConfig`: the ``probe`` command, sweep cells, the victim's own
+score, the honest user's score on defended answers and the untrained-encoder floor. What differs is
+only where the features come from (an encoder, a served victim, a defended API).
+"""
 
 from __future__ import annotations
 
@@ -8,13 +14,59 @@ from typing import Any
 import torch
 from torch import nn
 
-from sslsteal_fast.attacks.victims import Victim
+from sslsteal_fast.config import ProbeConfig
 from sslsteal_fast.data import ImageDataset
 from sslsteal_fast.probes.classifiers import ProbeResult, knn_probe, linear_probe
 from sslsteal_fast.probes.features import extract_features
 from sslsteal_fast.probes.fidelity import fidelity
+from sslsteal_fast.victim import Victim
 
-__all__ = ["EncoderFeatures", "probe_encoder", "evaluate_encoder"]
+__all__ = ["EncoderFeatures", "ProbeConfig", "ProbeScores", "evaluate_encoder", "probe_encoder", "probe_features"]
+
+
+@dataclass
+class ProbeScores:
+    """Both probes' results on one train/test pair of features."""
+
+    linear: ProbeResult
+    knn: ProbeResult
+
+    def as_dict(self) -> dict[str, float]:
+        """``probe_top1``, ``probe_top5``, ``knn_top1``, ``knn_top5`` (fractions)."""
+        return {
+            "probe_top1": self.linear.top1,
+            "probe_top5": self.linear.top5,
+            "knn_top1": self.knn.top1,
+            "knn_top5": self.knn.top5,
+        }
+
+
+def probe_features(
+    train_x: torch.Tensor,
+    train_y: torch.Tensor,
+    test_x: torch.Tensor,
+    test_y: torch.Tensor,
+    num_classes: int,
+    config: ProbeConfig = ProbeConfig(),
+) -> ProbeScores:
+    """Fit the linear and kNN probes on ``(train_x, train_y)`` and score them on ``(test_x, test_y)``.
+
+    Shapes: train_x (N, D) float, train_y (N,) int64 in [0, num_classes); test_x (M, D), test_y (M,).
+    """
+    linear = linear_probe(
+        train_x,
+        train_y,
+        test_x,
+        test_y,
+        num_classes,
+        epochs=config.epochs,
+        lr=config.lr,
+        weight_decay=config.weight_decay,
+        optimizer=config.optimizer,
+        seed=config.seed,
+    )
+    knn = knn_probe(train_x, train_y, test_x, test_y, num_classes, k=config.knn_k, temperature=config.knn_temperature)
+    return ProbeScores(linear, knn)
 
 
 @dataclass
@@ -51,13 +103,9 @@ def probe_encoder(
     encoder: nn.Module | Victim,
     train: ImageDataset,
     test: ImageDataset,
+    config: ProbeConfig = ProbeConfig(),
     *,
-    batch_size: int = 256,
     device: str | torch.device | None = None,
-    probe_epochs: int = 100,
-    knn_k: int = 200,
-    knn_temperature: float = 0.07,
-    seed: int = 0,
     progress: bool = False,
 ) -> EncoderFeatures:
     """Features of ``train`` and ``test`` (computed once, eval mode) and both probes on them.
@@ -65,25 +113,20 @@ def probe_encoder(
     A victim (``OnnxVictim``) is queried - and billed - for every image of both splits.
     """
     _check_datasets(train, test)
-    train_x = extract_features(encoder, train.images, batch_size, device, progress=progress)
-    test_x = extract_features(encoder, test.images, batch_size, device, progress=progress)
-    linear = linear_probe(train_x, train.labels, test_x, test.labels, train.num_classes, epochs=probe_epochs, seed=seed)
-    knn = knn_probe(train_x, train.labels, test_x, test.labels, train.num_classes, k=knn_k, temperature=knn_temperature)
-    return EncoderFeatures(train_x, test_x, linear, knn)
+    train_x = extract_features(encoder, train.images, config.batch_size, device, progress=progress)
+    test_x = extract_features(encoder, test.images, config.batch_size, device, progress=progress)
+    scores = probe_features(train_x, train.labels, test_x, test.labels, train.num_classes, config)
+    return EncoderFeatures(train_x, test_x, scores.linear, scores.knn)
 
 
 def evaluate_encoder(
     encoder: nn.Module | Victim,
     train: ImageDataset,
     test: ImageDataset,
+    config: ProbeConfig = ProbeConfig(),
     *,
     victim: nn.Module | Victim | EncoderFeatures | None = None,
-    batch_size: int = 256,
     device: str | torch.device | None = None,
-    probe_epochs: int = 100,
-    knn_k: int = 200,
-    knn_temperature: float = 0.07,
-    seed: int = 0,
     progress: bool = False,
 ) -> dict[str, Any]:
     """Score ``encoder`` on a downstream task (``train`` to fit the probes, ``test`` held out).
@@ -96,28 +139,20 @@ def evaluate_encoder(
     the representation dimensions match, ``fidelity_cosine`` and ``fidelity_l2`` on the test split
     (None otherwise).
     """
-    kwargs: dict[str, Any] = dict(
-        batch_size=batch_size,
-        device=device,
-        probe_epochs=probe_epochs,
-        knn_k=knn_k,
-        knn_temperature=knn_temperature,
-        seed=seed,
-        progress=progress,
-    )
-    mine = probe_encoder(encoder, train, test, **kwargs)
+    mine = probe_encoder(encoder, train, test, config, device=device, progress=progress)
     out: dict[str, Any] = {
-        "probe_top1": mine.linear.top1,
-        "probe_top5": mine.linear.top5,
-        "knn_top1": mine.knn.top1,
-        "knn_top5": mine.knn.top5,
+        **ProbeScores(mine.linear, mine.knn).as_dict(),
         "rep_dim": int(mine.train.shape[1]),
         "train_size": len(train),
         "test_size": len(test),
     }
     if victim is None:
         return out
-    ref = victim if isinstance(victim, EncoderFeatures) else probe_encoder(victim, train, test, **kwargs)
+    ref = (
+        victim
+        if isinstance(victim, EncoderFeatures)
+        else probe_encoder(victim, train, test, config, device=device, progress=progress)
+    )
     if ref.test.shape[0] != mine.test.shape[0]:
         raise ValueError(
             f"victim features cover {ref.test.shape[0]} test rows but the test split has {mine.test.shape[0]}; "

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import torch
 from torch import nn
+from tqdm.auto import tqdm
 
-from sslsteal_fast.attacks.victims import Victim, query_victim
 from sslsteal_fast.data import to_float
+from sslsteal_fast.util.checks import check_positive_int
+from sslsteal_fast.victim import Victim, query_victim
 
 __all__ = ["extract_features"]
 
@@ -26,11 +28,10 @@ def extract_features(
     returning a tuple (``SimCLRModel``: ``(rep, proj)``) contributes its first element, the representation.
     ``device`` None runs on the device of the module's parameters; otherwise the module is moved there.
 
-    A :class:`~sslsteal_fast.attacks.victims.Victim` (e.g. ``OnnxVictim``) is queried through its API, so
+    A :class:`~sslsteal_fast.victim.Victim` (e.g. ``OnnxVictim``) is queried through its API, so
     every row is billed: probe a victim through an instance without a budget.
     """
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"extract_features: batch_size must be a positive int, got {batch_size!r}")
+    check_positive_int("extract_features: batch_size", batch_size)
     if not isinstance(images, torch.Tensor) or images.dim() != 4:
         raise ValueError(f"extract_features: images must be (N, C, H, W), got {tuple(getattr(images, 'shape', ()))}")
     if not isinstance(encoder, nn.Module):
@@ -49,11 +50,9 @@ def extract_features(
     was_training = encoder.training
     encoder.eval()
     outs: list[torch.Tensor] = []
-    starts = range(0, images.shape[0], batch_size)
-    if progress:
-        from tqdm.auto import tqdm
-
-        starts = tqdm(starts, desc="features", unit="batch", leave=False)
+    starts = tqdm(
+        range(0, images.shape[0], batch_size), desc="features", unit="batch", leave=False, disable=not progress
+    )
     try:
         with torch.no_grad():
             for start in starts:

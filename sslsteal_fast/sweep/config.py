@@ -1,6 +1,6 @@
-"""Sweep configuration: a TOML grid parsed into typed, validated dataclasses.
+"""Sweep configuration: a TOML grid parsed into the package's own, validated configuration objects.
 
-A sweep config has six tables (only ``[victim]``, ``[probe]`` and ``[grid]`` are required)::
+A sweep file has these tables (only ``[victim]``, ``[probe]`` and ``[grid]`` are required)::
 
     name = "demo"                        # label used in the table and plot titles
 
@@ -15,35 +15,43 @@ A sweep config has six tables (only ``[victim]``, ``[probe]`` and ``[grid]`` are
     checkpoint = "runs/victim"           # or a save_checkpoint prefix, exported to ONNX in --out
     train_size = 5000                    # optional: the victim's training-set size (for the table)
     [victim.train]                       # or a victim trained with SimCLR, cached by its config:
-    dataset = "shapes"; count = 5000     # any VictimTrainConfig field (sslsteal_fast.victim.train)
+    dataset = "shapes"; count = 5000     # any VictimTrainConfig field (sslsteal_fast.config)
+    [victim.train.watermark]             # optional: train the rotation watermark in (WatermarkConfig)
+    dataset = "digits"
 
     [probe]                              # downstream task for linear / kNN probes and fidelity
-    train = "probe-train"; test = "probe-test"; epochs = 100; knn_k = 200
+    train = "probe-train"; test = "probe-test"; epochs = 100; knn_k = 200   # + any ProbeConfig field
 
     [grid]                               # the cells: losses x budgets x query sets x seeds x defenses
     losses = ["mse", "info_nce"]; budgets = [250, 500, 1000]
-    query_datasets = ["shapes", "shapes-ood"]; seeds = [0]; defenses = ["none"]
+    query_datasets = ["shapes", "shapes-ood"]; seeds = [0]; defenses = ["none", "noise:sigma=0.5"]
 
-    [steal]                              # StealConfig fields shared by every cell
+    [steal]                              # StealConfig fields shared by every cell (not loss/budget/seed)
     arch = "small"; epochs = 20; strategy = "query-once"
+
+    [defenses]                           # what the owner gives its defenses
+    center = "probe-train"               # their centre: the victim's mean answer on these images
 
     [run]
     workers = 2                          # parallel cells (process pool, spawn context)
 
 A dataset reference that is not a key of ``[datasets]`` is read as a plain ``load_dataset`` spec
-(split ``"train"``, no options). Every error is a ``ValueError`` naming the offending key.
+(split ``"train"``, no options). Every error is a ``ValueError`` naming the offending key; field
+values are checked by the configuration objects themselves (:mod:`sslsteal_fast.config`).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
-import math
 import sys
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from sslsteal_fast.config import LOSSES, THIEF_CLIENT, ProbeConfig, StealConfig, VictimTrainConfig, WatermarkConfig
+from sslsteal_fast.data import ImageDataset, load_dataset
+from sslsteal_fast.defenses import make_defense
+from sslsteal_fast.util.checks import check_bool, check_choice, check_int, check_positive_int
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -51,47 +59,21 @@ else:  # Python 3.10: the same parser, from PyPI
     import tomli as tomllib
 
 __all__ = [
+    "GRID_OWNED",
     "DatasetRef",
-    "VictimSpec",
-    "VictimTrainSpec",
-    "ProbeSpec",
-    "GridSpec",
-    "StealSpec",
-    "RunSpec",
+    "GridConfig",
+    "ProbeTask",
+    "RunConfig",
     "SweepConfig",
+    "VictimSource",
     "load_config",
     "parse_config",
-    "stable_hash",
-    "STRATEGIES",
-    "DEFENSES",
 ]
 
-# Query strategies of sslsteal_fast.attacks.StealConfig.
-STRATEGIES = ("query-once", "augmented")
-# Output defenses a sweep can put in front of the victim: "none" or any spec
-# sslsteal_fast.defenses.make_defense parses ("noise:sigma=0.5", "detection:threshold=0.6", ...).
-DEFENSES = ("none", "noise", "quantize", "topk", "detection", "coverage")
-
-
-def _defense_spec(where: str, value: Any) -> str:
-    """A defense spec string, checked by building it once (errors name the key)."""
-    if not isinstance(value, str):
-        raise ValueError(f"{where}: must be a defense spec string such as 'none' or 'noise:sigma=0.5'")
-    if value == "none":
-        return value
-    from sslsteal_fast.defenses import make_defense
-
-    try:
-        make_defense(value)
-    except ValueError as exc:
-        raise ValueError(f"{where}: {exc}") from None
-    return value
-
-
-def stable_hash(obj: Any, length: int = 16) -> str:
-    """Hex SHA-256 prefix of the canonical JSON of ``obj`` (sorted keys): a stable content id."""
-    blob = json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str).encode()
-    return hashlib.sha256(blob).hexdigest()[:length]
+#: StealConfig fields the grid sets per cell (a ``[steal]`` table may not).
+GRID_OWNED = ("loss", "budget", "seed", "client")
+#: VictimTrainConfig fields a sweep config may not set (the sweep and the victim cache own them).
+_VICTIM_TRAIN_RESERVED = ("out", "device", "progress")
 
 
 @dataclass(frozen=True)
@@ -111,10 +93,8 @@ class DatasetRef:
         """Everything that determines the images (not the label): used in cache and cell ids."""
         return {"spec": self.spec, "split": self.split, "options": self.options, "slice": self.slice}
 
-    def load(self) -> Any:
-        """Load the dataset (an ``ImageDataset``), applying the row slice if any."""
-        from sslsteal_fast.data import load_dataset
-
+    def load(self) -> ImageDataset:
+        """Load the dataset, applying the row slice if any."""
         ds = load_dataset(self.spec, split=self.split, **self.options)
         if self.slice is not None:
             start, stop = self.slice
@@ -127,78 +107,46 @@ class DatasetRef:
         return ds
 
 
-# VictimTrainConfig fields a sweep config may not set (the sweep owns them).
-_VICTIM_TRAIN_RESERVED = ("out", "device", "progress")
-
-
 @dataclass(frozen=True)
-class VictimTrainSpec:
-    """A victim trained with SimCLR by the sweep (cached across runs, keyed by its full config).
+class VictimSource:
+    """Where the victim comes from: an ONNX file, a checkpoint prefix, or a SimCLR training run.
 
-    ``options`` are fields of :class:`sslsteal_fast.victim.train.VictimTrainConfig` (every field but
-    ``out``, ``device`` and ``progress``); unset fields take that class's defaults. The victim trains
-    on the ``train`` split of ``dataset`` loaded with ``size=image_size, count=count, seed=data_seed``.
+    ``train`` (with an optional ``watermark``) is trained once per configuration in the victim cache
+    (:func:`sslsteal_fast.victim.trained_victim`).
     """
-
-    options: dict[str, Any]
-
-    def config(self, out: str = "", progress: bool = False) -> Any:
-        """The ``VictimTrainConfig`` (validated by its constructor)."""
-        from sslsteal_fast.victim.train import VictimTrainConfig
-
-        return VictimTrainConfig(out=out, device="auto", progress=progress, **self.options)
-
-    def key(self) -> dict[str, Any]:
-        """Every result-determining field, defaults included (a changed default retrains)."""
-        return {k: v for k, v in self.config().identity().items() if k != "out"}
-
-    def __getattr__(self, name: str) -> Any:
-        # dataset, arch, epochs, count, image_size, data_seed, ...: read from the resolved config.
-        if name.startswith("_") or name == "options":
-            raise AttributeError(name)
-        return getattr(self.config(), name)
-
-    def dataset_ref(self) -> DatasetRef:
-        """The victim's training images, as a dataset reference (for the query-overlap check)."""
-        cfg = self.config()
-        options: dict[str, Any] = {"size": cfg.image_size, "seed": cfg.data_seed}
-        if cfg.count is not None:
-            options["count"] = cfg.count
-        return DatasetRef(name=cfg.dataset, spec=cfg.dataset, split="train", options=options)
-
-
-@dataclass(frozen=True)
-class VictimSpec:
-    """Where the victim comes from: an ONNX file, a checkpoint prefix, or a training spec."""
 
     onnx: Path | None = None
     checkpoint: Path | None = None
-    train: VictimTrainSpec | None = None
+    train: VictimTrainConfig | None = None
+    watermark: WatermarkConfig | None = None
     train_size: int | None = None
     batch_size: int = 256
 
+    def train_data(self) -> DatasetRef | None:
+        """The victim's training images, when the sweep trains it (for the query-overlap check)."""
+        if self.train is None:
+            return None
+        t = self.train
+        options: dict[str, Any] = {"size": t.image_size, "seed": t.data_seed}
+        if t.count is not None:
+            options["count"] = t.count
+        return DatasetRef(name=t.dataset, spec=t.dataset, split="train", options=options)
+
 
 @dataclass(frozen=True)
-class ProbeSpec:
-    """Downstream evaluation: linear probe, kNN probe and fidelity on ``test``."""
+class ProbeTask:
+    """The downstream task every encoder is scored on: ``config`` probes fit on ``train``, scored on ``test``."""
 
     train: DatasetRef
     test: DatasetRef
-    epochs: int = 100
-    lr: float | None = None
-    knn_k: int = 200
-    knn_temperature: float = 0.07
-    batch_size: int = 256
+    config: ProbeConfig = ProbeConfig()
 
     def key(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["train"] = self.train.key()
-        d["test"] = self.test.key()
-        return d
+        return {"train": self.train.key(), "test": self.test.key(), **dataclasses.asdict(self.config)}
 
 
 @dataclass(frozen=True)
-class GridSpec:
+class GridConfig:
     """The axes; one cell per element of their product."""
 
     losses: tuple[str, ...]
@@ -213,45 +161,49 @@ class GridSpec:
 
 
 @dataclass(frozen=True)
-class StealSpec:
-    """StealConfig fields shared by every cell (``None`` -> the attack's paper default)."""
-
-    arch: str = "small"
-    epochs: int = 20
-    strategy: str = "query-once"
-    batch_size: int | None = None
-    lr: float | None = None
-    temperature: float | None = None
-    augment: bool = True
-
-
-@dataclass(frozen=True)
-class RunSpec:
+class RunConfig:
     """How to execute: parallel cells, threads per worker, whether to keep stolen encoders."""
 
     workers: int = 1
     threads: int | None = None
     save_encoders: bool = False
 
+    def __post_init__(self) -> None:
+        check_positive_int("RunConfig.workers", self.workers)
+        if self.threads is not None:
+            check_positive_int("RunConfig.threads", self.threads)
+        check_bool("RunConfig.save_encoders", self.save_encoders)
+
 
 @dataclass(frozen=True)
 class SweepConfig:
-    """A whole sweep, as parsed from TOML. ``raw`` keeps the original mapping for summary.json."""
+    """A whole sweep, as parsed from TOML. ``raw`` keeps the original mapping for summary.json.
+
+    ``steal`` holds the fields shared by every cell; each cell sets :data:`GRID_OWNED` on a copy.
+    ``defense_center``: the images whose mean victim answer is every defense's ``center`` (or None).
+    """
 
     name: str
-    victim: VictimSpec
-    probe: ProbeSpec
-    grid: GridSpec
-    steal: StealSpec
-    run: RunSpec
+    victim: VictimSource
+    probe: ProbeTask
+    grid: GridConfig
+    steal: StealConfig
+    run: RunConfig
+    defense_center: DatasetRef | None = None
     raw: dict[str, Any] = field(default_factory=dict, compare=False)
     source: Path | None = None
 
     def with_workers(self, workers: int) -> SweepConfig:
         """A copy with ``run.workers`` replaced (the CLI's ``--workers``)."""
-        _check_int("run.workers", workers, minimum=1)
-        run = RunSpec(workers=workers, threads=self.run.threads, save_encoders=self.run.save_encoders)
-        return SweepConfig(self.name, self.victim, self.probe, self.grid, self.steal, run, self.raw, self.source)
+        return dataclasses.replace(self, run=dataclasses.replace(self.run, workers=workers))
+
+    def cell_steal(self, loss: str, budget: int, seed: int) -> StealConfig:
+        """The StealConfig of one cell: the shared fields plus the cell's axes (billed to the thief)."""
+        return dataclasses.replace(self.steal, loss=loss, budget=budget, seed=seed, client=THIEF_CLIENT)
+
+    def steal_key(self) -> dict[str, Any]:
+        """The shared steal settings, as they enter cell ids."""
+        return {k: v for k, v in dataclasses.asdict(self.steal).items() if k not in GRID_OWNED}
 
 
 # --------------------------------------------------------------------------------------------- parsing
@@ -271,11 +223,8 @@ def load_config(path: str | Path) -> SweepConfig:
 
 def parse_config(raw: dict[str, Any], base_dir: str | Path = ".", source: Path | None = None) -> SweepConfig:
     """Validate a parsed TOML mapping into a :class:`SweepConfig` (``ValueError`` naming the key)."""
-    from sslsteal_fast.attacks import LOSSES
-    from sslsteal_fast.models import ARCHITECTURES
-
     base_dir = Path(base_dir)
-    _check_keys("", raw, {"name", "datasets", "victim", "probe", "grid", "steal", "run"})
+    _check_keys("", raw, {"name", "datasets", "victim", "probe", "grid", "steal", "defenses", "run"})
     for required in ("victim", "probe", "grid"):
         if required not in raw:
             raise ValueError(f"missing table [{required}]")
@@ -283,10 +232,7 @@ def parse_config(raw: dict[str, Any], base_dir: str | Path = ".", source: Path |
     if not isinstance(name, str) or not name:
         raise ValueError("name: expected a non-empty string")
 
-    datasets = _table(raw, "datasets", "datasets")
-    named: dict[str, DatasetRef] = {}
-    for key, value in datasets.items():
-        named[key] = _parse_dataset(f"datasets.{key}", key, value)
+    named = {key: _parse_dataset(f"datasets.{key}", key, value) for key, value in _table(raw, "datasets").items()}
 
     def ref(where: str, value: Any) -> DatasetRef:
         if isinstance(value, str) and value:
@@ -295,8 +241,39 @@ def parse_config(raw: dict[str, Any], base_dir: str | Path = ".", source: Path |
             return _parse_dataset(where, str(value.get("name", value.get("spec", where))), value)
         raise ValueError(f"{where}: expected a dataset name or a table with a 'spec' key, got {value!r}")
 
-    # [victim]
-    v = _table(raw, "victim", "victim")
+    victim = _parse_victim(_table(raw, "victim"), base_dir)
+
+    p = _table(raw, "probe")
+    probe_fields = {f.name for f in dataclasses.fields(ProbeConfig)}
+    _check_keys("probe", p, {"train", "test"} | probe_fields)
+    for required in ("train", "test"):
+        if required not in p:
+            raise ValueError(f"probe.{required}: required (the downstream {required} dataset)")
+    probe = ProbeTask(
+        train=ref("probe.train", p["train"]),
+        test=ref("probe.test", p["test"]),
+        config=_build("probe", ProbeConfig, {k: v for k, v in p.items() if k in probe_fields}),
+    )
+
+    grid = _parse_grid(_table(raw, "grid"), ref)
+
+    s = _table(raw, "steal")
+    _check_keys("steal", s, {f.name for f in dataclasses.fields(StealConfig)} - set(GRID_OWNED))
+    steal = _build("steal", StealConfig, s)
+    for loss in grid.losses:  # validate every cell's configuration now, not when the cell runs
+        _build("steal", dataclasses.replace(steal, loss=loss, budget=grid.budgets[0]).resolved, {})
+
+    d = _table(raw, "defenses")
+    _check_keys("defenses", d, {"center"})
+    center = ref("defenses.center", d["center"]) if "center" in d else None
+
+    r = _table(raw, "run")
+    _check_keys("run", r, {f.name for f in dataclasses.fields(RunConfig)})
+    run = _build("run", RunConfig, r)
+    return SweepConfig(name, victim, probe, grid, steal, run, center, raw=raw, source=source)
+
+
+def _parse_victim(v: dict[str, Any], base_dir: Path) -> VictimSource:
     _check_keys("victim", v, {"onnx", "checkpoint", "train", "train_size", "batch_size"})
     sources = [k for k in ("onnx", "checkpoint", "train") if k in v]
     if len(sources) != 1:
@@ -304,63 +281,48 @@ def parse_config(raw: dict[str, Any], base_dir: str | Path = ".", source: Path |
             "victim: give exactly one of 'onnx' (a served model), 'checkpoint' (a save_checkpoint prefix) "
             f"or a [victim.train] table; got {sources or 'none'}"
         )
-    train_spec = None
+    train = watermark = None
     if "train" in v:
-        t = _table(v, "train", "victim.train")
-        from sslsteal_fast.victim.train import VictimTrainConfig
-
+        t = dict(_table(v, "train", "victim.train"))
+        wm = t.pop("watermark", None)
         allowed = {f.name for f in dataclasses.fields(VictimTrainConfig)} - set(_VICTIM_TRAIN_RESERVED)
-        _check_keys("victim.train", t, allowed)
+        _check_keys("victim.train", t, allowed | {"watermark"})
         if "dataset" not in t:
             raise ValueError("victim.train.dataset: required (the load_dataset spec the victim is trained on)")
         if not isinstance(t["dataset"], str) or not t["dataset"]:
             raise ValueError(f"victim.train.dataset: expected a load_dataset spec string, got {t['dataset']!r}")
-        if "arch" in t:
-            _choice("victim.train.arch", t["arch"], ARCHITECTURES)
-        train_spec = VictimTrainSpec(dict(t))
-        try:
-            train_spec.config()
-        except (TypeError, ValueError) as exc:
-            raise ValueError(f"victim.train: {exc}") from exc
-    victim = VictimSpec(
+        train = _build("victim.train", VictimTrainConfig, {**t, "device": "auto"})
+        if wm is not None:
+            if not isinstance(wm, dict):
+                raise ValueError("victim.train.watermark: expected a table of WatermarkConfig fields")
+            _check_keys("victim.train.watermark", wm, {f.name for f in dataclasses.fields(WatermarkConfig)})
+            watermark = _build("victim.train.watermark", WatermarkConfig, wm)
+    return VictimSource(
         onnx=_path("victim.onnx", v["onnx"], base_dir) if "onnx" in v else None,
         checkpoint=_path("victim.checkpoint", v["checkpoint"], base_dir) if "checkpoint" in v else None,
-        train=train_spec,
-        train_size=_check_int("victim.train_size", v["train_size"], minimum=1) if "train_size" in v else None,
-        batch_size=_check_int("victim.batch_size", v.get("batch_size", 256), minimum=1),
+        train=train,
+        watermark=watermark,
+        train_size=check_positive_int("victim.train_size", v["train_size"]) if "train_size" in v else None,
+        batch_size=check_positive_int("victim.batch_size", v.get("batch_size", 256)),
     )
 
-    # [probe]
-    p = _table(raw, "probe", "probe")
-    _check_keys("probe", p, {"train", "test", "epochs", "lr", "knn_k", "knn_temperature", "batch_size"})
-    for required in ("train", "test"):
-        if required not in p:
-            raise ValueError(f"probe.{required}: required (the downstream {required} dataset)")
-    probe = ProbeSpec(
-        train=ref("probe.train", p["train"]),
-        test=ref("probe.test", p["test"]),
-        epochs=_check_int("probe.epochs", p.get("epochs", 100), minimum=1),
-        lr=_check_float("probe.lr", p["lr"]) if "lr" in p else None,
-        knn_k=_check_int("probe.knn_k", p.get("knn_k", 200), minimum=1),
-        knn_temperature=_check_float("probe.knn_temperature", p.get("knn_temperature", 0.07)),
-        batch_size=_check_int("probe.batch_size", p.get("batch_size", 256), minimum=1),
-    )
 
-    # [grid]
-    g = _table(raw, "grid", "grid")
+def _parse_grid(g: dict[str, Any], ref: Any) -> GridConfig:
     _check_keys("grid", g, {"losses", "budgets", "query_datasets", "seeds", "defenses"})
     for required in ("losses", "budgets", "query_datasets"):
         if required not in g:
             raise ValueError(f"grid.{required}: required (a non-empty list)")
-    losses = tuple(_choice(f"grid.losses[{i}]", x, LOSSES) for i, x in enumerate(_list("grid.losses", g["losses"])))
+    losses = tuple(
+        check_choice(f"grid.losses[{i}]", x, LOSSES) for i, x in enumerate(_list("grid.losses", g["losses"]))
+    )
     budgets = tuple(
-        _check_int(f"grid.budgets[{i}]", x, minimum=1) for i, x in enumerate(_list("grid.budgets", g["budgets"]))
+        check_positive_int(f"grid.budgets[{i}]", x) for i, x in enumerate(_list("grid.budgets", g["budgets"]))
     )
     queries = tuple(
         ref(f"grid.query_datasets[{i}]", x) for i, x in enumerate(_list("grid.query_datasets", g["query_datasets"]))
     )
     seeds = tuple(
-        _check_int(f"grid.seeds[{i}]", x, minimum=0) for i, x in enumerate(_list("grid.seeds", g.get("seeds", [0])))
+        check_int(f"grid.seeds[{i}]", x, low=0) for i, x in enumerate(_list("grid.seeds", g.get("seeds", [0])))
     )
     defenses = tuple(
         _defense_spec(f"grid.defenses[{i}]", x)
@@ -375,36 +337,34 @@ def parse_config(raw: dict[str, Any], base_dir: str | Path = ".", source: Path |
     ):
         if len(set(values)) != len(values):
             raise ValueError(f"grid.{axis}: contains duplicates {list(values)}")
-    grid = GridSpec(losses, tuple(sorted(budgets)), queries, seeds, defenses)
+    return GridConfig(losses, tuple(sorted(budgets)), queries, seeds, defenses)
 
-    # [steal]
-    s = _table(raw, "steal", "steal")
-    _check_keys("steal", s, {"arch", "epochs", "strategy", "batch_size", "lr", "temperature", "augment"})
-    augment = s.get("augment", True)
-    if not isinstance(augment, bool):
-        raise ValueError(f"steal.augment: expected true or false, got {augment!r}")
-    steal = StealSpec(
-        arch=_choice("steal.arch", s.get("arch", "small"), ARCHITECTURES),
-        epochs=_check_int("steal.epochs", s.get("epochs", 20), minimum=1),
-        strategy=_choice("steal.strategy", s.get("strategy", "query-once"), STRATEGIES),
-        batch_size=_check_int("steal.batch_size", s["batch_size"], minimum=2) if "batch_size" in s else None,
-        lr=_check_float("steal.lr", s["lr"]) if "lr" in s else None,
-        temperature=_check_float("steal.temperature", s["temperature"]) if "temperature" in s else None,
-        augment=augment,
-    )
 
-    # [run]
-    r = _table(raw, "run", "run")
-    _check_keys("run", r, {"workers", "threads", "save_encoders"})
-    save = r.get("save_encoders", False)
-    if not isinstance(save, bool):
-        raise ValueError(f"run.save_encoders: expected true or false, got {save!r}")
-    run = RunSpec(
-        workers=_check_int("run.workers", r.get("workers", 1), minimum=1),
-        threads=_check_int("run.threads", r["threads"], minimum=1) if "threads" in r else None,
-        save_encoders=save,
-    )
-    return SweepConfig(name, victim, probe, grid, steal, run, raw=raw, source=source)
+def _defense_spec(where: str, value: Any) -> str:
+    """A defense spec string, checked by building it once (errors name the key)."""
+    if not isinstance(value, str):
+        raise ValueError(f"{where}: must be a defense spec string such as 'none' or 'noise:sigma=0.5'")
+    try:
+        make_defense(value)
+    except ValueError as exc:
+        raise ValueError(f"{where}: {exc}") from None
+    return value
+
+
+def _build(where: str, make: Any, values: dict[str, Any]) -> Any:
+    """``make(**values)``, its validation errors speaking of the TOML table they came from.
+
+    A message about a field (``ProbeConfig.epochs must be ...``) names the key (``probe.epochs must
+    be ...``); any other is prefixed with the table.
+    """
+    try:
+        return make(**values)
+    except ValueError as exc:
+        message = str(exc)
+        for cls in (ProbeConfig, StealConfig, VictimTrainConfig, WatermarkConfig, RunConfig):
+            if message.startswith(f"{cls.__name__}."):
+                raise ValueError(message.replace(f"{cls.__name__}.", f"{where}.", 1)) from None
+        raise ValueError(f"{where}: {message}") from None
 
 
 def _parse_dataset(where: str, name: str, value: Any) -> DatasetRef:
@@ -432,10 +392,10 @@ def _parse_dataset(where: str, name: str, value: Any) -> DatasetRef:
     return DatasetRef(name=name, spec=value["spec"], split=split, options=options, slice=rows)
 
 
-def _table(parent: dict[str, Any], key: str, where: str) -> dict[str, Any]:
+def _table(parent: dict[str, Any], key: str, where: str | None = None) -> dict[str, Any]:
     value = parent.get(key, {})
     if not isinstance(value, dict):
-        raise ValueError(f"{where}: expected a table, got {type(value).__name__}")
+        raise ValueError(f"{where or key}: expected a table, got {type(value).__name__}")
     return value
 
 
@@ -449,27 +409,6 @@ def _check_keys(where: str, table: dict[str, Any], allowed: set[str]) -> None:
 def _list(where: str, value: Any) -> list[Any]:
     if not isinstance(value, list) or not value:
         raise ValueError(f"{where}: expected a non-empty list, got {value!r}")
-    return value
-
-
-def _check_int(where: str, value: Any, minimum: int | None = None) -> int:
-    if not isinstance(value, int) or isinstance(value, bool):
-        raise ValueError(f"{where}: expected an integer, got {value!r}")
-    if minimum is not None and value < minimum:
-        raise ValueError(f"{where}: must be >= {minimum}, got {value}")
-    return value
-
-
-def _check_float(where: str, value: Any, allow_zero: bool = False) -> float:
-    ok = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
-    if not ok or value < 0 or (value == 0 and not allow_zero):
-        raise ValueError(f"{where}: expected a {'non-negative' if allow_zero else 'positive'} number, got {value!r}")
-    return float(value)
-
-
-def _choice(where: str, value: Any, allowed: tuple[str, ...]) -> str:
-    if value not in allowed:
-        raise ValueError(f"{where}: {value!r} is not one of {', '.join(allowed)}")
     return value
 
 

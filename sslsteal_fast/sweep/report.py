@@ -13,7 +13,6 @@ reaches ``b_j``. Shares are non-negative, grow with the budget, and sum to the t
 from __future__ import annotations
 
 import csv
-import json
 import math
 import platform
 import statistics
@@ -22,17 +21,22 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from sslsteal_fast.sweep.runner import SweepRun
-from sslsteal_fast.sweep.store import CELL_COLUMNS, ResultStore
+import matplotlib
+import torch
+
+from sslsteal_fast._version import __version__
+from sslsteal_fast.sweep.runner import SweepRun, answers_group
+from sslsteal_fast.sweep.store import CELL_COLUMNS, DETECTION_COLUMNS, ResultStore
+from sslsteal_fast.util.files import atomic_write, write_json, write_text
 
 __all__ = [
     "CSV_COLUMNS",
-    "forward_pass_shares",
     "collect_rows",
-    "summarize",
-    "write_outputs",
+    "forward_pass_shares",
     "markdown_table",
     "plot_results",
+    "summarize",
+    "write_outputs",
 ]
 
 # results.csv columns, in order: the cell's axes, its metrics, the victim, cost and time.
@@ -49,7 +53,7 @@ CSV_COLUMNS = (
     "probe_top1",
     "probe_top5",
     "knn_top1",
-    "legit_top1",
+    "honest_top1",
     "fidelity_cosine",
     "fidelity_l2",
     "fidelity_agreement",
@@ -60,6 +64,7 @@ CSV_COLUMNS = (
     "budget_fraction",
     "billed_queries",
     "victim_forward_passes_share",
+    *DETECTION_COLUMNS,
     "steal_time_s",
     "probe_time_s",
     "wall_time_s",
@@ -107,7 +112,7 @@ def collect_rows(run: SweepRun) -> list[dict[str, Any]]:
     out = []
     for (qname, defense), members in groups.items():
         if query_once:
-            passes = run.answers[f"{qname}|{defense}"]["forward_passes"]
+            passes = run.answers[answers_group(qname, defense)]["forward_passes"]
             shares = forward_pass_shares(grid_budgets[(qname, defense)], passes)
         for row in members:
             r = {k: row.get(k) for k in CSV_COLUMNS if k in row}
@@ -128,10 +133,6 @@ def collect_rows(run: SweepRun) -> list[dict[str, Any]]:
 
 def summarize(run: SweepRun, rows: list[dict[str, Any]], timings: dict[str, float]) -> dict[str, Any]:
     """The ``summary.json`` mapping: victim cost totals, victim accuracy, config, timings."""
-    import torch
-
-    from sslsteal_fast import __version__
-
     query_once = run.config.steal.strategy == "query-once"
     if query_once:
         passes = sum(a["forward_passes"] for a in run.answers.values())
@@ -276,24 +277,22 @@ def markdown_table(run: SweepRun, rows: list[dict[str, Any]]) -> str:
         knn_fid_cell,
     )
     if several_defenses:
-        legit = _aggregate(rows, "legit_top1")
+        honest = _aggregate(rows, "honest_top1")
         lines.extend(
             ["", "Honest user's linear-probe top-1 on defended answers (same for every cell of a defense)", ""]
         )
         lines.append("| defense | honest user top-1 |")
         lines.append("|---|---:|")
         for d in g.defenses:
-            values = [m for (_, dd, _, _), (m, _, _) in legit.items() if dd == d]
+            values = [m for (_, dd, _, _), (m, _, _) in honest.items() if dd == d]
             lines.append(f"| {d} | {values[0]:.1%} |" if values else f"| {d} | — |")
     return "\n".join(lines) + "\n"
 
 
 def plot_results(run: SweepRun, rows: list[dict[str, Any]], path: Path) -> None:
     """Probe top-1 vs queries (log x), one line per loss (mean ± std over seeds), one panel per query set."""
-    import matplotlib
-
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # after choosing the non-interactive backend
 
     g = run.config.grid
     agg = _aggregate(rows, "probe_top1")
@@ -332,11 +331,8 @@ def plot_results(run: SweepRun, rows: list[dict[str, Any]], path: Path) -> None:
         f"{run.config.name}: stolen encoders vs queries" + (f" (mean ± std, {n_seeds} seeds)" if n_seeds > 1 else "")
     )
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=120)
+    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=120))
     plt.close(fig)
-    tmp.replace(path)
 
 
 def write_outputs(run: SweepRun, *, started: float | None = None) -> dict[str, Any]:
@@ -348,23 +344,30 @@ def write_outputs(run: SweepRun, *, started: float | None = None) -> dict[str, A
     t = time.perf_counter()
     rows = collect_rows(run)
     out = run.out
-    tmp = out / ".results.csv.tmp"
-    with open(tmp, "w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=list(CSV_COLUMNS), extrasaction="ignore")
-        writer.writeheader()
-        for r in rows:
-            writer.writerow({k: _fmt(r.get(k)) for k in CSV_COLUMNS})
-    tmp.replace(out / "results.csv")
+    write_csv(out / "results.csv", CSV_COLUMNS, rows)
     table = markdown_table(run, rows)
-    (out / "table.md").write_text(table)
+    write_text(out / "table.md", table)
     if rows:
         plot_results(run, rows, out / "probe_vs_queries.png")
     timings = dict(run.timings, report_s=time.perf_counter() - t)
     if started is not None:
         timings["total_s"] = time.perf_counter() - started
     summary = summarize(run, rows, timings)
-    (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
+    write_json(out / "summary.json", summary)
     return {"rows": rows, "summary": summary, "table": table}
+
+
+def write_csv(path: Path, columns: tuple[str, ...], rows: list[dict[str, Any]]) -> None:
+    """``rows`` as CSV with ``columns`` (others ignored; None and NaN as empty cells), atomically."""
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "w", newline="") as fh:
+            writer = csv.DictWriter(fh, fieldnames=list(columns), extrasaction="ignore")
+            writer.writeheader()
+            for r in rows:
+                writer.writerow({k: _fmt(r.get(k)) for k in columns})
+
+    atomic_write(path, write)
 
 
 def _fmt(x: Any) -> Any:

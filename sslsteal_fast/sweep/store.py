@@ -4,10 +4,11 @@ Only the sweep's parent process writes. A cell's row is inserted in a single tra
 its ``cell_id`` (a hash of the cell's full configuration) under a UNIQUE constraint, so a sweep
 killed at any moment leaves either the whole row or nothing: rerunning skips committed cells, reruns
 the rest, and never duplicates one. The database runs in WAL mode with ``synchronous=FULL`` so a
-committed row survives a SIGKILL (or power loss) of the writer.
+committed row survives a SIGKILL (or power loss) of the writer. A database written by an older
+version gains the columns it lacks when opened.
 
 Besides ``cells``, a small ``kv`` table holds sweep-level facts computed once (the victim's probe
-accuracy) so a resumed sweep reuses them.
+accuracy, the honest user's) so a resumed sweep reuses them.
 """
 
 from __future__ import annotations
@@ -15,13 +16,22 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-__all__ = ["ResultStore", "CELL_COLUMNS"]
+from sslsteal_fast.util.sqlite import connect, transaction
 
+__all__ = ["CELL_COLUMNS", "DETECTION_COLUMNS", "ResultStore"]
+
+#: A detector's columns (NULL under other defenses): both clients' flag rates and its quality.
+DETECTION_COLUMNS = (
+    "honest_flagged",
+    "thief_flagged",
+    "detection_precision",
+    "detection_recall",
+    "detection_f1",
+    "detection_roc_auc",
+)
 # (name, SQL type) of every column of the cells table, in CSV order.
 CELL_COLUMNS: tuple[tuple[str, str], ...] = (
     ("cell_id", "TEXT NOT NULL UNIQUE"),
@@ -36,12 +46,13 @@ CELL_COLUMNS: tuple[tuple[str, str], ...] = (
     ("probe_top1", "REAL"),
     ("probe_top5", "REAL"),
     ("knn_top1", "REAL"),
-    ("legit_top1", "REAL"),
+    ("honest_top1", "REAL"),
     ("fidelity_cosine", "REAL"),
     ("fidelity_l2", "REAL"),
     ("fidelity_agreement", "REAL"),
     ("billed_queries", "INTEGER NOT NULL"),
     ("cell_forward_passes", "INTEGER NOT NULL"),
+    *((name, "REAL") for name in DETECTION_COLUMNS),
     ("steal_time_s", "REAL NOT NULL"),
     ("probe_time_s", "REAL NOT NULL"),
     ("wall_time_s", "REAL NOT NULL"),
@@ -56,15 +67,16 @@ class ResultStore:
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        # isolation_level=None: we issue BEGIN/COMMIT ourselves, so one cell = one transaction.
-        self._conn = sqlite3.connect(self.path, isolation_level=None, timeout=30.0)
+        self._conn = connect(self.path, synchronous="FULL")
         self._conn.row_factory = sqlite3.Row
-        self._conn.execute("PRAGMA journal_mode=WAL")
-        self._conn.execute("PRAGMA synchronous=FULL")
         columns = ",\n  ".join(f"{name} {sqltype}" for name, sqltype in CELL_COLUMNS)
-        self._conn.execute(f"CREATE TABLE IF NOT EXISTS cells (\n  {columns}\n)")
-        self._conn.execute("CREATE TABLE IF NOT EXISTS kv (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+        with transaction(self._conn) as conn:
+            conn.execute(f"CREATE TABLE IF NOT EXISTS cells (\n  {columns}\n)")
+            conn.execute("CREATE TABLE IF NOT EXISTS kv (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+            have = {row[1] for row in conn.execute("PRAGMA table_info(cells)")}
+            for name, sqltype in CELL_COLUMNS:
+                if name not in have:  # an older store: add the column, NULL in its old rows
+                    conn.execute(f"ALTER TABLE cells ADD COLUMN {name} {sqltype.replace(' NOT NULL', '')}")
 
     def __enter__(self) -> ResultStore:
         return self
@@ -74,16 +86,6 @@ class ResultStore:
 
     def close(self) -> None:
         self._conn.close()
-
-    @contextmanager
-    def _transaction(self) -> Iterator[sqlite3.Connection]:
-        self._conn.execute("BEGIN IMMEDIATE")
-        try:
-            yield self._conn
-        except BaseException:
-            self._conn.execute("ROLLBACK")
-            raise
-        self._conn.execute("COMMIT")
 
     def done_ids(self) -> set[str]:
         """Ids of every committed cell."""
@@ -100,7 +102,7 @@ class ResultStore:
         if missing:
             raise KeyError(f"cell row lacks columns {missing}")
         placeholders = ", ".join("?" for _ in names)
-        with self._transaction() as conn:
+        with transaction(self._conn) as conn:
             cur = conn.execute(
                 f"INSERT INTO cells ({', '.join(names)}) VALUES ({placeholders}) ON CONFLICT(cell_id) DO NOTHING",
                 [values[n] for n in names],
@@ -119,5 +121,5 @@ class ResultStore:
 
     def put(self, key: str, value: Any) -> None:
         """Store a JSON-serialisable value under ``key`` (replacing), atomically."""
-        with self._transaction() as conn:
+        with transaction(self._conn) as conn:
             conn.execute("INSERT OR REPLACE INTO kv (key, value) VALUES (?, ?)", (key, json.dumps(value)))

@@ -1,25 +1,44 @@
-"""The victim stage: export an encoder to ONNX and serve it as a billed, defended API.
+"""The victim stage: train a SimCLR encoder, export it to ONNX, serve it as a billed, defended API.
 
-``export_onnx`` writes and checks the file; :class:`OnnxVictim` serves any single-input,
-single-output ONNX encoder with exact billing, a budget, a response cache and output defenses
-(:class:`Defense`). Victim training (``train-victim``) lives in :mod:`sslsteal_fast.victim.train`.
+* :mod:`.train`: the SimCLR training loop (resumable, with :class:`TrainHook` for extra tasks such as
+  the rotation watermark); :mod:`.cache`: victims trained once per configuration and reused.
+* :mod:`.export`: ``export_onnx`` writes and checks the file.
+* :mod:`.serving`: :class:`OnnxVictim` serves any single-input, single-output ONNX encoder with
+  exact billing, a budget, a response cache and output defenses.
+* :mod:`.protocol`: the :class:`Victim` interface every consumer (attacks, probes, ownership tests)
+  codes against, the in-process :class:`LocalVictim`, and billed chunked querying
+  (:func:`query_victim`).
+* :mod:`.defense_api`: the :class:`Defense` plug-in protocol; implementations live in
+  :mod:`sslsteal_fast.defenses`.
 """
 
 from __future__ import annotations
 
+from sslsteal_fast.config import VictimTrainConfig
+from sslsteal_fast.victim.cache import CachedVictim, trained_victim
 from sslsteal_fast.victim.defense_api import Defense, apply_defenses
 from sslsteal_fast.victim.export import PARITY_TOLERANCE, export_onnx, max_relative_difference, read_metadata
+from sslsteal_fast.victim.protocol import LocalVictim, Victim, query_victim
 from sslsteal_fast.victim.serving import BudgetExceeded, OnnxVictim, default_providers, physical_cores
+from sslsteal_fast.victim.train import TrainHook, train_victim
 
 __all__ = [
     "PARITY_TOLERANCE",
     "BudgetExceeded",
+    "CachedVictim",
     "Defense",
+    "LocalVictim",
     "OnnxVictim",
+    "TrainHook",
+    "Victim",
+    "VictimTrainConfig",
     "apply_defenses",
     "default_providers",
     "export_onnx",
     "max_relative_difference",
     "physical_cores",
+    "query_victim",
     "read_metadata",
+    "train_victim",
+    "trained_victim",
 ]

@@ -36,6 +36,8 @@ import onnx
 import torch
 from torch import nn
 
+from sslsteal_fast._version import __version__
+
 __all__ = ["METADATA_KEYS", "PARITY_TOLERANCE", "export_onnx", "max_relative_difference", "read_metadata"]
 
 #: The largest max relative difference (see :func:`max_relative_difference`) an export may have.
@@ -216,8 +218,6 @@ def export_onnx(
             :data:`PARITY_TOLERANCE` (the file is removed then).
     """
     import onnxruntime as ort
-
-    from sslsteal_fast import __version__
 
     if opset < 17:
         raise ValueError(f"opset must be >= 17, got {opset}")

@@ -34,6 +34,7 @@ import numpy as np
 import onnxruntime as ort
 import torch
 
+from sslsteal_fast.util.checks import check_int, check_positive_int
 from sslsteal_fast.victim.defense_api import Defense, apply_defenses
 
 __all__ = ["BudgetExceeded", "OnnxVictim", "default_providers", "physical_cores"]
@@ -129,18 +130,18 @@ class OnnxVictim:
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"no ONNX model at {path}")
-        if budget is not None and (isinstance(budget, bool) or not isinstance(budget, int) or budget < 0):
-            raise ValueError(f"budget must be a non-negative int or None, got {budget!r}")
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
-        if isinstance(cache_size, bool) or not isinstance(cache_size, int) or cache_size < 0:
-            raise ValueError(f"cache_size must be a non-negative int, got {cache_size!r}")
+        if budget is not None:
+            check_int("OnnxVictim: budget", budget, low=0)
+        check_positive_int("OnnxVictim: batch_size", batch_size)
+        check_int("OnnxVictim: cache_size", cache_size, low=0)
         for d in defenses:
             if not callable(d):
                 raise TypeError(f"every defense must be callable as defense(outputs, inputs, client); got {d!r}")
-        threads = physical_cores() if intra_op_threads is None else intra_op_threads
-        if threads < 1:
-            raise ValueError(f"intra_op_threads must be positive, got {intra_op_threads!r}")
+        threads = (
+            physical_cores()
+            if intra_op_threads is None
+            else check_positive_int("OnnxVictim: intra_op_threads", intra_op_threads)
+        )
 
         self.path = path
         self.budget = budget

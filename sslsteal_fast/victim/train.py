@@ -1,4 +1,4 @@
-"""SimCLR victim training (``sslsteal train-victim``), resumable from the last finished epoch.
+"""SimCLR victim training (``sslsteal train-victim``): one loop, resumable, with hooks for extra losses.
 
 Two augmented views per image (:class:`~sslsteal_fast.data.SimCLRAugment`), an encoder + projection
 head (:class:`~sslsteal_fast.models.SimCLRModel`), the package's fused contrastive loss
@@ -6,113 +6,110 @@ head (:class:`~sslsteal_fast.models.SimCLRModel`), the package's fused contrasti
 each image's two views as the positive pair), Adam, and a cosine learning-rate schedule evaluated per
 step over exactly ``epochs * steps_per_epoch`` steps (it never wraps around).
 
+Hooks (:class:`TrainHook`) add a task to the same loop: each step a hook may contribute extra images,
+which go through the model in the same forward pass as the views, and a loss on their outputs that
+is added to the contrastive loss; its trainable module shares the optimiser, is saved in the
+training state and so resumes with the run. The rotation watermark
+(:class:`sslsteal_fast.ownership.WatermarkHook`) is one, so a watermarked victim trains, resumes,
+caches and exports like any other.
+
 Reproducibility and resuming. The seed fixes the weight initialisation, and every epoch re-seeds the
-global RNG (used by the augmentations) and the shuffling generator from ``(seed, epoch)``; so the RNG
-state at an epoch boundary is a function of the config, and a run resumed from its epoch-k state is
-bit-for-bit the run that was never interrupted. After each epoch the model, the optimiser state and
-the progress are written atomically to ``<out>.train-state.safetensors`` (tensors, with the JSON
-bookkeeping in its header; never pickle). Re-running with the same ``out`` resumes from there; when
-the final checkpoint (``<out>.safetensors`` + ``<out>.json``, via
-:func:`~sslsteal_fast.models.save_checkpoint`) exists, the call returns at once. The state file is
-removed once the final checkpoint is written.
+global RNG (used by the augmentations) and the epoch generator (shuffling, and whatever hooks draw)
+from ``(seed, epoch)``; so the RNG state at an epoch boundary is a function of the config, and a run
+resumed from its epoch-k state is bit-for-bit the run that was never interrupted. After each epoch
+the model, the hooks' modules, the optimiser state and the progress are written atomically to
+``<out>.train-state.safetensors`` (tensors, with the JSON bookkeeping in its header; never pickle).
+Re-running with the same ``out`` resumes from there; when the final checkpoint (``<out>.safetensors``
++ ``<out>.json``, via :func:`~sslsteal_fast.models.save_checkpoint`) and every hook's files exist,
+the call returns at once. The state file is removed once the final checkpoint is written.
 """
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import math
-import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, safe_open, save_file
+from torch import nn
 from tqdm.auto import tqdm
 
 from sslsteal_fast import ops
-from sslsteal_fast.data import SimCLRAugment, load_dataset, to_float
-from sslsteal_fast.models import ARCHITECTURES, SimCLRModel, build_encoder, checkpoint_paths, save_checkpoint
+from sslsteal_fast.config import VICTIM_LOSSES, VictimTrainConfig
+from sslsteal_fast.data import ImageDataset, SimCLRAugment, load_dataset, to_float
+from sslsteal_fast.models import SimCLRModel, build_encoder, checkpoint_paths, save_checkpoint
+from sslsteal_fast.util.files import load_tensors, save_tensors
 
-__all__ = ["VictimTrainConfig", "train_victim", "register_train_victim", "state_path", "LOSSES"]
+__all__ = [
+    "LOSSES",
+    "TrainHook",
+    "VictimTrainConfig",
+    "is_finished",
+    "resolve_device",
+    "run_identity",
+    "state_path",
+    "train_victim",
+]
 
-LOSSES = ("info_nce", "soft_nn")
-DEFAULT_TEMPERATURE = {"info_nce": 0.07, "soft_nn": 100.0}
+#: The contrastive losses a victim trains with.
+LOSSES = VICTIM_LOSSES
 _STATE_FORMAT = "sslsteal_fast.victim-train-state/1"
-# Config fields that do not change the result (so they may differ between a run and its resumption).
-_RESUME_FREE = ("out", "device", "progress")
+_STATE_HEADER = "state"
 
 
-@dataclass
-class VictimTrainConfig:
-    """Everything that defines a victim training run (all of it is recorded in the checkpoint).
+class TrainHook:
+    """An extra task trained jointly with SimCLR (subclass and override what you need).
 
-    ``dataset``: a :func:`~sslsteal_fast.data.load_dataset` spec; its ``train`` split is used,
-    resized to ``image_size``; ``count`` limits the number of training images (for ``shapes`` it is
-    how many are generated) and ``data_seed`` is the dataset's generation / subset seed.
-    ``crop_min_scale``: smallest random-resized-crop area (the paper's 0.08 by default).
-    ``temperature``: ``None`` means the loss's default (0.07 for InfoNCE, 100 for SoftNN, which works
-    on unnormalised projections). ``out``: checkpoint prefix. ``device``: ``"cpu"``, ``"cuda"``, ... or
-    ``"auto"`` (CUDA when available).
+    Lifecycle, driven by :func:`train_victim`:
+
+    1. :meth:`setup` once, after the model is built: load data, build the trainable module (returned;
+       its parameters join the optimiser after the model's, and its state is saved and resumed).
+    2. Every step, :meth:`extra_inputs` may return float images (B', C, H, W) on the device; they go
+       through the model after the two views. :meth:`loss` gets the representations and projections
+       of exactly those rows and returns the loss to add (already weighted). Draw any randomness from
+       the ``generator`` passed in (the epoch generator), never the global RNG, so resuming stays exact.
+    3. :meth:`end_epoch` returns this epoch's metrics (recorded per epoch in the checkpoint metadata).
+    4. :meth:`finish` writes the hook's own files next to the checkpoint (:meth:`artifacts` lists them).
+
+    ``name`` keys the hook in the metadata, the training state and the victim cache;
+    :meth:`identity` is everything that determines its effect on the result.
     """
 
-    dataset: str = "shapes"
-    out: str = "runs/victim"
-    arch: str = "small"
-    epochs: int = 15
-    batch_size: int = 256
-    lr: float = 3e-4
-    weight_decay: float = 1e-4
-    temperature: float | None = None
-    loss: str = "info_nce"
-    seed: int = 0
-    image_size: int = 32
-    count: int | None = None
-    data_seed: int = 0
-    proj_dim: int = 128
-    crop_min_scale: float = 0.08
-    device: str = "auto"
-    progress: bool = True
-
-    def __post_init__(self) -> None:
-        if self.arch not in ARCHITECTURES:
-            raise ValueError(f"arch must be one of {', '.join(ARCHITECTURES)}, got {self.arch!r}")
-        if self.loss not in LOSSES:
-            raise ValueError(f"loss must be one of {', '.join(LOSSES)}, got {self.loss!r}")
-        for name in ("epochs", "batch_size", "image_size", "proj_dim"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive int, got {value!r}")
-        if self.batch_size < 2:
-            raise ValueError("batch_size must be >= 2 (contrastive learning needs negatives)")
-        if self.count is not None and self.count < 2:
-            raise ValueError(f"count must be >= 2, got {self.count}")
-        if not self.lr > 0 or self.weight_decay < 0:
-            raise ValueError(f"need lr > 0 and weight_decay >= 0, got lr={self.lr}, weight_decay={self.weight_decay}")
-        if not 0.0 < self.crop_min_scale <= 1.0:
-            raise ValueError(f"crop_min_scale must be in (0, 1], got {self.crop_min_scale}")
-        if self.temperature is not None and not self.temperature > 0:
-            raise ValueError(f"temperature must be > 0, got {self.temperature}")
-        self.out = str(self.out)
-
-    @property
-    def resolved_temperature(self) -> float:
-        return float(self.temperature if self.temperature is not None else DEFAULT_TEMPERATURE[self.loss])
+    name: str = "hook"
 
     def identity(self) -> dict[str, Any]:
-        """The fields that determine the result (everything but out, device and progress display)."""
-        return {k: v for k, v in dataclasses.asdict(self).items() if k not in _RESUME_FREE}
+        return {}
+
+    def setup(self, cfg: VictimTrainConfig, model: SimCLRModel, data: ImageDataset, device: torch.device) -> nn.Module:
+        raise NotImplementedError
+
+    def extra_inputs(self, generator: torch.Generator) -> torch.Tensor | None:
+        return None
+
+    def loss(self, rep: torch.Tensor, proj: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def end_epoch(self) -> dict[str, float]:
+        return {}
+
+    def artifacts(self, prefix: Path) -> tuple[Path, ...]:
+        return ()
+
+    def finish(self, prefix: Path, metadata: dict[str, Any]) -> None:
+        return None
 
 
 @dataclass
 class _Progress:
     epochs_done: int = 0
     epoch_losses: list[float] = field(default_factory=list)
+    hook_metrics: dict[str, dict[str, list[float]]] = field(default_factory=dict)
     seconds: float = 0.0
 
 
@@ -122,7 +119,16 @@ def state_path(out: str | Path) -> Path:
     return weights.with_name(weights.name.replace(".safetensors", ".train-state.safetensors"))
 
 
-def _resolve_device(device: str) -> torch.device:
+def run_identity(cfg: VictimTrainConfig, hooks: Sequence[TrainHook] = ()) -> dict[str, Any]:
+    """What determines a run's result: the config's identity, plus each hook's (when there are hooks)."""
+    identity = cfg.identity()
+    if hooks:
+        identity["hooks"] = {h.name: h.identity() for h in hooks}
+    return identity
+
+
+def resolve_device(device: str) -> torch.device:
+    """``"auto"`` -> CUDA when available, else CPU; a CUDA device without CUDA is an error."""
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     dev = torch.device(device)
@@ -152,76 +158,82 @@ def _contrastive_loss(cfg: VictimTrainConfig, p1: torch.Tensor, p2: torch.Tensor
 # ------------------------------------------------------------------------------------ state save/load
 
 
-def _save_state(path: Path, cfg: VictimTrainConfig, model: SimCLRModel, opt: torch.optim.Optimizer, prog: _Progress):
+def _save_state(
+    path: Path,
+    identity: dict[str, Any],
+    modules: dict[str, nn.Module],
+    opt: torch.optim.Optimizer,
+    prog: _Progress,
+) -> None:
     tensors: dict[str, torch.Tensor] = {
-        f"model.{k}": v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()
+        f"{prefix}.{k}": v.detach().clone() for prefix, mod in modules.items() for k, v in mod.state_dict().items()
     }
     opt_state = opt.state_dict()
     for idx, slots in opt_state["state"].items():
         for name, value in slots.items():
-            tensors[f"optim.{idx}.{name}"] = value.detach().cpu().contiguous().clone()
+            tensors[f"optim.{idx}.{name}"] = value.detach().clone()
     header = {
         "format": _STATE_FORMAT,
-        "config": cfg.identity(),
+        "config": identity,
         "progress": dataclasses.asdict(prog),
         "param_groups": opt_state["param_groups"],
     }
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        save_file(tensors, str(tmp), metadata={"state": json.dumps(header)})
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    save_tensors(path, tensors, header, header=_STATE_HEADER)
 
 
-def _read_state_header(path: Path) -> dict[str, Any]:
-    with safe_open(str(path), framework="pt") as f:
-        meta = f.metadata() or {}
-    if "state" not in meta:
-        raise ValueError(f"{path} is not a train-victim state file; delete it to start over")
-    header = json.loads(meta["state"])
+def _load_state(path: Path, modules: dict[str, nn.Module], opt: torch.optim.Optimizer) -> tuple[dict, _Progress]:
+    tensors, header = load_tensors(path, header=_STATE_HEADER)
     if header.get("format") != _STATE_FORMAT:
-        raise ValueError(f"{path}: unsupported state format {header.get('format')!r}; delete it to start over")
-    return header
-
-
-def _load_state(path: Path, model: SimCLRModel, opt: torch.optim.Optimizer, header: dict[str, Any]) -> _Progress:
-    tensors = load_file(str(path))
-    model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")}, strict=True)
+        raise ValueError(f"{path} is not a train-victim state file (format {header.get('format')!r}); delete it")
+    for prefix, mod in modules.items():
+        head = prefix + "."
+        mod.load_state_dict({k[len(head) :]: v for k, v in tensors.items() if k.startswith(head)}, strict=True)
     state: dict[int, dict[str, torch.Tensor]] = {}
     for key, value in tensors.items():
         if key.startswith("optim."):
             _, idx, name = key.split(".", 2)
             state.setdefault(int(idx), {})[name] = value
     opt.load_state_dict({"state": state, "param_groups": header["param_groups"]})
-    return _Progress(**header["progress"])
+    return header["config"], _Progress(**header["progress"])
 
 
-def _check_same_run(what: Path, saved: dict[str, Any], cfg: VictimTrainConfig) -> None:
-    mine = cfg.identity()
+def _check_same_run(what: Path, saved: dict[str, Any], mine: dict[str, Any]) -> None:
     diff = sorted(k for k in set(saved) | set(mine) if saved.get(k) != mine.get(k))
     if diff:
         detail = ", ".join(f"{k}: {saved.get(k)!r} there vs {mine.get(k)!r} now" for k in diff)
         raise ValueError(f"{what} belongs to a run with other settings ({detail}); use another --out or delete it")
 
 
+def is_finished(prefix: str | Path, hooks: Sequence[TrainHook] = ()) -> bool:
+    """Whether the checkpoint of run ``prefix`` and every hook's files exist."""
+    prefix = Path(prefix)
+    files = (*checkpoint_paths(prefix), *(p for h in hooks for p in h.artifacts(prefix)))
+    return all(p.is_file() for p in files)
+
+
 # ------------------------------------------------------------------------------------------- training
 
 
-def train_victim(cfg: VictimTrainConfig, *, on_epoch_end: Callable[[int, float], None] | None = None) -> Path:
+def train_victim(
+    cfg: VictimTrainConfig,
+    hooks: Sequence[TrainHook] = (),
+    *,
+    on_epoch_end: Callable[[int, float], None] | None = None,
+) -> Path:
     """Train (or resume, or find finished) a SimCLR victim; returns the checkpoint prefix ``Path(cfg.out)``.
 
-    ``on_epoch_end(epoch, mean_loss)`` is called after each epoch's state is saved (epochs count
-    from 1); an exception raised there stops training, and the next call resumes after that epoch.
+    ``hooks`` add tasks trained jointly (see :class:`TrainHook`). ``on_epoch_end(epoch, mean_loss)`` is
+    called after each epoch's state is saved (epochs count from 1); an exception raised there stops
+    training, and the next call resumes after that epoch.
     """
     prefix = Path(cfg.out)
-    weights_path, meta_path = checkpoint_paths(prefix)
-    if weights_path.is_file() and meta_path.is_file():
-        meta = json.loads(meta_path.read_text())
-        _check_same_run(meta_path, meta.get("train_config", {}), cfg)
+    identity = run_identity(cfg, hooks)
+    if is_finished(prefix, hooks):
+        meta = json.loads(checkpoint_paths(prefix)[1].read_text())
+        _check_same_run(checkpoint_paths(prefix)[1], _saved_identity(meta), identity)
         return prefix
 
-    device = _resolve_device(cfg.device)
+    device = resolve_device(cfg.device)
     data = load_dataset(cfg.dataset, "train", size=cfg.image_size, count=cfg.count, seed=cfg.data_seed)
     n = len(data)
     if n < 2:
@@ -234,24 +246,29 @@ def train_victim(cfg: VictimTrainConfig, *, on_epoch_end: Callable[[int, float],
 
     torch.manual_seed(cfg.seed)
     model = SimCLRModel(build_encoder(cfg.arch, in_channels), proj_dim=cfg.proj_dim).to(device)
-    if device.type == "cpu":
-        model = model.to(memory_format=torch.channels_last)  # ~1.5x faster convolutions on CPU
-    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    modules: dict[str, nn.Module] = {"model": model}
+    for hook in hooks:
+        modules[f"hook.{hook.name}"] = hook.setup(cfg, model, data, device).to(device)
+    channels_last = device.type == "cpu"  # ~1.5x faster convolutions on CPU
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    params = [p for mod in modules.values() for p in mod.parameters()]
+    opt = torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     augment = SimCLRAugment(cfg.image_size, min_scale=cfg.crop_min_scale)
 
     spath = state_path(prefix)
     prog = _Progress()
     if spath.is_file():
-        header = _read_state_header(spath)
-        _check_same_run(spath, header["config"], cfg)
-        prog = _load_state(spath, model, opt, header)
-    spath.parent.mkdir(parents=True, exist_ok=True)
+        saved, prog = _load_state(spath, modules, opt)
+        _check_same_run(spath, saved, identity)
 
     for epoch in range(prog.epochs_done, cfg.epochs):
         start = time.perf_counter()
         torch.manual_seed(_epoch_seed(cfg.seed, epoch))
-        order = torch.randperm(n, generator=torch.Generator().manual_seed(_epoch_seed(cfg.seed, epoch) + 1))
-        model.train()
+        generator = torch.Generator().manual_seed(_epoch_seed(cfg.seed, epoch) + 1)
+        order = torch.randperm(n, generator=generator)
+        for mod in modules.values():
+            mod.train()
         total = 0.0
         bar = tqdm(
             range(steps_per_epoch),
@@ -264,11 +281,18 @@ def train_victim(cfg: VictimTrainConfig, *, on_epoch_end: Callable[[int, float],
             for group in opt.param_groups:
                 group["lr"] = _cosine_lr(cfg.lr, epoch * steps_per_epoch + i, total_steps)
             x = to_float(images[order[i * batch : (i + 1) * batch].to(device)])
-            views = torch.cat([augment(x), augment(x)])
-            if device.type == "cpu":
-                views = views.contiguous(memory_format=torch.channels_last)
-            _, proj = model(views)
-            loss = _contrastive_loss(cfg, proj[:batch], proj[batch:])
+            extra = [hook.extra_inputs(generator) for hook in hooks]
+            inputs = torch.cat([augment(x), augment(x), *(e for e in extra if e is not None)])
+            if channels_last:
+                inputs = inputs.contiguous(memory_format=torch.channels_last)
+            rep, proj = model(inputs)
+            loss = _contrastive_loss(cfg, proj[:batch], proj[batch : 2 * batch])
+            start_row = 2 * batch
+            for hook, e in zip(hooks, extra, strict=True):
+                if e is not None:
+                    rows = slice(start_row, start_row + e.shape[0])
+                    loss = loss + hook.loss(rep[rows], proj[rows])
+                    start_row += e.shape[0]
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -277,14 +301,24 @@ def train_victim(cfg: VictimTrainConfig, *, on_epoch_end: Callable[[int, float],
         bar.close()
         prog.epochs_done = epoch + 1
         prog.epoch_losses.append(total / steps_per_epoch)
+        for hook in hooks:
+            for key, value in hook.end_epoch().items():
+                prog.hook_metrics.setdefault(hook.name, {}).setdefault(key, []).append(value)
         prog.seconds += time.perf_counter() - start
-        _save_state(spath, cfg, model, opt, prog)
+        _save_state(spath, identity, modules, opt, prog)
         if cfg.progress:
-            tqdm.write(f"epoch {epoch + 1}/{cfg.epochs}: loss {prog.epoch_losses[-1]:.4f} ({prog.seconds:.1f} s)")
+            extras = "".join(
+                f", {hook} {key} {values[-1]:.3f}"
+                for hook, metrics in prog.hook_metrics.items()
+                for key, values in metrics.items()
+            )
+            tqdm.write(
+                f"epoch {epoch + 1}/{cfg.epochs}: loss {prog.epoch_losses[-1]:.4f}{extras} ({prog.seconds:.1f} s)"
+            )
         if on_epoch_end is not None:
             on_epoch_end(epoch + 1, prog.epoch_losses[-1])
 
-    metadata = {
+    metadata: dict[str, Any] = {
         "dataset": cfg.dataset,
         "split": "train",
         "train_size": n,
@@ -292,6 +326,7 @@ def train_victim(cfg: VictimTrainConfig, *, on_epoch_end: Callable[[int, float],
         "image_size": cfg.image_size,
         "seed": cfg.seed,
         "data_seed": cfg.data_seed,
+        "count": cfg.count,
         "epochs": cfg.epochs,
         "batch_size": batch,
         "steps": total_steps,
@@ -303,81 +338,23 @@ def train_victim(cfg: VictimTrainConfig, *, on_epoch_end: Callable[[int, float],
         "epoch_losses": prog.epoch_losses,
         "train_seconds": round(prog.seconds, 3),
         "torch": torch.__version__,
-        "trained_by": "sslsteal train-victim (SimCLR)",
+        "trained_by": "sslsteal train-victim (SimCLR" + "".join(f" + {h.name}" for h in hooks) + ")",
         "train_config": cfg.identity(),
         "device": str(device),
     }
-    save_checkpoint(prefix, model, metadata)
+    if hooks:
+        metadata["hooks"] = identity["hooks"]
+        metadata["hook_metrics"] = prog.hook_metrics
+    save_checkpoint(prefix, model.cpu(), metadata)
+    for hook in hooks:
+        hook.finish(prefix, metadata)
     spath.unlink(missing_ok=True)
     return prefix
 
 
-# ------------------------------------------------------------------------------------------------ CLI
-
-
-def register_train_victim(subparsers: argparse._SubParsersAction) -> None:
-    """Add ``sslsteal train-victim`` to an argparse subparsers object (sets ``func``)."""
-    d = VictimTrainConfig()
-    p = subparsers.add_parser(
-        "train-victim",
-        help="train a SimCLR victim encoder (resumable; safetensors + JSON checkpoint)",
-        description=(
-            "Train a SimCLR encoder + projection head with the package's fused contrastive loss, Adam and a "
-            "per-step cosine schedule. Writes OUT.safetensors + OUT.json (never pickle). After every epoch the "
-            "state is saved to OUT.train-state.safetensors; re-running the same command resumes from it, and "
-            "a finished run returns at once."
-        ),
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    )
-    p.add_argument("--dataset", default=d.dataset, help="dataset spec: shapes, digits, cifar10:PATH, npz:PATH, ...")
-    p.add_argument("--out", default=d.out, help="checkpoint prefix (writes OUT.safetensors and OUT.json)")
-    p.add_argument("--arch", choices=ARCHITECTURES, default=d.arch, help="encoder architecture")
-    p.add_argument("--epochs", type=int, default=d.epochs)
-    p.add_argument("--batch-size", type=int, default=d.batch_size, help="images per step (2 views each)")
-    p.add_argument("--lr", type=float, default=d.lr, help="Adam learning rate (cosine-decayed per step)")
-    p.add_argument("--weight-decay", type=float, default=d.weight_decay)
-    p.add_argument("--loss", choices=LOSSES, default=d.loss)
-    p.add_argument(
-        "--temperature", type=float, default=None, help="loss temperature (default: 0.07 info_nce, 100 soft_nn)"
-    )
-    p.add_argument("--seed", type=int, default=d.seed, help="initialisation / augmentation / shuffling seed")
-    p.add_argument("--image-size", type=int, default=d.image_size, help="training resolution (images are resized)")
-    p.add_argument("--count", type=int, default=None, help="number of training images (default: all)")
-    p.add_argument("--data-seed", type=int, default=d.data_seed, help="dataset generation / subset seed")
-    p.add_argument("--proj-dim", type=int, default=d.proj_dim, help="projection-head output dimension")
-    p.add_argument(
-        "--crop-min-scale", type=float, default=d.crop_min_scale, help="smallest random-resized-crop area fraction"
-    )
-    p.add_argument("--device", default=d.device, help="cpu, cuda, cuda:1, ... or auto")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.set_defaults(func=_cmd_train_victim)
-
-
-def _cmd_train_victim(args: argparse.Namespace) -> int:
-    cfg = VictimTrainConfig(
-        dataset=args.dataset,
-        out=args.out,
-        arch=args.arch,
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        lr=args.lr,
-        weight_decay=args.weight_decay,
-        temperature=args.temperature,
-        loss=args.loss,
-        seed=args.seed,
-        image_size=args.image_size,
-        count=args.count,
-        data_seed=args.data_seed,
-        proj_dim=args.proj_dim,
-        crop_min_scale=args.crop_min_scale,
-        device=args.device,
-        progress=not args.no_progress,
-    )
-    prefix = train_victim(cfg)
-    weights, meta_path = checkpoint_paths(prefix)
-    meta = json.loads(meta_path.read_text())
-    print(
-        f"victim {meta['arch']} (rep_dim {meta['rep_dim']}) on {meta['dataset']}: {meta['epochs']} epochs, "
-        f"final loss {meta['epoch_losses'][-1]:.4f}, {meta['train_seconds']:.1f} s of training -> {weights}"
-    )
-    return 0
+def _saved_identity(meta: dict[str, Any]) -> dict[str, Any]:
+    """The run identity a checkpoint's metadata records (see :func:`run_identity`)."""
+    identity = dict(meta.get("train_config", {}))
+    if "hooks" in meta:
+        identity["hooks"] = meta["hooks"]
+    return identity

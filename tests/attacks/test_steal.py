@@ -153,7 +153,7 @@ def test_output_layer_only_when_dimensions_differ() -> None:
         (dict(budget=0), "budget must be an int >= 1"),
         (dict(budget=41), "budget 41 exceeds the 40 available query images"),
         (dict(epochs=0), "epochs must be an int >= 1"),
-        (dict(lr=-1.0), "lr must be > 0"),
+        (dict(lr=-1.0), "lr must be a finite number > 0"),
         (dict(loss="mse", temperature=0.1), "has no temperature"),
     ],
 )

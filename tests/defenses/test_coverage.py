@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 import torch
-from defense_helpers import images_for
 
 from sslsteal_fast.defenses import CoverageDefense, client_transform
+from tests.helpers import images_for
 
 KEY = b"c" * 32
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from defense_helpers import images_for, linear_onnx, toy_stream
 
 from sslsteal_fast.defenses import GrowingBank, SimilarityDetector, detection_metrics
 from sslsteal_fast.victim import OnnxVictim
+from tests.helpers import images_for, linear_onnx, toy_stream
 
 KEY = b"d" * 32
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-from defense_helpers import images_for
 
 from sslsteal_fast.defenses import (
     DefenseState,
@@ -16,6 +15,7 @@ from sslsteal_fast.defenses import (
     parse_spec,
 )
 from sslsteal_fast.victim import Defense
+from tests.helpers import images_for
 
 KEY = b"k" * 32
 

@@ -45,7 +45,7 @@ def test_param_counts_are_the_standard_ones() -> None:
 
 
 def test_build_encoder_errors() -> None:
-    with pytest.raises(ValueError, match="valid: small, resnet18, resnet34, resnet50"):
+    with pytest.raises(ValueError, match="choose one of: small, resnet18, resnet34, resnet50"):
         build_encoder("vit")
     with pytest.raises(ValueError, match="in_channels"):
         build_encoder("small", 0)

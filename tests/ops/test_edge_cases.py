@@ -7,10 +7,10 @@ import math
 
 import pytest
 import torch
-from builders import pair_inputs, snn_inputs
 
 from sslsteal_fast import ops
 from sslsteal_fast.ops import reference
+from sslsteal_fast.testing import pair_inputs, snn_inputs
 
 pytestmark = pytest.mark.skipif(not ops.native_available(), reason="native extension not built")
 
@@ -125,8 +125,16 @@ BAD_CALLS = [
     ),
     (lambda: ops.pairwise_distance(torch.randn(3, 4), torch.randn(3, 4), "manhattan"), ValueError, "metric"),
     (lambda: ops.pairwise_distance(torch.randn(3, 4, 1), torch.randn(3, 4)), ValueError, "x must be a 2-D"),
-    (lambda: ops.topk_similarity(torch.randn(3, 4), torch.randn(5, 4), k=0), ValueError, "k must be in"),
-    (lambda: ops.topk_similarity(torch.randn(3, 4), torch.randn(5, 4), k=6), ValueError, "k must be in"),
+    (
+        lambda: ops.topk_similarity(torch.randn(3, 4), torch.randn(5, 4), k=0),
+        ValueError,
+        r"k must be an int in \[1, 5\]",
+    ),
+    (
+        lambda: ops.topk_similarity(torch.randn(3, 4), torch.randn(5, 4), k=6),
+        ValueError,
+        r"k must be an int in \[1, 5\]",
+    ),
     (lambda: ops.topk_similarity(torch.randn(3, 4), torch.randn(5, 4), k=2.0), TypeError, "k must be an int"),
     (lambda: ops.topk_similarity(torch.randn(3, 4), torch.randn(5, 4), metric="euclidean"), ValueError, "metric"),
     (lambda: ops.topk_similarity(torch.randn(3, 4), torch.randn(5, 3)), ValueError, "feature dimension"),

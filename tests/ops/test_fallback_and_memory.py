@@ -68,7 +68,7 @@ def test_loss_ops_never_hold_an_n_by_n_buffer(loss):
         f"""
         import json, torch
         from sslsteal_fast import ops
-        from sslsteal_fast._profiling import peak_extra_rss_mib
+        from sslsteal_fast.util.profiling import peak_extra_rss_mib
         torch.set_num_threads(2)
         n, d = 16384, 64
         z = torch.randn(n, d, requires_grad=True)

@@ -6,14 +6,12 @@ import math
 
 import pytest
 import torch
-from builders import pair_inputs, snn_inputs
-from conftest import DEVICES
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from tolerances import assert_close, assert_low_precision_rule
 
 from sslsteal_fast import ops
 from sslsteal_fast.ops import reference
+from sslsteal_fast.testing import assert_close, assert_low_precision_rule, pair_inputs, snn_inputs
 
 pytestmark = pytest.mark.skipif(not ops.native_available(), reason="native extension not built")
 
@@ -58,7 +56,6 @@ class TestInfoNCE:
         for x, y in zip(g_got, g_exp, strict=False):
             assert_close(x, y, torch.float64)
 
-    @pytest.mark.parametrize("device", DEVICES)
     @pytest.mark.parametrize("bsz,dim", [(1, 3), (2, 8), (37, 61), (700, 33)])
     def test_float32_against_float64_reference(self, device, bsz, dim):
         a, b = pair_inputs(bsz, dim, torch.float32, device, requires_grad=True)
@@ -70,7 +67,6 @@ class TestInfoNCE:
         for x, y in zip(g_got, g_exp, strict=False):
             assert_close(x, y, torch.float32)
 
-    @pytest.mark.parametrize("device", DEVICES)
     @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
     def test_low_precision_rule(self, device, dtype):
         a, b = pair_inputs(64, 48, dtype, device)
@@ -89,7 +85,6 @@ class TestInfoNCE:
         a, b = pair_inputs(4, 5, torch.float64, requires_grad=True)
         assert torch.autograd.gradcheck(lambda x, y: ops.info_nce(x, y, 0.2, "none"), (a, b))
 
-    @pytest.mark.parametrize("device", DEVICES)
     def test_opcheck(self, device):
         a, b = pair_inputs(6, 5, torch.float32, device, requires_grad=True)
         torch.library.opcheck(torch.ops.sslsteal_fast.info_nce_fwd.default, (a, b, 0.1))
@@ -142,7 +137,6 @@ class TestSoftNN:
         assert_close(got, exp, torch.float64, scale=s)
         assert_close(g_got, g_exp, torch.float64, scale=s)
 
-    @pytest.mark.parametrize("device", DEVICES)
     @pytest.mark.parametrize("n,dim,num_labels", [(2, 3, None), (65, 17, 4), (1030, 24, None)])
     def test_float32_against_float64_reference(self, device, n, dim, num_labels):
         z, labels = snn_inputs(n, dim, torch.float32, device, num_labels=num_labels, requires_grad=True)
@@ -151,7 +145,6 @@ class TestSoftNN:
         assert_close(got, exp, torch.float32, scale=10 * dim)
         assert_close(g_got, g_exp, torch.float32, scale=dim)
 
-    @pytest.mark.parametrize("device", DEVICES)
     @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
     def test_low_precision_rule(self, device, dtype):
         z, labels = snn_inputs(96, 32, dtype, device)
@@ -165,7 +158,6 @@ class TestSoftNN:
         z, labels = snn_inputs(6, 4, torch.float64, num_labels=2, requires_grad=True)
         assert torch.autograd.gradcheck(lambda x: ops.soft_nn(x, labels, 1.5, "none"), (z,))
 
-    @pytest.mark.parametrize("device", DEVICES)
     def test_opcheck(self, device):
         z, labels = snn_inputs(8, 5, torch.float32, device, requires_grad=True)
         torch.library.opcheck(torch.ops.sslsteal_fast.soft_nn_fwd.default, (z, labels, 10.0))

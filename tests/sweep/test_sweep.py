@@ -146,8 +146,8 @@ def test_defense_axis_reports_honest_user_and_thief(write_config: Callable[..., 
     write_outputs(run_sweep(cfg, out, progress=False, log=lambda _: None))
     rows = read_csv(out / "results.csv")
     assert {r["defense"] for r in rows} == {"none", "noise:sigma=50"}
-    clean = {float(r["legit_top1"]) for r in rows if r["defense"] == "none"}
-    noisy = {float(r["legit_top1"]) for r in rows if r["defense"] != "none"}
+    clean = {float(r["honest_top1"]) for r in rows if r["defense"] == "none"}
+    noisy = {float(r["honest_top1"]) for r in rows if r["defense"] != "none"}
     assert len(clean) == len(noisy) == 1  # one honest-user measurement per defense
     assert clean == {float(rows[0]["victim_top1"])}  # undefended: the honest user sees the victim itself
     summary = json.loads((out / "summary.json").read_text())

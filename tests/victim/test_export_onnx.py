@@ -10,9 +10,10 @@ import onnx
 import onnxruntime as ort
 import pytest
 import torch
-from victim_helpers import EXPORT_RTOL, TinyEncoder, TinySimCLR
 
+from sslsteal_fast.testing import EXPORT_RTOL
 from sslsteal_fast.victim import OnnxVictim, export, export_onnx, max_relative_difference, read_metadata
+from tests.helpers import TinyEncoder, TinySimCLR
 
 
 @pytest.fixture(scope="module")

@@ -12,9 +12,10 @@ import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from victim_helpers import FOREIGN_ATOL, linear_encoder, pooled_encoder, two_output_model
 
+from sslsteal_fast.testing import FOREIGN_ATOL
 from sslsteal_fast.victim import BudgetExceeded, Defense, OnnxVictim, physical_cores, serving
+from tests.helpers import linear_encoder, pooled_encoder, two_output_model
 
 D = 5
 WEIGHT = np.random.default_rng(0).standard_normal((48, D)).astype(np.float32)

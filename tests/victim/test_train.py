@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
-import json
 import math
 from pathlib import Path
 
@@ -16,7 +14,6 @@ from sslsteal_fast.models import SimCLRModel, load_checkpoint
 from sslsteal_fast.victim.train import (
     VictimTrainConfig,
     _cosine_lr,
-    register_train_victim,
     state_path,
     train_victim,
 )
@@ -137,36 +134,3 @@ def test_config_validation() -> None:
         VictimTrainConfig(temperature=0.0)
     with pytest.raises(ValueError, match="crop_min_scale"):
         VictimTrainConfig(crop_min_scale=1.5)
-
-
-def test_cli_registration(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    parser = argparse.ArgumentParser(prog="sslsteal")
-    register_train_victim(parser.add_subparsers(dest="command"))
-    with pytest.raises(SystemExit):
-        parser.parse_args(["train-victim", "--help"])
-    assert "resumes" in capsys.readouterr().out
-    out = tmp_path / "cli"
-    args = parser.parse_args(
-        [
-            "train-victim",
-            "--out",
-            str(out),
-            "--epochs",
-            "1",
-            "--count",
-            "32",
-            "--batch-size",
-            "16",
-            "--image-size",
-            "12",
-            "--device",
-            "cpu",
-            "--no-progress",
-            "--seed",
-            "3",
-        ]
-    )
-    assert args.func(args) == 0
-    assert "victim small (rep_dim 256) on shapes" in capsys.readouterr().out
-    meta = json.loads(out.with_suffix(".json").read_text())
-    assert meta["seed"] == 3 and meta["image_size"] == 12 and meta["train_config"]["count"] == 32

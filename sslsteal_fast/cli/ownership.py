@@ -1,0 +1,103 @@
+"""``sslsteal verify``: is a suspect encoder derived from the victim? (watermark or dataset inference)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any
+
+from sslsteal_fast.cli.common import add_command
+
+__all__ = ["load_suspect", "register"]
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add ``verify`` to the ``sslsteal`` parser (sets ``func``)."""
+    p = add_command(subparsers, _cmd_verify)
+    p.add_argument("--method", choices=("watermark", "dataset-inference"), required=True)
+    p.add_argument("--victim", required=True, help="victim checkpoint prefix (PREFIX.safetensors + PREFIX.json)")
+    p.add_argument("--suspect", required=True, help="suspect checkpoint prefix or ONNX file")
+    p.add_argument(
+        "--images",
+        default=None,
+        help="watermark: verification images spec (default: the watermark dataset's test split); "
+        "dataset-inference: unseen images spec (default: the victim's dataset, test split)",
+    )
+    p.add_argument("--count", type=int, default=500, help="images per compared set")
+    p.add_argument("--components", type=int, default=8, help="dataset-inference: Gaussian mixture components")
+    p.add_argument("--alpha", type=float, default=0.01, help="significance level")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+
+
+def load_suspect(spec: str) -> Any:
+    """A checkpoint prefix -> its encoder (a SimCLR model's encoder); ``*.onnx`` -> an unbudgeted OnnxVictim."""
+    # Loaded when the command runs: keeps `sslsteal --help` fast.
+    from torch import nn
+
+    from sslsteal_fast.models import load_checkpoint
+    from sslsteal_fast.victim import OnnxVictim
+
+    if spec.endswith(".onnx"):
+        return OnnxVictim(spec)
+    model, _ = load_checkpoint(spec)
+    encoder = getattr(model, "encoder", model)
+    return encoder if isinstance(encoder, nn.Module) else model
+
+
+def _cmd_verify(args: argparse.Namespace) -> int:
+    """Ownership test of a suspect encoder: rotation watermark or dataset inference.
+
+    watermark: rotate held-out images, read the victim's watermark head on the suspect's
+    representations, one-sided binomial test against chance (the victim must have been trained with the
+    rotation watermark: VICTIM.wm-head.safetensors next to it). dataset-inference: fit a Gaussian
+    mixture to the suspect's representations of part of the victim's private training set (rebuilt from
+    the victim's metadata) and test with a one-sided Welch t-test whether held-out private images are
+    more likely than unseen ones. Prints the verdict ('stolen' at p < alpha, else 'independent').
+    """
+    # Loaded when the command runs: keeps `sslsteal --help` fast.
+    from sslsteal_fast.data import load_dataset
+    from sslsteal_fast.models import checkpoint_paths
+    from sslsteal_fast.ownership import dataset_inference, load_head, verify_watermark
+
+    _, meta_path = checkpoint_paths(args.victim)
+    if not meta_path.is_file():
+        raise FileNotFoundError(f"--victim {args.victim}: no {meta_path}")
+    meta = json.loads(meta_path.read_text())
+    size = int(meta.get("image_size", 32))
+    suspect = load_suspect(args.suspect)
+    report: dict[str, Any] = {"method": args.method, "victim": args.victim, "suspect": args.suspect}
+    if args.method == "watermark":
+        head, head_meta = load_head(args.victim)
+        spec = args.images or (head_meta.get("watermark", {}).get("dataset") or meta.get("dataset", "shapes"))
+        images = load_dataset(spec, "test", size=size).images[: args.count]
+        res = verify_watermark(head, suspect, images, alpha=args.alpha, seed=args.seed)
+        report.update(res.as_dict(), statistic=res.accuracy, images=spec)
+    else:
+        dataset = meta.get("dataset", "shapes")
+        private = load_dataset(
+            dataset,
+            "train",
+            size=size,
+            count=meta.get("count") or meta.get("train_size"),
+            seed=int(meta.get("data_seed", 0)),
+        )
+        if len(private) < 2 * args.count + 2:
+            raise ValueError(f"the victim's private set has {len(private)} images; lower --count (now {args.count})")
+        n_fit = len(private) - args.count
+        unseen = load_dataset(args.images or dataset, "test", size=size).images[: args.count]
+        res = dataset_inference(
+            suspect,
+            private.images[:n_fit],
+            private.images[n_fit:],
+            unseen,
+            n_components=args.components,
+            alpha=args.alpha,
+            seed=args.seed,
+        )
+        report.update(res.as_dict())
+    if args.json:
+        print(json.dumps(report, sort_keys=True))
+    else:
+        print(f"{args.method}: {report['verdict']} (p = {report['p_value']:.3g}, statistic {report['statistic']:.4f})")
+    return 0

@@ -1,0 +1,170 @@
+"""Victim subcommands: ``train-victim`` (SimCLR), ``export`` (checkpoint -> ONNX) and ``serve-bench``."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import statistics
+import time
+from pathlib import Path
+
+from sslsteal_fast.cli.common import add_command
+from sslsteal_fast.config import ARCHITECTURES, VICTIM_LOSSES, VictimTrainConfig
+
+__all__ = ["register"]
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add the victim stage's subcommands to the ``sslsteal`` parser."""
+    _register_train_victim(subparsers)
+    p = add_command(subparsers, _cmd_export)
+    p.add_argument("checkpoint", help="checkpoint prefix (PREFIX.safetensors + PREFIX.json)")
+    p.add_argument("-o", "--out", type=Path, default=None, help="output .onnx path (default: PREFIX.onnx)")
+    p.add_argument("--opset", type=int, default=17, help="lowest acceptable ai.onnx opset")
+    p.add_argument(
+        "--output",
+        choices=("representation", "projection"),
+        default="representation",
+        help="serve the encoder representation or a SimCLR model's projection-head output",
+    )
+    p.add_argument(
+        "--image-size",
+        type=int,
+        default=None,
+        help="input height = width (default: image_size from the checkpoint metadata, else 32)",
+    )
+    p.add_argument("--exporter", choices=("auto", "dynamo", "torchscript"), default="auto")
+
+    b = add_command(subparsers, _cmd_serve_bench)
+    b.add_argument("model", type=Path, help=".onnx file")
+    b.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 64, 256])
+    b.add_argument("--repeats", type=int, default=5, help="timed repeats per batch size (median reported)")
+    b.add_argument("--providers", nargs="+", default=None, help="ONNX Runtime providers (default: auto)")
+    b.add_argument("--threads", type=int, default=None, help="intra-op threads (default: physical cores)")
+    b.add_argument("--image-size", type=int, default=32, help="size for models with dynamic spatial dims")
+    b.add_argument("--seed", type=int, default=0)
+
+
+def _register_train_victim(subparsers: argparse._SubParsersAction) -> None:
+    d = VictimTrainConfig()
+    p = add_command(subparsers, _cmd_train_victim)
+    p.add_argument("--dataset", default=d.dataset, help="dataset spec: shapes, digits, cifar10:PATH, npz:PATH, ...")
+    p.add_argument("--out", default=d.out, help="checkpoint prefix (writes OUT.safetensors and OUT.json)")
+    p.add_argument("--arch", choices=ARCHITECTURES, default=d.arch, help="encoder architecture")
+    p.add_argument("--epochs", type=int, default=d.epochs)
+    p.add_argument("--batch-size", type=int, default=d.batch_size, help="images per step (2 views each)")
+    p.add_argument("--lr", type=float, default=d.lr, help="Adam learning rate (cosine-decayed per step)")
+    p.add_argument("--weight-decay", type=float, default=d.weight_decay)
+    p.add_argument("--loss", choices=VICTIM_LOSSES, default=d.loss)
+    p.add_argument(
+        "--temperature", type=float, default=None, help="loss temperature (default: 0.07 info_nce, 100 soft_nn)"
+    )
+    p.add_argument("--seed", type=int, default=d.seed, help="initialisation / augmentation / shuffling seed")
+    p.add_argument("--image-size", type=int, default=d.image_size, help="training resolution (images are resized)")
+    p.add_argument("--count", type=int, default=None, help="number of training images (default: all)")
+    p.add_argument("--data-seed", type=int, default=d.data_seed, help="dataset generation / subset seed")
+    p.add_argument("--proj-dim", type=int, default=d.proj_dim, help="projection-head output dimension")
+    p.add_argument(
+        "--crop-min-scale", type=float, default=d.crop_min_scale, help="smallest random-resized-crop area fraction"
+    )
+    p.add_argument("--device", default=d.device, help="cpu, cuda, cuda:1, ... or auto")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def _cmd_train_victim(args: argparse.Namespace) -> int:
+    """Train a SimCLR victim encoder (resumable; safetensors + JSON checkpoint).
+
+    Train a SimCLR encoder + projection head with the package's fused contrastive loss, Adam and a per-
+    step cosine schedule. Writes OUT.safetensors + OUT.json (never pickle). After every epoch the state
+    is saved to OUT.train-state.safetensors; re-running the same command resumes from it, and a finished
+    run returns at once.
+    """
+    # Loaded when the command runs: keeps `sslsteal --help` fast.
+    from sslsteal_fast.models import checkpoint_paths
+    from sslsteal_fast.victim import train_victim
+
+    fields = {f.name for f in dataclasses.fields(VictimTrainConfig)} - {"progress"}
+    cfg = VictimTrainConfig(**{k: v for k, v in vars(args).items() if k in fields}, progress=not args.no_progress)
+    prefix = train_victim(cfg)
+    weights, meta_path = checkpoint_paths(prefix)
+    meta = json.loads(meta_path.read_text())
+    print(
+        f"victim {meta['arch']} (rep_dim {meta['rep_dim']}) on {meta['dataset']}: {meta['epochs']} epochs, "
+        f"final loss {meta['epoch_losses'][-1]:.4f}, {meta['train_seconds']:.1f} s of training -> {weights}"
+    )
+    return 0
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    """Export a checkpoint's encoder to ONNX (dynamic batch) and check it against PyTorch.
+
+    Export the encoder of a checkpoint written by sslsteal_fast.models.save_checkpoint to ONNX (opset >=
+    17, dynamic batch), check it against PyTorch with ONNX Runtime and print the max relative difference
+    (must be <= 1e-4).
+    """
+    # Loaded when the command runs: keeps `sslsteal --help` fast.
+    from sslsteal_fast.models import checkpoint_paths, load_checkpoint
+    from sslsteal_fast.victim import export_onnx
+
+    model, meta = load_checkpoint(args.checkpoint)
+    size = args.image_size if args.image_size is not None else int(meta.get("image_size", 32))
+    if size < 1:
+        raise ValueError(f"--image-size must be positive, got {size}")
+    channels = int(meta.get("in_channels", 3))
+    weights, _ = checkpoint_paths(args.checkpoint)
+    prefix = weights.with_suffix("")
+    out = args.out if args.out is not None else prefix.with_name(prefix.name + ".onnx")
+    extra = {
+        key: (value if isinstance(value, str) else json.dumps(value))
+        for key, value in meta.items()
+        if key in ("dataset", "seed", "epochs", "image_size")
+    }
+    diff = export_onnx(
+        model,
+        out,
+        (channels, size, size),
+        opset=args.opset,
+        output=args.output,
+        arch=str(meta.get("arch", "")),
+        source_checkpoint=str(prefix),
+        metadata={f"checkpoint.{k}": v for k, v in extra.items()},
+        exporter=args.exporter,
+    )
+    print(f"wrote {out} ({args.output}, input (N, {channels}, {size}, {size}))")
+    print(f"max relative difference vs PyTorch: {diff:.3g}")
+    return 0
+
+
+def _cmd_serve_bench(args: argparse.Namespace) -> int:
+    """Measure OnnxVictim serving throughput (images/s) of an .onnx file.
+
+    Time OnnxVictim.query on random distinct images (cache misses) at several batch sizes.
+    """
+    import numpy as np
+
+    # Loaded when the command runs: keeps `sslsteal --help` fast.
+    from sslsteal_fast.victim import OnnxVictim
+
+    if args.repeats < 1 or min(args.batch_sizes) < 1:
+        raise ValueError("--repeats and --batch-sizes must be positive")
+    victim = OnnxVictim(
+        args.model, providers=args.providers, batch_size=max(args.batch_sizes), intra_op_threads=args.threads
+    )
+    c, h, w = (d if d is not None else args.image_size for d in victim.input_shape)
+    rng = np.random.default_rng(args.seed)
+    print(f"{victim}")
+    print("| batch | images/s | ms/batch |")
+    print("|---:|---:|---:|")
+    for n in args.batch_sizes:
+        # Distinct images for every call so the response cache never answers.
+        batches = [rng.random((n, c, h, w), dtype=np.float32) for _ in range(args.repeats + 1)]
+        victim.query(batches[0], client="bench")  # warm-up
+        times = []
+        for x in batches[1:]:
+            start = time.perf_counter()
+            victim.query(x, client="bench")
+            times.append(time.perf_counter() - start)
+        med = statistics.median(times)
+        print(f"| {n} | {n / med:.1f} | {med * 1e3:.2f} |")
+    return 0

@@ -1,0 +1,146 @@
+"""The grid and the pool: which cells a sweep has, what identifies each, and how they are run.
+
+A cell is one point of the grid (loss, budget, query set, seed, defense); its id is the hash of
+everything its result depends on (:func:`cell_key`), which is the SQLite key that makes resuming
+exact. :func:`execute` runs cell tasks in this process (one worker) or in a spawn process pool and
+hands each finished row to the caller as it lands, so the parent stays the single writer.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import traceback
+from collections.abc import Callable
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+
+from sslsteal_fast.sweep.cell import CellTask, init_worker, run_cell
+from sslsteal_fast.sweep.config import DatasetRef, SweepConfig
+
+__all__ = ["Cell", "available_cores", "cell_key", "execute", "expand_grid", "plan_workers"]
+
+Log = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One point of the grid."""
+
+    loss: str
+    budget: int
+    query: DatasetRef
+    seed: int
+    defense: str
+
+
+def expand_grid(cfg: SweepConfig) -> list[Cell]:
+    """Every cell of the grid, most expensive first (largest budget), which balances the pool."""
+    g = cfg.grid
+    cells = [
+        Cell(loss, budget, query, seed, defense)
+        for query in g.query_datasets
+        for defense in g.defenses
+        for seed in g.seeds
+        for loss in g.losses
+        for budget in g.budgets
+    ]
+    return sorted(cells, key=lambda c: -c.budget)
+
+
+def cell_key(cfg: SweepConfig, cell: Cell, victim_sha: str) -> dict[str, Any]:
+    """Everything that determines a cell's result; its hash is the cell id (the SQLite key)."""
+    return {
+        "victim": victim_sha,
+        "loss": cell.loss,
+        "budget": cell.budget,
+        "query": cell.query.key(),
+        "seed": cell.seed,
+        "defense": cell.defense,
+        "defense_center": None if cfg.defense_center is None else cfg.defense_center.key(),
+        "steal": cfg.steal_key(),
+        "probe": cfg.probe.key(),
+    }
+
+
+def available_cores() -> int:
+    """CPU cores this process may use (affinity respected)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def plan_workers(requested: int, threads: int | None, pending: int, cores: int | None = None) -> tuple[int, int]:
+    """``(workers, torch threads per worker)`` with workers x threads <= cores.
+
+    Workers are capped by the pending cells and the cores; threads default to cores // workers.
+    """
+    cores = cores or available_cores()
+    workers = max(1, min(requested, pending, cores))
+    per = max(1, cores // workers)
+    return workers, min(threads, per) if threads is not None else per
+
+
+def execute(
+    tasks: list[CellTask],
+    commit: Callable[[dict[str, Any]], None],
+    workers: int,
+    threads: int,
+    *,
+    progress: bool,
+    log: Log,
+) -> list[str]:
+    """Run ``tasks`` (in-process when workers == 1, else a spawn process pool), ``commit`` each finished row.
+
+    A cell that raises does not stop the others: its traceback is logged and its id returned.
+    """
+    bar = tqdm(total=len(tasks), desc="sweep cells", unit="cell", disable=not progress)
+    failed: list[str] = []
+
+    def finish(task: CellTask, row: dict[str, Any] | None, error: str | None) -> None:
+        if row is not None:
+            commit(row)
+            bar.set_postfix_str(f"{task.loss} {task.query_dataset} b={task.budget}: top1={row['probe_top1']:.3f}")
+        else:
+            failed.append(task.cell_id)
+            log(f"sweep: cell {task.loss}/{task.query_dataset}/budget {task.budget}/seed {task.seed} failed:\n{error}")
+        bar.update()
+
+    try:
+        if workers == 1:
+            previous = torch.get_num_threads()
+            torch.set_num_threads(threads)
+            try:
+                for task in tasks:
+                    try:
+                        row = run_cell(task)
+                    except Exception:  # noqa: BLE001 - a failed cell must not stop the others
+                        finish(task, None, traceback.format_exc())
+                    else:
+                        finish(task, row, None)
+            finally:
+                torch.set_num_threads(previous)
+            return failed
+        ctx = multiprocessing.get_context("spawn")
+        pool = ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=init_worker, initargs=(threads,))
+        try:
+            running: dict[Future[dict[str, Any]], CellTask] = {pool.submit(run_cell, t): t for t in tasks}
+            while running:
+                finished, _ = wait(running, return_when=FIRST_COMPLETED)
+                for fut in finished:
+                    task = running.pop(fut)
+                    exc = fut.exception()
+                    if exc is None:
+                        finish(task, fut.result(), None)
+                    else:
+                        finish(task, None, "".join(traceback.format_exception(exc)))
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
+        return failed
+    finally:
+        bar.close()

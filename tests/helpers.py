@@ -1,0 +1,143 @@
+"""Builders the tests share: tiny PyTorch encoders, hand-built ("foreign") ONNX graphs, toy query streams.
+
+Tolerances live in one table, :mod:`sslsteal_fast.testing`; pytest fixtures in the conftest files.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+import torch
+from onnx import TensorProto, helper, numpy_helper
+from torch import nn
+
+
+class TinyEncoder(nn.Module):
+    """conv-BN-ReLU, strided conv-ReLU, global average pool: (N, 3, 8, 8) -> (N, 16).
+
+    The BatchNorm gets non-trivial running statistics so the export really has to fold them.
+    """
+
+    arch = "tiny"
+
+    def __init__(self, in_channels: int = 3) -> None:
+        super().__init__()
+        self.rep_dim = 16
+        self.features = nn.Sequential(
+            nn.Conv2d(in_channels, 8, 3, padding=1, bias=False),
+            nn.BatchNorm2d(8),
+            nn.ReLU(),
+            nn.Conv2d(8, 16, 3, stride=2, padding=1),
+            nn.ReLU(),
+            nn.AdaptiveAvgPool2d(1),
+        )
+        with torch.no_grad():
+            bn = self.features[1]
+            bn.running_mean.uniform_(-0.2, 0.2)
+            bn.running_var.uniform_(0.5, 2.0)
+            bn.weight.uniform_(0.5, 1.5)
+            bn.bias.uniform_(-0.1, 0.1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.flatten(self.features(x), 1)
+
+
+class TinySimCLR(nn.Module):
+    """Duck-typed SimCLRModel: ``.encoder``, ``.head``; forward -> (rep, proj)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.encoder = TinyEncoder()
+        self.head = nn.Sequential(nn.Linear(16, 16), nn.ReLU(), nn.Linear(16, 4))
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        rep = self.encoder(x)
+        return rep, self.head(rep)
+
+
+def save_graph(path: Path, graph: onnx.GraphProto, opset: int = 17) -> Path:
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)], producer_name="hand-built")
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
+    return path
+
+
+def linear_encoder(path: Path, weight: np.ndarray, batch: int | str = "n", out_rank4: bool = False) -> Path:
+    """A foreign encoder ``y = flatten(x) @ weight`` with input (batch, 3, 4, 4), names unlike ours.
+
+    ``weight`` is (48, D). With ``out_rank4`` the output is (N, D, 1, 1) instead of (N, D).
+    """
+    d = weight.shape[1]
+    nodes = [
+        helper.make_node("Flatten", ["input.1"], ["flat"], axis=1),
+        helper.make_node("MatMul", ["flat", "W"], ["feat" if not out_rank4 else "feat2d"]),
+    ]
+    out_shape: list[int | str] = [batch, d]
+    if out_rank4:
+        nodes.append(helper.make_node("Reshape", ["feat2d", "shape4"], ["feat"]))
+        out_shape = [batch, d, 1, 1]
+    inits = [numpy_helper.from_array(weight.astype(np.float32), "W")]
+    if out_rank4:
+        inits.append(numpy_helper.from_array(np.array([-1, d, 1, 1], dtype=np.int64), "shape4"))
+    graph = helper.make_graph(
+        nodes,
+        "foreign_linear",
+        [helper.make_tensor_value_info("input.1", TensorProto.FLOAT, [batch, 3, 4, 4])],
+        [helper.make_tensor_value_info("feat", TensorProto.FLOAT, out_shape)],
+        initializer=inits,
+    )
+    return save_graph(path, graph)
+
+
+def pooled_encoder(path: Path) -> Path:
+    """A foreign encoder with dynamic spatial dims and a symbolic feature dim: (N, 3, H, W) -> (N, 3) means."""
+    graph = helper.make_graph(
+        [
+            helper.make_node("GlobalAveragePool", ["x"], ["p"]),
+            helper.make_node("Flatten", ["p"], ["y"], axis=1),
+        ],
+        "foreign_pool",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 3, "h", "w"])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", "d"])],
+    )
+    return save_graph(path, graph)
+
+
+def two_output_model(path: Path) -> Path:
+    graph = helper.make_graph(
+        [helper.make_node("Relu", ["x"], ["a"]), helper.make_node("Neg", ["x"], ["b"])],
+        "two_outputs",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 3, 4, 4])],
+        [
+            helper.make_tensor_value_info("a", TensorProto.FLOAT, ["n", 3, 4, 4]),
+            helper.make_tensor_value_info("b", TensorProto.FLOAT, ["n", 3, 4, 4]),
+        ],
+    )
+    return save_graph(path, graph)
+
+
+def linear_onnx(path: Path, dim: int = 16, seed: int = 0) -> Path:
+    """An ONNX encoder ``flatten(x) @ W`` for (N, 3, 4, 4) float input -> (N, dim), W standard normal."""
+    return linear_encoder(path, np.random.default_rng(seed).standard_normal((48, dim)).astype(np.float32))
+
+
+def toy_stream(n_distinct: int, repeats: int, dim: int = 128, jitter: float = 0.05, seed: int = 0):
+    """Distinct centred vectors, then ``repeats`` noisy copies ("augmented repeats") of random earlier ones.
+
+    Returns ``(vectors (n, dim), truth bool (n,))`` with truth True for the repeats.
+    """
+    g = torch.Generator().manual_seed(seed)
+    base = torch.randn(n_distinct, dim, generator=g)
+    picks = torch.randint(0, n_distinct, (repeats,), generator=g)
+    copies = base[picks] + jitter * torch.randn(repeats, dim, generator=g)
+    vectors = torch.cat([base, copies])
+    truth = torch.cat([torch.zeros(n_distinct, dtype=torch.bool), torch.ones(repeats, dtype=torch.bool)])
+    return vectors, truth
+
+
+def images_for(n: int, seed: int = 0) -> torch.Tensor:
+    """Distinct float images (n, 3, 4, 4) in [0, 1]."""
+    return torch.rand(n, 3, 4, 4, generator=torch.Generator().manual_seed(seed))

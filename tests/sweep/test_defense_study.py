@@ -1,0 +1,65 @@
+"""The defense study end to end at toy scale: three sweeps, the shared victim cache, the ownership tests."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+
+from sslsteal_fast.sweep import DefenseStudyConfig, run_defense_study
+
+TINY = DefenseStudyConfig(
+    victim_count=200,
+    victim_epochs=1,
+    budget=60,
+    steal_epochs=2,
+    honest_train=60,
+    honest_test=60,
+    probe_epochs=10,
+    di_fit=60,
+    di_eval=40,
+    workers=1,
+)
+
+
+def _rows(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+def test_defense_study_runs_on_the_sweep_grid(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SSLSTEAL_CACHE", str(tmp_path / "cache"))
+    out = tmp_path / "study"
+    run_defense_study(out, TINY, progress=False, log=lambda _: None)
+
+    rows = {r["defense"]: r for r in _rows(out / "defenses.csv")}
+    assert set(rows) == {"none", "noise", "detection", "detection-augmented", "coverage", "watermark"}
+    # Undefended, the honest user sees the victim itself; every query-once thief pays its budget.
+    assert rows["none"]["honest_top1"] == rows["none"]["victim_top1"]
+    assert {rows[d]["billed_thief"] for d in ("none", "noise", "detection", "coverage")} == {str(TINY.budget)}
+    assert int(rows["detection-augmented"]["billed_thief"]) == TINY.budget * TINY.steal_epochs
+    assert {r["billed_honest"] for r in rows.values()} == {str(TINY.honest_train + TINY.honest_test)}
+    # The detector's columns are filled for the detector rows only; the augmented thief has repeats.
+    for name in ("detection", "detection-augmented"):
+        assert 0.0 <= float(rows[name]["flagged_honest"]) <= 1.0 and 0.0 <= float(rows[name]["flagged_thief"]) <= 1.0
+    assert rows["detection-augmented"]["recall"] != "" and rows["detection-augmented"]["roc_auc"] != ""
+    assert rows["detection"]["recall"] == ""  # a query-once thief sends no repeats: recall is undefined
+    assert all(rows[d]["flagged_honest"] == "" for d in ("none", "noise", "coverage", "watermark"))
+
+    ownership = _rows(out / "ownership.csv")
+    suspects = {r["suspect"] for r in ownership}
+    stolen = {f"stolen-{loss}-{b}" for loss in ("info_nce", "mse") for b in (TINY.budget // 2, TINY.budget)}
+    assert suspects == {"victim", "independent-same-data", "independent-disjoint-data", *stolen}
+    assert {r["method"] for r in ownership} == {"watermark", "dataset_inference"}
+    assert all(r["verdict"] in ("stolen", "independent") for r in ownership)
+
+    # The three encoders come from the shared victim cache (plain, watermarked, independent).
+    assert len(list((tmp_path / "cache" / "victims").iterdir())) == 3
+
+    # Rerunning resumes every sweep: no cell runs again.
+    run_defense_study(out, TINY, progress=False, log=lambda _: None)
+    for sweep in ("plain", "augmented", "watermark"):
+        summary = json.loads((out / "defense-study" / sweep / "summary.json").read_text())
+        assert summary["cells"]["ran_this_run"] == 0 and summary["cells"]["resumed"] == summary["cells"]["total"]
