@@ -24,7 +24,9 @@ __all__ = [
     "LOW_PRECISION_FACTOR",
     "LOW_PRECISION_SLACK",
     "SOFT_NN_FAR_TOL",
+    "F32_ATOL",
     "TOL",
+    "TRANSCRIPTION_TOL",
     "TOPK_CUDA_TOL",
     "TOPK_TOL",
     "assert_close",
@@ -60,6 +62,10 @@ ABS_FLOOR: dict[torch.dtype, float] = {
 LOW_PRECISION_FACTOR = 2.0
 #: ... plus this absolute slack (relative to the largest exact value) for errors that are ~0 in both.
 LOW_PRECISION_SLACK = 1e-3
+#: (rtol, atol) of a float64 loss module against a float64 loop transcription of the paper's formula.
+TRANSCRIPTION_TOL = (1e-7, 1e-9)
+#: Float32 rounding of O(1) values (rotations, orthogonal maps, cosine scores).
+F32_ATOL = 1e-5
 #: ONNX export parity (the project's contract: max relative difference vs PyTorch).
 EXPORT_RTOL = 1e-4
 #: ONNX Runtime vs numpy on hand-built float32 graphs.

@@ -16,9 +16,9 @@ from sslsteal_fast.attacks import (
     WassersteinLoss,
     make_loss,
 )
+from sslsteal_fast.testing import TRANSCRIPTION_TOL
 
-ATOL = 1e-9  # float64 against float64 transcriptions
-RTOL = 1e-7
+RTOL, ATOL = TRANSCRIPTION_TOL  # float64 against float64 transcriptions
 
 
 # ---------------------------------------------------------------- transcriptions (loops, float64)

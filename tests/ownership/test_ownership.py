@@ -19,7 +19,7 @@ from sslsteal_fast.ownership import (
     verify_watermark,
     welch_verdict,
 )
-from sslsteal_fast.testing import EM_MONOTONE_SLACK, GMM_SCORE_ATOL
+from sslsteal_fast.testing import EM_MONOTONE_SLACK, F32_ATOL, GMM_SCORE_ATOL
 
 
 class Halves(nn.Module):
@@ -58,7 +58,7 @@ def _oriented(n: int, seed: int) -> torch.Tensor:
 
 def test_rotate_is_exact_for_full_turns():
     x = _oriented(2, 0)
-    assert torch.allclose(rotate(x, torch.tensor([360.0, 0.0])), x, atol=1e-5)
+    assert torch.allclose(rotate(x, torch.tensor([360.0, 0.0])), x, atol=F32_ATOL)
     twice = rotate(rotate(x, torch.tensor([90.0, 90.0])), torch.tensor([270.0, 270.0]))
     assert torch.allclose(twice[..., 4:12, 4:12], x[..., 4:12, 4:12], atol=1e-4)
 
