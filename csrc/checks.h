@@ -18,17 +18,16 @@ inline bool is_float_dtype(at::ScalarType t) {
 // A (rows, features) matrix of a floating dtype with at least one feature.
 inline void check_matrix(const at::Tensor& t, const char* name) {
   TORCH_CHECK(t.dim() == 2, name, " must be a 2-D (rows, features) tensor, got ", t.dim(), " dims");
-  TORCH_CHECK(is_float_dtype(t.scalar_type()), name,
-              " must be float32, float64, bfloat16 or float16, got ", t.scalar_type());
+  TORCH_CHECK(is_float_dtype(t.scalar_type()), name, " must be float32, float64, bfloat16 or float16, got ",
+              t.scalar_type());
   TORCH_CHECK(t.size(1) > 0, name, " must have at least one feature column");
 }
 
 inline void check_same(const at::Tensor& a, const char* an, const at::Tensor& b, const char* bn) {
   TORCH_CHECK(a.device() == b.device(), an, " is on ", a.device(), " but ", bn, " is on ", b.device());
-  TORCH_CHECK(a.scalar_type() == b.scalar_type(), an, " is ", a.scalar_type(), " but ", bn, " is ",
-              b.scalar_type());
-  TORCH_CHECK(a.size(1) == b.size(1), an, " and ", bn, " must have the same feature dimension, got ",
-              a.size(1), " and ", b.size(1));
+  TORCH_CHECK(a.scalar_type() == b.scalar_type(), an, " is ", a.scalar_type(), " but ", bn, " is ", b.scalar_type());
+  TORCH_CHECK(a.size(1) == b.size(1), an, " and ", bn, " must have the same feature dimension, got ", a.size(1),
+              " and ", b.size(1));
 }
 
 inline void check_temperature(double t) {
@@ -36,19 +35,17 @@ inline void check_temperature(double t) {
 }
 
 inline void check_labels(const at::Tensor& labels, const at::Tensor& z) {
-  TORCH_CHECK(labels.dim() == 1 && labels.size(0) == z.size(0),
-              "labels must be 1-D with one entry per row of z (", z.size(0), ")");
+  TORCH_CHECK(labels.dim() == 1 && labels.size(0) == z.size(0), "labels must be 1-D with one entry per row of z (",
+              z.size(0), ")");
   TORCH_CHECK(labels.scalar_type() == at::kLong || labels.scalar_type() == at::kInt,
               "labels must be int64 or int32, got ", labels.scalar_type());
-  TORCH_CHECK(labels.device() == z.device(), "labels are on ", labels.device(), " but z is on ",
-              z.device());
+  TORCH_CHECK(labels.device() == z.device(), "labels are on ", labels.device(), " but z is on ", z.device());
 }
 
 // Per-row statistics saved by a forward: (n,) in the statistics dtype.
 inline void check_stats(const at::Tensor& s, int64_t n, const char* name) {
   TORCH_CHECK(s.dim() == 1 && s.size(0) == n, name, " must have shape (", n, ",)");
-  TORCH_CHECK(s.scalar_type() == at::kFloat || s.scalar_type() == at::kDouble, name,
-              " must be float32 or float64");
+  TORCH_CHECK(s.scalar_type() == at::kFloat || s.scalar_type() == at::kDouble, name, " must be float32 or float64");
 }
 
 inline int metric_code(const std::string& metric, bool allow_euclidean) {

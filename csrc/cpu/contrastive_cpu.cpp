@@ -367,8 +367,7 @@ void check_pair_inputs(const at::Tensor& a, const at::Tensor& b) {
   check_matrix(a, "a");
   check_matrix(b, "b");
   check_same(a, "a", b, "b");
-  TORCH_CHECK(a.size(0) == b.size(0), "a and b must have the same batch size, got ", a.size(0), " and ",
-              b.size(0));
+  TORCH_CHECK(a.size(0) == b.size(0), "a and b must have the same batch size, got ", a.size(0), " and ", b.size(0));
   TORCH_CHECK(a.size(0) > 0, "a and b must have at least one row");
 }
 
@@ -379,8 +378,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> info_nce_fwd_cpu(const at::Tensor
   const at::ScalarType ct = compute_dtype(a.scalar_type());
   Normalised nz = normalise_rows(a, b, ct);
   return AT_DISPATCH_FLOATING_TYPES(ct, "info_nce_fwd_cpu", [&] {
-    Problem<scalar_t> p{nz.z, at::Tensor(), pair_labels(a.size(0), a), nz.z.size(0), true,
-                        scalar_t(1.0 / temperature)};
+    Problem<scalar_t> p{nz.z, at::Tensor(), pair_labels(a.size(0), a), nz.z.size(0), true, scalar_t(1.0 / temperature)};
     return forward_impl<scalar_t>(p, a.scalar_type());
   });
 }
@@ -425,8 +423,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> soft_nn_fwd_cpu(const at::Tensor&
   const at::ScalarType ct = compute_dtype(z.scalar_type());
   at::Tensor zc = z.to(ct).contiguous();
   return AT_DISPATCH_FLOATING_TYPES(ct, "soft_nn_fwd_cpu", [&] {
-    Problem<scalar_t> p{zc, (zc * zc).sum(1).contiguous(), labels.to(at::kLong).contiguous(), zc.size(0), false,
-                        scalar_t(1.0 / temperature)};
+    at::Tensor sq = (zc * zc).sum(1).contiguous();
+    Problem<scalar_t> p{zc, sq, labels.to(at::kLong).contiguous(), zc.size(0), false, scalar_t(1.0 / temperature)};
     return forward_impl<scalar_t>(p, z.scalar_type());
   });
 }
@@ -442,8 +440,8 @@ at::Tensor soft_nn_bwd_cpu(const at::Tensor& grad_rows, const at::Tensor& z, con
   const at::ScalarType ct = compute_dtype(z.scalar_type());
   at::Tensor zc = z.to(ct).contiguous();
   at::Tensor dz = AT_DISPATCH_FLOATING_TYPES(ct, "soft_nn_bwd_cpu", [&] {
-    Problem<scalar_t> p{zc, (zc * zc).sum(1).contiguous(), labels.to(at::kLong).contiguous(), n, false,
-                        scalar_t(1.0 / temperature)};
+    at::Tensor sq = (zc * zc).sum(1).contiguous();
+    Problem<scalar_t> p{zc, sq, labels.to(at::kLong).contiguous(), n, false, scalar_t(1.0 / temperature)};
     return backward_impl<scalar_t>(p, grad_rows, lse_all, lse_pos);
   });
   return dz.to(z.scalar_type());

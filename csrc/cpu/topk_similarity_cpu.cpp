@@ -53,7 +53,8 @@ void select_block(const T* dots, const T* qstat, const T* bstat, int64_t n, int6
         int64_t lo = 0, hi = f;
         while (lo < hi) {
           const int64_t mid = (lo + hi) / 2;
-          if (Better<T, Largest>::of(x, v[mid])) hi = mid; else lo = mid + 1;
+          if (Better<T, Largest>::of(x, v[mid])) hi = mid;
+          else lo = mid + 1;
         }
         const int64_t last = std::min(f, k - 1);
         std::memmove(v + lo + 1, v + lo, sizeof(T) * (last - lo));
@@ -94,16 +95,17 @@ std::tuple<at::Tensor, at::Tensor> topk_similarity_cpu(const at::Tensor& queries
     at::Tensor blk = bank.narrow(0, base, bs).to(ct).contiguous();  // no copy for contiguous float banks
     at::Tensor S = scores_buf.narrow(0, 0, n * bs).view({n, bs});
     at::mm_out(S, q, blk.t());
-    at::Tensor bstat = cosine ? blk.norm(2, {1}).clamp_min(1e-12).reciprocal().contiguous()
-                              : (blk * blk).sum(1).contiguous();
+    at::Tensor bstat =
+        cosine ? blk.norm(2, {1}).clamp_min(1e-12).reciprocal().contiguous() : (blk * blk).sum(1).contiguous();
     AT_DISPATCH_FLOATING_TYPES(ct, "topk_similarity_cpu", [&] {
       const scalar_t* qs = cosine ? nullptr : qstat.data_ptr<scalar_t>();
       auto run = [&](auto largest) {
-        select_block<scalar_t, decltype(largest)::value>(S.data_ptr<scalar_t>(), qs, bstat.data_ptr<scalar_t>(), n,
-                                                         bs, base, k, vals.data_ptr<scalar_t>(),
-                                                         idx.data_ptr<int64_t>(), filled.data());
+        select_block<scalar_t, decltype(largest)::value>(S.data_ptr<scalar_t>(), qs, bstat.data_ptr<scalar_t>(), n, bs,
+                                                         base, k, vals.data_ptr<scalar_t>(), idx.data_ptr<int64_t>(),
+                                                         filled.data());
       };
-      if (cosine) run(std::true_type{}); else run(std::false_type{});
+      if (cosine) run(std::true_type{});
+      else run(std::false_type{});
     });
   }
   for (int64_t q_i = 0; q_i < n; ++q_i) {

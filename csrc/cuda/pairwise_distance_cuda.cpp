@@ -13,8 +13,10 @@ at::Tensor pairwise_distance_cuda(const at::Tensor& x_in, const at::Tensor& y_in
   glue::check_matrix(x_in, op, "x");
   glue::check_matrix(y_in, op, "y");
   glue::check_same_dtype(x_in, "x", y_in, "y", op);
-  TORCH_CHECK(x_in.size(1) == y_in.size(1), "sslsteal_fast::pairwise_distance: x and y must have the same feature "
-              "dimension D, got ", x_in.size(1), " and ", y_in.size(1));
+  TORCH_CHECK(x_in.size(1) == y_in.size(1),
+              "sslsteal_fast::pairwise_distance: x and y must have the same feature "
+              "dimension D, got ",
+              x_in.size(1), " and ", y_in.size(1));
   Metric metric;
   if (metric_name == "sqeuclidean") {
     metric = Metric::kSqEuclidean;
@@ -42,6 +44,4 @@ at::Tensor pairwise_distance_cuda(const at::Tensor& x_in, const at::Tensor& y_in
 }  // namespace
 }  // namespace sslsteal_cuda
 
-TORCH_LIBRARY_IMPL(sslsteal_fast, CUDA, m) {
-  m.impl("pairwise_distance", &sslsteal_cuda::pairwise_distance_cuda);
-}
+TORCH_LIBRARY_IMPL(sslsteal_fast, CUDA, m) { m.impl("pairwise_distance", &sslsteal_cuda::pairwise_distance_cuda); }

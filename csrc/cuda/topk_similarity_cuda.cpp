@@ -45,14 +45,16 @@ std::tuple<Tensor, Tensor> topk_similarity_cuda(const Tensor& q_in, const Tensor
   glue::check_matrix(q_in, op, "queries");
   glue::check_matrix(bank_in, op, "bank");
   glue::check_same_dtype(q_in, "queries", bank_in, "bank", op);
-  TORCH_CHECK(q_in.size(1) == bank_in.size(1), "sslsteal_fast::topk_similarity: queries and bank must have the same "
-              "feature dimension D, got ", q_in.size(1), " and ", bank_in.size(1));
+  TORCH_CHECK(q_in.size(1) == bank_in.size(1),
+              "sslsteal_fast::topk_similarity: queries and bank must have the same "
+              "feature dimension D, got ",
+              q_in.size(1), " and ", bank_in.size(1));
   TORCH_CHECK(metric_name == "cosine" || metric_name == "sqeuclidean",
               "sslsteal_fast::topk_similarity: metric must be 'cosine' or 'sqeuclidean', got '",
               std::string(metric_name), "'");
   const int64_t N = q_in.size(0), M = bank_in.size(0), D = q_in.size(1);
-  TORCH_CHECK(k >= 1 && k <= M, "sslsteal_fast::topk_similarity: k must be in [1, M = ", M, "] (bank rows), got k = ",
-              k);
+  TORCH_CHECK(k >= 1 && k <= M, "sslsteal_fast::topk_similarity: k must be in [1, M = ", M,
+              "] (bank rows), got k = ", k);
   TORCH_CHECK(M < 0x7fffffffLL, "sslsteal_fast::topk_similarity: bank has ", M, " rows; at most 2^31 - 2 supported");
   const bool cosine = metric_name == "cosine";
   const c10::cuda::CUDAGuard guard(q_in.device());
@@ -74,6 +76,4 @@ std::tuple<Tensor, Tensor> topk_similarity_cuda(const Tensor& q_in, const Tensor
 }  // namespace
 }  // namespace sslsteal_cuda
 
-TORCH_LIBRARY_IMPL(sslsteal_fast, CUDA, m) {
-  m.impl("topk_similarity", &sslsteal_cuda::topk_similarity_cuda);
-}
+TORCH_LIBRARY_IMPL(sslsteal_fast, CUDA, m) { m.impl("topk_similarity", &sslsteal_cuda::topk_similarity_cuda); }
