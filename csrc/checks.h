@@ -42,6 +42,13 @@ inline void check_labels(const at::Tensor& labels, const at::Tensor& z) {
   TORCH_CHECK(labels.device() == z.device(), "labels are on ", labels.device(), " but z is on ", z.device());
 }
 
+// Loss-row gradients: (n,) in the input dtype, since the forward's loss rows are in it and autograd
+// hands back a gradient of the same dtype.
+inline void check_grad_rows(const at::Tensor& g, int64_t n, at::ScalarType input) {
+  TORCH_CHECK(g.dim() == 1 && g.size(0) == n, "grad_rows must have shape (", n, ",)");
+  TORCH_CHECK(g.scalar_type() == input, "grad_rows must be ", input, " (the input dtype), got ", g.scalar_type());
+}
+
 // Per-row statistics saved by a forward: (n,) in the statistics dtype.
 inline void check_stats(const at::Tensor& s, int64_t n, const char* name) {
   TORCH_CHECK(s.dim() == 1 && s.size(0) == n, name, " must have shape (", n, ",)");

@@ -389,7 +389,7 @@ std::tuple<at::Tensor, at::Tensor> info_nce_bwd_cpu(const at::Tensor& grad_rows,
   check_pair_inputs(a, b);
   check_temperature(temperature);
   const int64_t n = 2 * a.size(0);
-  check_stats(grad_rows, n, "grad_rows");
+  check_grad_rows(grad_rows, n, a.scalar_type());
   check_stats(lse_all, n, "lse_all");
   check_stats(lse_pos, n, "lse_pos");
   const at::ScalarType ct = compute_dtype(a.scalar_type());
@@ -434,7 +434,7 @@ at::Tensor soft_nn_bwd_cpu(const at::Tensor& grad_rows, const at::Tensor& z, con
   check_snn_inputs(z, labels);
   check_temperature(temperature);
   const int64_t n = z.size(0);
-  check_stats(grad_rows, n, "grad_rows");
+  check_grad_rows(grad_rows, n, z.scalar_type());
   check_stats(lse_all, n, "lse_all");
   check_stats(lse_pos, n, "lse_pos");
   const at::ScalarType ct = compute_dtype(z.scalar_type());
