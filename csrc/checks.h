@@ -9,6 +9,8 @@
 #include <cmath>
 #include <string>
 
+#include "metric.h"
+
 namespace sslsteal {
 
 inline bool is_float_dtype(at::ScalarType t) {
@@ -55,12 +57,14 @@ inline void check_stats(const at::Tensor& s, int64_t n, const char* name) {
   TORCH_CHECK(s.scalar_type() == at::kFloat || s.scalar_type() == at::kDouble, name, " must be float32 or float64");
 }
 
-inline int metric_code(const std::string& metric, bool allow_euclidean) {
-  if (metric == "sqeuclidean") return 0;
-  if (metric == "cosine") return 2;
-  if (allow_euclidean && metric == "euclidean") return 1;
-  TORCH_CHECK(false, "unknown metric '", metric, "'");
-  return -1;
+// The schema's metric string as a Metric; topk_similarity has no "euclidean" (same order as sqeuclidean).
+inline Metric parse_metric(const char* op, c10::string_view metric, bool allow_euclidean) {
+  if (metric == "sqeuclidean") return Metric::kSqEuclidean;
+  if (metric == "cosine") return Metric::kCosine;
+  if (allow_euclidean && metric == "euclidean") return Metric::kEuclidean;
+  TORCH_CHECK(false, "sslsteal_fast::", op, ": metric must be ",
+              allow_euclidean ? "'sqeuclidean', 'euclidean' or 'cosine'" : "'cosine' or 'sqeuclidean'", ", got '",
+              std::string(metric), "'");
 }
 
 // Float32 statistics for every input dtype except float64.

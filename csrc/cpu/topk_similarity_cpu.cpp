@@ -73,11 +73,11 @@ std::tuple<at::Tensor, at::Tensor> topk_similarity_cpu(const at::Tensor& queries
   check_matrix(queries, "queries");
   check_matrix(bank, "bank");
   check_same(queries, "queries", bank, "bank");
-  const int metric = metric_code(std::string(metric_name), /*allow_euclidean=*/false);
+  const Metric metric = parse_metric("topk_similarity", metric_name, /*allow_euclidean=*/false);
   const int64_t n = queries.size(0), m = bank.size(0);
   TORCH_CHECK(k >= 1 && k <= m, "k must be in [1, ", m, "] (bank rows), got ", k);
   const at::ScalarType ct = queries.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
-  const bool cosine = metric == 2;
+  const bool cosine = metric == Metric::kCosine;
   at::Tensor q = queries.to(ct).contiguous();
   at::Tensor qstat;  // cosine: nothing (q is normalised); sqeuclidean: |q|^2
   if (cosine) {

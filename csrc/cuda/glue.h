@@ -10,6 +10,7 @@
 #include <cmath>
 #include <string>
 
+#include "../checks.h"
 #include "kernels.h"
 
 namespace sslsteal_cuda {

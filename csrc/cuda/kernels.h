@@ -20,6 +20,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "../metric.h"
+
 namespace sslsteal_cuda {
 
 enum class DType : int {
@@ -35,7 +37,7 @@ enum class DType : int {
 // allow_tf32 == True selects kTf32 (one product, 10-bit mantissa, about 3x faster).
 enum class Fp32Mode : int { kTf32x3 = 0, kTf32 = 1 };
 
-enum class Metric : int { kSqEuclidean = 0, kEuclidean = 1, kCosine = 2 };
+using sslsteal::Metric;  // csrc/metric.h: one enum for the CPU and CUDA kernels
 
 // ---------------------------------------------------------------------------------------------
 // Contrastive losses (InfoNCE / NT-Xent and Soft Nearest Neighbour) share one driver.

@@ -17,17 +17,7 @@ at::Tensor pairwise_distance_cuda(const at::Tensor& x_in, const at::Tensor& y_in
               "sslsteal_fast::pairwise_distance: x and y must have the same feature "
               "dimension D, got ",
               x_in.size(1), " and ", y_in.size(1));
-  Metric metric;
-  if (metric_name == "sqeuclidean") {
-    metric = Metric::kSqEuclidean;
-  } else if (metric_name == "euclidean") {
-    metric = Metric::kEuclidean;
-  } else if (metric_name == "cosine") {
-    metric = Metric::kCosine;
-  } else {
-    TORCH_CHECK(false, "sslsteal_fast::pairwise_distance: metric must be 'sqeuclidean', 'euclidean' or 'cosine', got '",
-                std::string(metric_name), "'");
-  }
+  const Metric metric = sslsteal::parse_metric(op, metric_name, /*allow_euclidean=*/true);
   const c10::cuda::CUDAGuard guard(x_in.device());
   const at::Tensor x = x_in.contiguous(), y = y_in.contiguous();
   const int64_t N = x.size(0), M = y.size(0), D = x.size(1);

@@ -49,14 +49,12 @@ std::tuple<Tensor, Tensor> topk_similarity_cuda(const Tensor& q_in, const Tensor
               "sslsteal_fast::topk_similarity: queries and bank must have the same "
               "feature dimension D, got ",
               q_in.size(1), " and ", bank_in.size(1));
-  TORCH_CHECK(metric_name == "cosine" || metric_name == "sqeuclidean",
-              "sslsteal_fast::topk_similarity: metric must be 'cosine' or 'sqeuclidean', got '",
-              std::string(metric_name), "'");
+  const Metric metric = sslsteal::parse_metric(op, metric_name, /*allow_euclidean=*/false);
   const int64_t N = q_in.size(0), M = bank_in.size(0), D = q_in.size(1);
   TORCH_CHECK(k >= 1 && k <= M, "sslsteal_fast::topk_similarity: k must be in [1, M = ", M,
               "] (bank rows), got k = ", k);
   TORCH_CHECK(M < 0x7fffffffLL, "sslsteal_fast::topk_similarity: bank has ", M, " rows; at most 2^31 - 2 supported");
-  const bool cosine = metric_name == "cosine";
+  const bool cosine = metric == Metric::kCosine;
   const c10::cuda::CUDAGuard guard(q_in.device());
   const Tensor q = q_in.contiguous(), bank = bank_in.contiguous();
   const int device = q.device().index();
@@ -66,10 +64,10 @@ std::tuple<Tensor, Tensor> topk_similarity_cuda(const Tensor& q_in, const Tensor
   Tensor indices = at::empty({N, k}, q.options().dtype(at::kLong));
   if (N == 0) return {values, indices};
   Tensor ws = glue::scratch(topk_workspace_bytes(dt, N, M, k, device), q);
-  glue::check_status(topk_similarity(dt, glue::fp32_mode(), cosine ? Metric::kCosine : Metric::kSqEuclidean,
-                                     q.data_ptr(), bank.data_ptr(), N, M, D, k, values.data_ptr(),
-                                     indices.data_ptr<int64_t>(), ws.data_ptr(), device, glue::stream_for(q)),
-                     op);
+  glue::check_status(
+      topk_similarity(dt, glue::fp32_mode(), metric, q.data_ptr(), bank.data_ptr(), N, M, D, k, values.data_ptr(),
+                      indices.data_ptr<int64_t>(), ws.data_ptr(), device, glue::stream_for(q)),
+      op);
   return {values, indices};
 }
 
