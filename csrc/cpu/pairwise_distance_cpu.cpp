@@ -39,10 +39,7 @@ at::Tensor row_stat(const at::Tensor& x, Metric metric) {
 }
 
 at::Tensor pairwise_distance_cpu(const at::Tensor& x, const at::Tensor& y, c10::string_view metric_name) {
-  check_matrix(x, "x");
-  check_matrix(y, "y");
-  check_same(x, "x", y, "y");
-  const Metric metric = parse_metric("pairwise_distance", metric_name, /*allow_euclidean=*/true);
+  const Metric metric = check_pairwise_distance_inputs("pairwise_distance", x, y, metric_name);
   const at::ScalarType ct = x.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
   at::Tensor xc = x.to(ct);
   at::Tensor yc = y.to(ct);

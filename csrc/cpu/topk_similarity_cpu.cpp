@@ -70,12 +70,8 @@ void select_block(const T* dots, const T* qstat, const T* bstat, int64_t n, int6
 
 std::tuple<at::Tensor, at::Tensor> topk_similarity_cpu(const at::Tensor& queries, const at::Tensor& bank, int64_t k,
                                                        c10::string_view metric_name) {
-  check_matrix(queries, "queries");
-  check_matrix(bank, "bank");
-  check_same(queries, "queries", bank, "bank");
-  const Metric metric = parse_metric("topk_similarity", metric_name, /*allow_euclidean=*/false);
+  const Metric metric = check_topk_inputs("topk_similarity", queries, bank, k, metric_name);
   const int64_t n = queries.size(0), m = bank.size(0);
-  TORCH_CHECK(k >= 1 && k <= m, "k must be in [1, ", m, "] (bank rows), got ", k);
   const at::ScalarType ct = queries.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
   const bool cosine = metric == Metric::kCosine;
   at::Tensor q = queries.to(ct).contiguous();
@@ -109,7 +105,7 @@ std::tuple<at::Tensor, at::Tensor> topk_similarity_cpu(const at::Tensor& queries
     });
   }
   for (int64_t q_i = 0; q_i < n; ++q_i) {
-    TORCH_CHECK(filled[q_i] == k, "topk_similarity: query ", q_i, " has only ", filled[q_i],
+    TORCH_CHECK(filled[q_i] == k, "sslsteal_fast::topk_similarity: query ", q_i, " has only ", filled[q_i],
                 " finite scores (NaN in queries or bank?)");
   }
   return {vals.to(queries.scalar_type()), idx};

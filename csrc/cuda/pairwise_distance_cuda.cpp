@@ -8,16 +8,7 @@ namespace {
 
 at::Tensor pairwise_distance_cuda(const at::Tensor& x_in, const at::Tensor& y_in, c10::string_view metric_name) {
   const char* op = "pairwise_distance";
-  glue::check_cuda(x_in, op, "x", x_in, "x");
-  glue::check_cuda(y_in, op, "y", x_in, "x");
-  glue::check_matrix(x_in, op, "x");
-  glue::check_matrix(y_in, op, "y");
-  glue::check_same_dtype(x_in, "x", y_in, "y", op);
-  TORCH_CHECK(x_in.size(1) == y_in.size(1),
-              "sslsteal_fast::pairwise_distance: x and y must have the same feature "
-              "dimension D, got ",
-              x_in.size(1), " and ", y_in.size(1));
-  const Metric metric = sslsteal::parse_metric(op, metric_name, /*allow_euclidean=*/true);
+  const Metric metric = sslsteal::check_pairwise_distance_inputs(op, x_in, y_in, metric_name);
   const c10::cuda::CUDAGuard guard(x_in.device());
   const at::Tensor x = x_in.contiguous(), y = y_in.contiguous();
   const int64_t N = x.size(0), M = y.size(0), D = x.size(1);

@@ -40,20 +40,9 @@ std::tuple<Tensor, Tensor> topk_chunked_aten(const Tensor& q, const Tensor& bank
 std::tuple<Tensor, Tensor> topk_similarity_cuda(const Tensor& q_in, const Tensor& bank_in, int64_t k,
                                                 c10::string_view metric_name) {
   const char* op = "topk_similarity";
-  glue::check_cuda(q_in, op, "queries", q_in, "queries");
-  glue::check_cuda(bank_in, op, "bank", q_in, "queries");
-  glue::check_matrix(q_in, op, "queries");
-  glue::check_matrix(bank_in, op, "bank");
-  glue::check_same_dtype(q_in, "queries", bank_in, "bank", op);
-  TORCH_CHECK(q_in.size(1) == bank_in.size(1),
-              "sslsteal_fast::topk_similarity: queries and bank must have the same "
-              "feature dimension D, got ",
-              q_in.size(1), " and ", bank_in.size(1));
-  const Metric metric = sslsteal::parse_metric(op, metric_name, /*allow_euclidean=*/false);
+  const Metric metric = sslsteal::check_topk_inputs(op, q_in, bank_in, k, metric_name);
   const int64_t N = q_in.size(0), M = bank_in.size(0), D = q_in.size(1);
-  TORCH_CHECK(k >= 1 && k <= M, "sslsteal_fast::topk_similarity: k must be in [1, M = ", M,
-              "] (bank rows), got k = ", k);
-  TORCH_CHECK(M < 0x7fffffffLL, "sslsteal_fast::topk_similarity: bank has ", M, " rows; at most 2^31 - 2 supported");
+  sslsteal::check_max_rows(op, bank_in, "bank", 0x7ffffffeLL, "int32 bank indices in the CUDA kernel");
   const bool cosine = metric == Metric::kCosine;
   const c10::cuda::CUDAGuard guard(q_in.device());
   const Tensor q = q_in.contiguous(), bank = bank_in.contiguous();

@@ -232,10 +232,13 @@ def test_device_mix_raises_clear_errors():
     with pytest.raises((ValueError, RuntimeError), match="device"):
         ops.topk_similarity(a, b, 2)
     # The raw ops (bypassing the Python checks) must refuse mixes too, not read host memory.
-    with pytest.raises(RuntimeError, match="same CUDA device"):
+    # A cpu/cuda mix dispatches to the CUDA kernel, which names the stray tensor and both devices.
+    with pytest.raises(RuntimeError, match=r"^sslsteal_fast::info_nce_fwd: b is on cpu but a is on cuda.*same device"):
         torch.ops.sslsteal_fast.info_nce_fwd(a, b, 0.1)
-    with pytest.raises(RuntimeError, match="same CUDA device"):
+    with pytest.raises(RuntimeError, match=r"^sslsteal_fast::soft_nn_fwd: labels is on cpu but z is on cuda"):
         torch.ops.sslsteal_fast.soft_nn_fwd(a, torch.zeros(8, dtype=torch.long), 0.1)
+    with pytest.raises(RuntimeError, match=r"^sslsteal_fast::pairwise_distance: y is on cpu but x is on cuda"):
+        torch.ops.sslsteal_fast.pairwise_distance(a, b, "cosine")
 
 
 # ---- determinism -------------------------------------------------------------------------------------
