@@ -84,24 +84,21 @@ inline void check_max_rows(const char* op, const at::Tensor& t, const char* name
               " supported (", why, ")");
 }
 
-// The loss ops need at least one row.
-inline void check_has_rows(const char* op, const at::Tensor& t, const char* what) {
-  TORCH_CHECK(t.size(0) > 0, "sslsteal_fast::", op, ": ", what, " must have at least one row");
-}
-
 // ---- per-op contracts (the schemas in sslsteal_fast.cpp) ----------------------------------------
 
-// info_nce_fwd / info_nce_bwd: a, b (B, D) of one device and dtype.
+// info_nce_fwd / info_nce_bwd: a, b (B, D) of one device and dtype, B >= 1 (the n = 0 rule).
 inline void check_info_nce_inputs(const char* op, const at::Tensor& a, const at::Tensor& b, double temperature) {
   check_matrix_pair(op, a, "a", b, "b");
   TORCH_CHECK(a.size(0) == b.size(0), "sslsteal_fast::", op, ": a and b must have the same batch size B, got ",
               a.size(0), " and ", b.size(0));
+  TORCH_CHECK(a.size(0) > 0, "sslsteal_fast::", op, ": a and b must have at least one row, got B = 0");
   check_temperature(op, temperature);
 }
 
-// soft_nn_fwd / soft_nn_bwd: z (n, D), labels (n,) int64 or int32 on z's device.
+// soft_nn_fwd / soft_nn_bwd: z (n, D) with n >= 1 (the n = 0 rule), labels (n,) int64 or int32 on z's device.
 inline void check_soft_nn_inputs(const char* op, const at::Tensor& z, const at::Tensor& labels, double temperature) {
   check_matrix(op, z, "z");
+  TORCH_CHECK(z.size(0) > 0, "sslsteal_fast::", op, ": z must have at least one row, got n = 0");
   check_same_device(op, labels, "labels", z, "z");
   TORCH_CHECK(labels.dim() == 1 && labels.size(0) == z.size(0), "sslsteal_fast::", op,
               ": labels must be 1-D with one entry per row of z (", z.size(0), "), got shape ", labels.sizes());

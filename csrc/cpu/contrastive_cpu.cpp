@@ -366,7 +366,6 @@ at::ScalarType compute_dtype(at::ScalarType t) { return t == at::kDouble ? at::k
 std::tuple<at::Tensor, at::Tensor, at::Tensor> info_nce_fwd_cpu(const at::Tensor& a, const at::Tensor& b,
                                                                 double temperature) {
   check_info_nce_inputs("info_nce_fwd", a, b, temperature);
-  check_has_rows("info_nce_fwd", a, "a and b");
   const at::ScalarType ct = compute_dtype(a.scalar_type());
   Normalised nz = normalise_rows(a, b, ct);
   return AT_DISPATCH_FLOATING_TYPES(ct, "info_nce_fwd_cpu", [&] {
@@ -380,7 +379,6 @@ std::tuple<at::Tensor, at::Tensor> info_nce_bwd_cpu(const at::Tensor& grad_rows,
                                                     const at::Tensor& lse_pos, double temperature) {
   const char* op = "info_nce_bwd";
   check_info_nce_inputs(op, a, b, temperature);
-  check_has_rows(op, a, "a and b");
   const int64_t n = 2 * a.size(0);
   check_loss_bwd_vectors(op, grad_rows, lse_all, lse_pos, n, a, "a");
   const at::ScalarType ct = compute_dtype(a.scalar_type());
@@ -404,7 +402,6 @@ std::tuple<at::Tensor, at::Tensor> info_nce_bwd_cpu(const at::Tensor& grad_rows,
 std::tuple<at::Tensor, at::Tensor, at::Tensor> soft_nn_fwd_cpu(const at::Tensor& z, const at::Tensor& labels,
                                                                double temperature) {
   check_soft_nn_inputs("soft_nn_fwd", z, labels, temperature);
-  check_has_rows("soft_nn_fwd", z, "z");
   const at::ScalarType ct = compute_dtype(z.scalar_type());
   at::Tensor zc = z.to(ct).contiguous();
   return AT_DISPATCH_FLOATING_TYPES(ct, "soft_nn_fwd_cpu", [&] {
@@ -418,7 +415,6 @@ at::Tensor soft_nn_bwd_cpu(const at::Tensor& grad_rows, const at::Tensor& z, con
                            const at::Tensor& lse_all, const at::Tensor& lse_pos, double temperature) {
   const char* op = "soft_nn_bwd";
   check_soft_nn_inputs(op, z, labels, temperature);
-  check_has_rows(op, z, "z");
   const int64_t n = z.size(0);
   check_loss_bwd_vectors(op, grad_rows, lse_all, lse_pos, n, z, "z");
   const at::ScalarType ct = compute_dtype(z.scalar_type());

@@ -34,7 +34,6 @@ std::tuple<Tensor, Tensor, Tensor> info_nce_fwd_cuda(const Tensor& a_in, const T
   Tensor loss = at::empty({n}, a.options());
   Tensor lse_all = at::empty({n}, a.options().dtype(sd));
   Tensor lse_pos = at::empty({n}, a.options().dtype(sd));
-  if (n == 0) return {loss, lse_all, lse_pos};
   const ContrastiveArgs args = info_nce_args(a, b, temperature);
   Tensor ws = glue::scratch(contrastive_fwd_workspace_bytes(args), a);
   glue::check_status(contrastive_fwd(args, loss.data_ptr(), lse_all.data_ptr(), lse_pos.data_ptr(), ws.data_ptr(),
@@ -53,7 +52,6 @@ std::tuple<Tensor, Tensor> info_nce_bwd_cuda(const Tensor& grad_rows, const Tens
   const Tensor a = a_in.contiguous(), b = b_in.contiguous();
   Tensor ga = at::empty_like(a, at::MemoryFormat::Contiguous);
   Tensor gb = at::empty_like(b, at::MemoryFormat::Contiguous);
-  if (n == 0) return {ga, gb};
   const ContrastiveArgs args = info_nce_args(a, b, temperature);
   const int device = a.device().index();
   Tensor ws = glue::scratch(contrastive_bwd_workspace_bytes(args, device), a);
@@ -90,7 +88,6 @@ std::tuple<Tensor, Tensor, Tensor> soft_nn_fwd_cuda(const Tensor& z_in, const Te
   Tensor loss = at::empty({n}, z.options());
   Tensor lse_all = at::empty({n}, z.options().dtype(sd));
   Tensor lse_pos = at::empty({n}, z.options().dtype(sd));
-  if (n == 0) return {loss, lse_all, lse_pos};
   const ContrastiveArgs args = soft_nn_args(z, lab, temperature);
   Tensor ws = glue::scratch(contrastive_fwd_workspace_bytes(args), z);
   glue::check_status(contrastive_fwd(args, loss.data_ptr(), lse_all.data_ptr(), lse_pos.data_ptr(), ws.data_ptr(),
@@ -109,7 +106,6 @@ Tensor soft_nn_bwd_cuda(const Tensor& grad_rows, const Tensor& z_in, const Tenso
   const Tensor z = z_in.contiguous();
   const Tensor lab = labels.to(at::kLong).contiguous();
   Tensor gz = at::empty_like(z, at::MemoryFormat::Contiguous);
-  if (n == 0) return gz;
   const ContrastiveArgs args = soft_nn_args(z, lab, temperature);
   const int device = z.device().index();
   Tensor ws = glue::scratch(contrastive_bwd_workspace_bytes(args, device), z);

@@ -48,10 +48,10 @@ std::tuple<Tensor, Tensor> topk_similarity_cuda(const Tensor& q_in, const Tensor
   const Tensor q = q_in.contiguous(), bank = bank_in.contiguous();
   const int device = q.device().index();
   const DType dt = glue::dtype_of(q, op);
+  if (N == 0) return {at::empty({0, k}, q.options()), at::empty({0, k}, q.options().dtype(at::kLong))};
   if (!topk_supported(dt, k, device)) return topk_chunked_aten(q, bank, k, cosine);
   Tensor values = at::empty({N, k}, q.options());
   Tensor indices = at::empty({N, k}, q.options().dtype(at::kLong));
-  if (N == 0) return {values, indices};
   Tensor ws = glue::scratch(topk_workspace_bytes(dt, N, M, k, device), q);
   glue::check_status(
       topk_similarity(dt, glue::fp32_mode(), metric, q.data_ptr(), bank.data_ptr(), N, M, D, k, values.data_ptr(),

@@ -211,3 +211,26 @@ RAW_BAD_CALLS = [
 def test_raw_op_errors_name_the_op_and_the_argument(op, call, names):
     with pytest.raises(RuntimeError, match=rf"^sslsteal_fast::{op}: .*{names}"):
         call()
+
+
+def test_raw_ops_zero_rows_rule():
+    # The loss ops need at least one row; the search ops return empty results for empty query sets.
+    e = torch.zeros(0, 4)
+    no_labels = torch.zeros(0, dtype=torch.long)
+    stats = torch.zeros(0)
+    for op, call in [
+        ("info_nce_fwd", lambda: _LIB.info_nce_fwd(e, e, 0.1)),
+        ("info_nce_bwd", lambda: _LIB.info_nce_bwd(stats, e, e, stats, stats, 0.1)),
+        ("soft_nn_fwd", lambda: _LIB.soft_nn_fwd(e, no_labels, 0.1)),
+        ("soft_nn_bwd", lambda: _LIB.soft_nn_bwd(stats, e, no_labels, stats, stats, 0.1)),
+    ]:
+        with pytest.raises(RuntimeError, match=rf"^sslsteal_fast::{op}: .*at least one row"):
+            call()
+    x = torch.randn(3, 4)
+    assert _LIB.pairwise_distance(e, x, "sqeuclidean").shape == (0, 3)
+    assert _LIB.pairwise_distance(x, e, "euclidean").shape == (3, 0)
+    assert _LIB.pairwise_distance(e, e, "cosine").shape == (0, 0)
+    values, indices = _LIB.topk_similarity(e, x, 2, "cosine")
+    assert values.shape == (0, 2) and indices.shape == (0, 2) and indices.dtype == torch.int64
+    with pytest.raises(RuntimeError, match=r"^sslsteal_fast::topk_similarity: k must be in \[1, M = 0\]"):
+        _LIB.topk_similarity(x, e, 1, "sqeuclidean")
