@@ -32,13 +32,18 @@ bench: $(STAMP)
 bench-suite: $(STAMP)
 	$(PY) -m pytest benchmarks/test_bench_ops.py --benchmark-enable --benchmark-only -p no:cacheprovider
 
+# C++/CUDA sources under csrc/, formatted by .clang-format with the pinned clang-format wheel.
+CSRC := $(shell find csrc -type f \( -name '*.cpp' -o -name '*.h' -o -name '*.cu' -o -name '*.cuh' \) | sort)
+
 lint: $(STAMP)
 	$(VENV)/bin/ruff check sslsteal_fast tests benchmarks
 	$(VENV)/bin/ruff format --check sslsteal_fast tests benchmarks
+	$(VENV)/bin/clang-format --dry-run -Werror $(CSRC)
 
 format: $(STAMP)
 	$(VENV)/bin/ruff format sslsteal_fast tests benchmarks
 	$(VENV)/bin/ruff check --fix sslsteal_fast tests benchmarks
+	$(VENV)/bin/clang-format -i $(CSRC)
 
 # Compile every .cu with nvcc for sm_80 and sm_90 (no GPU or CUDA torch needed).
 cuda-check:

@@ -7,6 +7,19 @@
 // Shapes: n rows, D features. "Stats" are per-row log-sum-exp values in float32 (float64 for
 // float64 inputs): lse_all over k != i, lse_pos over the same-label k != i (-inf when row i has no
 // same-label partner). Backward ops recompute similarity tiles from them; no n x n buffer is kept.
+//
+// Rules every kernel follows on every device; checks.h holds the checks, and the CPU kernels and the
+// CUDA glue call the same ones:
+//   * Tensors: matrices are float32, float64, bfloat16 or float16 with D >= 1, and those of one call
+//     share a dtype; every tensor of a call is on one device; temperature is finite and > 0. Loss
+//     rows and gradients are in the input dtype; a backward's grad_rows must be in it too (autograd
+//     passes it so), and its lse_all / lse_pos in the stats dtype.
+//   * n = 0: the loss ops (info_nce_fwd/bwd, soft_nn_fwd/bwd) need at least one row (B >= 1,
+//     n >= 1) and raise otherwise, like the Python API. pairwise_distance returns an empty (N, M)
+//     when N or M is 0. topk_similarity returns empty (0, k) values and indices for N = 0 queries
+//     and needs 1 <= k <= M, so an empty bank raises.
+//   * Metrics: the strings below, parsed once into the Metric enum of metric.h.
+//   * Errors: RuntimeError "sslsteal_fast::<op>: <argument> ...", the same text on both devices.
 #include <torch/extension.h>
 
 #include "build_config.h"
@@ -17,19 +30,19 @@ TORCH_LIBRARY(sslsteal_fast, m) {
   // a, b: (B, D). Rows of [a; b] are L2-normalised; row i's positive is row (i + B) mod 2B.
   // -> (loss_rows (2B,), lse_all (2B,), lse_pos (2B,)).
   m.def("info_nce_fwd(Tensor a, Tensor b, float temperature) -> (Tensor, Tensor, Tensor)");
-  // grad_rows (2B,) -> (grad_a (B, D), grad_b (B, D)).
+  // grad_rows (2B,) in a's dtype, the forward's stats -> (grad_a (B, D), grad_b (B, D)).
   m.def(
       "info_nce_bwd(Tensor grad_rows, Tensor a, Tensor b, Tensor lse_all, Tensor lse_pos, "
       "float temperature) -> (Tensor, Tensor)");
   // z: (n, D) unnormalised, labels: (n,) int64/int32; logits are -||z_i - z_k||^2 / T.
   // -> (loss_rows (n,) (0 where no positive), lse_all (n,), lse_pos (n,)).
   m.def("soft_nn_fwd(Tensor z, Tensor labels, float temperature) -> (Tensor, Tensor, Tensor)");
-  // grad_rows (n,) -> grad_z (n, D).
+  // grad_rows (n,) in z's dtype, the forward's stats -> grad_z (n, D).
   m.def(
       "soft_nn_bwd(Tensor grad_rows, Tensor z, Tensor labels, Tensor lse_all, Tensor lse_pos, "
       "float temperature) -> Tensor");
   // queries (N, D), bank (M, D) -> (values (N, k), indices (N, k) int64), best first;
-  // metric in {"cosine" (largest similarity), "sqeuclidean" (smallest distance)}.
+  // metric in {"cosine" (largest similarity), "sqeuclidean" (smallest distance)}; 1 <= k <= M.
   m.def("topk_similarity(Tensor queries, Tensor bank, int k, str metric) -> (Tensor, Tensor)");
 }
 

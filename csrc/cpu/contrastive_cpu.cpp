@@ -363,24 +363,13 @@ at::Tensor pair_labels(int64_t bsz, const at::Tensor& like) {
 
 at::ScalarType compute_dtype(at::ScalarType t) { return t == at::kDouble ? at::kDouble : at::kFloat; }
 
-void check_pair_inputs(const at::Tensor& a, const at::Tensor& b) {
-  check_matrix(a, "a");
-  check_matrix(b, "b");
-  check_same(a, "a", b, "b");
-  TORCH_CHECK(a.size(0) == b.size(0), "a and b must have the same batch size, got ", a.size(0), " and ",
-              b.size(0));
-  TORCH_CHECK(a.size(0) > 0, "a and b must have at least one row");
-}
-
 std::tuple<at::Tensor, at::Tensor, at::Tensor> info_nce_fwd_cpu(const at::Tensor& a, const at::Tensor& b,
                                                                 double temperature) {
-  check_pair_inputs(a, b);
-  check_temperature(temperature);
+  check_info_nce_inputs("info_nce_fwd", a, b, temperature);
   const at::ScalarType ct = compute_dtype(a.scalar_type());
   Normalised nz = normalise_rows(a, b, ct);
   return AT_DISPATCH_FLOATING_TYPES(ct, "info_nce_fwd_cpu", [&] {
-    Problem<scalar_t> p{nz.z, at::Tensor(), pair_labels(a.size(0), a), nz.z.size(0), true,
-                        scalar_t(1.0 / temperature)};
+    Problem<scalar_t> p{nz.z, at::Tensor(), pair_labels(a.size(0), a), nz.z.size(0), true, scalar_t(1.0 / temperature)};
     return forward_impl<scalar_t>(p, a.scalar_type());
   });
 }
@@ -388,12 +377,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> info_nce_fwd_cpu(const at::Tensor
 std::tuple<at::Tensor, at::Tensor> info_nce_bwd_cpu(const at::Tensor& grad_rows, const at::Tensor& a,
                                                     const at::Tensor& b, const at::Tensor& lse_all,
                                                     const at::Tensor& lse_pos, double temperature) {
-  check_pair_inputs(a, b);
-  check_temperature(temperature);
+  const char* op = "info_nce_bwd";
+  check_info_nce_inputs(op, a, b, temperature);
   const int64_t n = 2 * a.size(0);
-  check_stats(grad_rows, n, "grad_rows");
-  check_stats(lse_all, n, "lse_all");
-  check_stats(lse_pos, n, "lse_pos");
+  check_loss_bwd_vectors(op, grad_rows, lse_all, lse_pos, n, a, "a");
   const at::ScalarType ct = compute_dtype(a.scalar_type());
   Normalised nz = normalise_rows(a, b, ct);
   at::Tensor dx = AT_DISPATCH_FLOATING_TYPES(ct, "info_nce_bwd_cpu", [&] {
@@ -412,38 +399,29 @@ std::tuple<at::Tensor, at::Tensor> info_nce_bwd_cpu(const at::Tensor& grad_rows,
 
 // ---- Soft Nearest Neighbor --------------------------------------------------------------------
 
-void check_snn_inputs(const at::Tensor& z, const at::Tensor& labels) {
-  check_matrix(z, "z");
-  check_labels(labels, z);
-  TORCH_CHECK(z.size(0) > 0, "z must have at least one row");
-}
-
 std::tuple<at::Tensor, at::Tensor, at::Tensor> soft_nn_fwd_cpu(const at::Tensor& z, const at::Tensor& labels,
                                                                double temperature) {
-  check_snn_inputs(z, labels);
-  check_temperature(temperature);
+  check_soft_nn_inputs("soft_nn_fwd", z, labels, temperature);
   const at::ScalarType ct = compute_dtype(z.scalar_type());
   at::Tensor zc = z.to(ct).contiguous();
   return AT_DISPATCH_FLOATING_TYPES(ct, "soft_nn_fwd_cpu", [&] {
-    Problem<scalar_t> p{zc, (zc * zc).sum(1).contiguous(), labels.to(at::kLong).contiguous(), zc.size(0), false,
-                        scalar_t(1.0 / temperature)};
+    at::Tensor sq = (zc * zc).sum(1).contiguous();
+    Problem<scalar_t> p{zc, sq, labels.to(at::kLong).contiguous(), zc.size(0), false, scalar_t(1.0 / temperature)};
     return forward_impl<scalar_t>(p, z.scalar_type());
   });
 }
 
 at::Tensor soft_nn_bwd_cpu(const at::Tensor& grad_rows, const at::Tensor& z, const at::Tensor& labels,
                            const at::Tensor& lse_all, const at::Tensor& lse_pos, double temperature) {
-  check_snn_inputs(z, labels);
-  check_temperature(temperature);
+  const char* op = "soft_nn_bwd";
+  check_soft_nn_inputs(op, z, labels, temperature);
   const int64_t n = z.size(0);
-  check_stats(grad_rows, n, "grad_rows");
-  check_stats(lse_all, n, "lse_all");
-  check_stats(lse_pos, n, "lse_pos");
+  check_loss_bwd_vectors(op, grad_rows, lse_all, lse_pos, n, z, "z");
   const at::ScalarType ct = compute_dtype(z.scalar_type());
   at::Tensor zc = z.to(ct).contiguous();
   at::Tensor dz = AT_DISPATCH_FLOATING_TYPES(ct, "soft_nn_bwd_cpu", [&] {
-    Problem<scalar_t> p{zc, (zc * zc).sum(1).contiguous(), labels.to(at::kLong).contiguous(), n, false,
-                        scalar_t(1.0 / temperature)};
+    at::Tensor sq = (zc * zc).sum(1).contiguous();
+    Problem<scalar_t> p{zc, sq, labels.to(at::kLong).contiguous(), n, false, scalar_t(1.0 / temperature)};
     return backward_impl<scalar_t>(p, grad_rows, lse_all, lse_pos);
   });
   return dz.to(z.scalar_type());

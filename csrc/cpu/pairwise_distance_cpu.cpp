@@ -13,16 +13,16 @@ namespace sslsteal {
 namespace {
 
 template <typename T>
-void distance_epilogue(T* out, int64_t n, int64_t m, const T* xn, const T* yn, int metric) {
+void distance_epilogue(T* out, int64_t n, int64_t m, const T* xn, const T* yn, Metric metric) {
   at::parallel_for(0, n, 16, [&](int64_t r0, int64_t r1) {
     for (int64_t i = r0; i < r1; ++i) {
       T* row = out + i * m;
       const T xi = xn[i];
-      if (metric == 2) {
+      if (metric == Metric::kCosine) {
         // xn / yn hold 1 / max(|row|, eps), as F.normalize does.
 #pragma omp simd
         for (int64_t j = 0; j < m; ++j) row[j] = T(1) - row[j] * xi * yn[j];
-      } else if (metric == 1) {
+      } else if (metric == Metric::kEuclidean) {
 #pragma omp simd
         for (int64_t j = 0; j < m; ++j) row[j] = std::sqrt(std::max(T(0), xi + yn[j] - T(2) * row[j]));
       } else {
@@ -33,16 +33,13 @@ void distance_epilogue(T* out, int64_t n, int64_t m, const T* xn, const T* yn, i
   });
 }
 
-at::Tensor row_stat(const at::Tensor& x, int metric) {
-  if (metric == 2) return x.norm(2, {1}).clamp_min(1e-12).reciprocal().contiguous();
+at::Tensor row_stat(const at::Tensor& x, Metric metric) {
+  if (metric == Metric::kCosine) return x.norm(2, {1}).clamp_min(1e-12).reciprocal().contiguous();
   return (x * x).sum(1).contiguous();
 }
 
 at::Tensor pairwise_distance_cpu(const at::Tensor& x, const at::Tensor& y, c10::string_view metric_name) {
-  check_matrix(x, "x");
-  check_matrix(y, "y");
-  check_same(x, "x", y, "y");
-  const int metric = metric_code(std::string(metric_name), /*allow_euclidean=*/true);
+  const Metric metric = check_pairwise_distance_inputs("pairwise_distance", x, y, metric_name);
   const at::ScalarType ct = x.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
   at::Tensor xc = x.to(ct);
   at::Tensor yc = y.to(ct);

@@ -53,7 +53,8 @@ void select_block(const T* dots, const T* qstat, const T* bstat, int64_t n, int6
         int64_t lo = 0, hi = f;
         while (lo < hi) {
           const int64_t mid = (lo + hi) / 2;
-          if (Better<T, Largest>::of(x, v[mid])) hi = mid; else lo = mid + 1;
+          if (Better<T, Largest>::of(x, v[mid])) hi = mid;
+          else lo = mid + 1;
         }
         const int64_t last = std::min(f, k - 1);
         std::memmove(v + lo + 1, v + lo, sizeof(T) * (last - lo));
@@ -69,14 +70,10 @@ void select_block(const T* dots, const T* qstat, const T* bstat, int64_t n, int6
 
 std::tuple<at::Tensor, at::Tensor> topk_similarity_cpu(const at::Tensor& queries, const at::Tensor& bank, int64_t k,
                                                        c10::string_view metric_name) {
-  check_matrix(queries, "queries");
-  check_matrix(bank, "bank");
-  check_same(queries, "queries", bank, "bank");
-  const int metric = metric_code(std::string(metric_name), /*allow_euclidean=*/false);
+  const Metric metric = check_topk_inputs("topk_similarity", queries, bank, k, metric_name);
   const int64_t n = queries.size(0), m = bank.size(0);
-  TORCH_CHECK(k >= 1 && k <= m, "k must be in [1, ", m, "] (bank rows), got ", k);
   const at::ScalarType ct = queries.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
-  const bool cosine = metric == 2;
+  const bool cosine = metric == Metric::kCosine;
   at::Tensor q = queries.to(ct).contiguous();
   at::Tensor qstat;  // cosine: nothing (q is normalised); sqeuclidean: |q|^2
   if (cosine) {
@@ -94,20 +91,21 @@ std::tuple<at::Tensor, at::Tensor> topk_similarity_cpu(const at::Tensor& queries
     at::Tensor blk = bank.narrow(0, base, bs).to(ct).contiguous();  // no copy for contiguous float banks
     at::Tensor S = scores_buf.narrow(0, 0, n * bs).view({n, bs});
     at::mm_out(S, q, blk.t());
-    at::Tensor bstat = cosine ? blk.norm(2, {1}).clamp_min(1e-12).reciprocal().contiguous()
-                              : (blk * blk).sum(1).contiguous();
+    at::Tensor bstat =
+        cosine ? blk.norm(2, {1}).clamp_min(1e-12).reciprocal().contiguous() : (blk * blk).sum(1).contiguous();
     AT_DISPATCH_FLOATING_TYPES(ct, "topk_similarity_cpu", [&] {
       const scalar_t* qs = cosine ? nullptr : qstat.data_ptr<scalar_t>();
       auto run = [&](auto largest) {
-        select_block<scalar_t, decltype(largest)::value>(S.data_ptr<scalar_t>(), qs, bstat.data_ptr<scalar_t>(), n,
-                                                         bs, base, k, vals.data_ptr<scalar_t>(),
-                                                         idx.data_ptr<int64_t>(), filled.data());
+        select_block<scalar_t, decltype(largest)::value>(S.data_ptr<scalar_t>(), qs, bstat.data_ptr<scalar_t>(), n, bs,
+                                                         base, k, vals.data_ptr<scalar_t>(), idx.data_ptr<int64_t>(),
+                                                         filled.data());
       };
-      if (cosine) run(std::true_type{}); else run(std::false_type{});
+      if (cosine) run(std::true_type{});
+      else run(std::false_type{});
     });
   }
   for (int64_t q_i = 0; q_i < n; ++q_i) {
-    TORCH_CHECK(filled[q_i] == k, "topk_similarity: query ", q_i, " has only ", filled[q_i],
+    TORCH_CHECK(filled[q_i] == k, "sslsteal_fast::topk_similarity: query ", q_i, " has only ", filled[q_i],
                 " finite scores (NaN in queries or bank?)");
   }
   return {vals.to(queries.scalar_type()), idx};

@@ -40,8 +40,8 @@ struct RowParams {
   int64_t split;          // InfoNCE partner offset B (labels are r mod B); SoftNN: n
   const int64_t* labels;  // SoftNN labels; nullptr for InfoNCE
   bool soft;
-  Acc coef;               // log2(e) / T
-  const Acc* rv;          // per row: SoftNN |z|^2, InfoNCE 1 / max(|x|, eps)
+  Acc coef;       // log2(e) / T
+  const Acc* rv;  // per row: SoftNN |z|^2, InfoNCE 1 / max(|x|, eps)
 };
 
 template <typename Acc>

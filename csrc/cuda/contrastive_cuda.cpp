@@ -1,4 +1,4 @@
-// CUDA dispatch-key glue for info_nce_fwd/bwd and soft_nn_fwd/bwd: validate, make contiguous,
+// CUDA dispatch-key glue for info_nce_fwd/bwd and soft_nn_fwd/bwd: validate (../checks.h), make contiguous,
 // allocate outputs and scratch, launch the torch-free kernels of contrastive.cu on the current stream.
 #include <torch/library.h>
 
@@ -24,28 +24,16 @@ ContrastiveArgs info_nce_args(const Tensor& a, const Tensor& b, double temperatu
   return args;
 }
 
-void check_info_nce_inputs(const Tensor& a, const Tensor& b, double temperature, const char* op) {
-  glue::check_cuda(a, op, "a", a, "a");
-  glue::check_cuda(b, op, "b", a, "a");
-  glue::check_matrix(a, op, "a");
-  glue::check_matrix(b, op, "b");
-  glue::check_same_dtype(a, "a", b, "b", op);
-  TORCH_CHECK(a.size(0) == b.size(0) && a.size(1) == b.size(1), "sslsteal_fast::", op,
-              ": a and b must have the same shape (B, D), got ", a.sizes(), " and ", b.sizes());
-  glue::check_temperature(temperature, op);
-}
-
 std::tuple<Tensor, Tensor, Tensor> info_nce_fwd_cuda(const Tensor& a_in, const Tensor& b_in, double temperature) {
   const char* op = "info_nce_fwd";
-  check_info_nce_inputs(a_in, b_in, temperature, op);
+  sslsteal::check_info_nce_inputs(op, a_in, b_in, temperature);
   const c10::cuda::CUDAGuard guard(a_in.device());
   const Tensor a = a_in.contiguous(), b = b_in.contiguous();
   const int64_t n = a.size(0) + b.size(0);
-  const auto sd = glue::stat_dtype(a.scalar_type());
+  const auto sd = sslsteal::stat_dtype(a.scalar_type());
   Tensor loss = at::empty({n}, a.options());
   Tensor lse_all = at::empty({n}, a.options().dtype(sd));
   Tensor lse_pos = at::empty({n}, a.options().dtype(sd));
-  if (n == 0) return {loss, lse_all, lse_pos};
   const ContrastiveArgs args = info_nce_args(a, b, temperature);
   Tensor ws = glue::scratch(contrastive_fwd_workspace_bytes(args), a);
   glue::check_status(contrastive_fwd(args, loss.data_ptr(), lse_all.data_ptr(), lse_pos.data_ptr(), ws.data_ptr(),
@@ -57,20 +45,13 @@ std::tuple<Tensor, Tensor, Tensor> info_nce_fwd_cuda(const Tensor& a_in, const T
 std::tuple<Tensor, Tensor> info_nce_bwd_cuda(const Tensor& grad_rows, const Tensor& a_in, const Tensor& b_in,
                                              const Tensor& lse_all, const Tensor& lse_pos, double temperature) {
   const char* op = "info_nce_bwd";
-  check_info_nce_inputs(a_in, b_in, temperature, op);
-  glue::check_cuda(grad_rows, op, "grad_rows", a_in, "a");
-  glue::check_cuda(lse_all, op, "lse_all", a_in, "a");
-  glue::check_cuda(lse_pos, op, "lse_pos", a_in, "a");
+  sslsteal::check_info_nce_inputs(op, a_in, b_in, temperature);
   const int64_t n = a_in.size(0) + b_in.size(0);
-  const auto sd = glue::stat_dtype(a_in.scalar_type());
-  glue::check_vector(grad_rows, n, a_in.scalar_type(), op, "grad_rows");
-  glue::check_vector(lse_all, n, sd, op, "lse_all");
-  glue::check_vector(lse_pos, n, sd, op, "lse_pos");
+  sslsteal::check_loss_bwd_vectors(op, grad_rows, lse_all, lse_pos, n, a_in, "a");
   const c10::cuda::CUDAGuard guard(a_in.device());
   const Tensor a = a_in.contiguous(), b = b_in.contiguous();
   Tensor ga = at::empty_like(a, at::MemoryFormat::Contiguous);
   Tensor gb = at::empty_like(b, at::MemoryFormat::Contiguous);
-  if (n == 0) return {ga, gb};
   const ContrastiveArgs args = info_nce_args(a, b, temperature);
   const int device = a.device().index();
   Tensor ws = glue::scratch(contrastive_bwd_workspace_bytes(args, device), a);
@@ -79,17 +60,6 @@ std::tuple<Tensor, Tensor> info_nce_bwd_cuda(const Tensor& grad_rows, const Tens
                                      ws.data_ptr(), device, glue::stream_for(a)),
                      op);
   return {ga, gb};
-}
-
-void check_soft_nn_inputs(const Tensor& z, const Tensor& labels, double temperature, const char* op) {
-  glue::check_cuda(z, op, "z", z, "z");
-  glue::check_cuda(labels, op, "labels", z, "z");
-  glue::check_matrix(z, op, "z");
-  TORCH_CHECK(labels.dim() == 1 && labels.size(0) == z.size(0), "sslsteal_fast::", op,
-              ": labels must be 1-D with one entry per row of z (", z.size(0), "), got shape ", labels.sizes());
-  TORCH_CHECK(labels.scalar_type() == at::kLong || labels.scalar_type() == at::kInt, "sslsteal_fast::", op,
-              ": labels must be int64 or int32, got ", labels.scalar_type());
-  glue::check_temperature(temperature, op);
 }
 
 ContrastiveArgs soft_nn_args(const Tensor& z, const Tensor& labels64, double temperature) {
@@ -109,16 +79,15 @@ ContrastiveArgs soft_nn_args(const Tensor& z, const Tensor& labels64, double tem
 
 std::tuple<Tensor, Tensor, Tensor> soft_nn_fwd_cuda(const Tensor& z_in, const Tensor& labels, double temperature) {
   const char* op = "soft_nn_fwd";
-  check_soft_nn_inputs(z_in, labels, temperature, op);
+  sslsteal::check_soft_nn_inputs(op, z_in, labels, temperature);
   const c10::cuda::CUDAGuard guard(z_in.device());
   const Tensor z = z_in.contiguous();
   const Tensor lab = labels.to(at::kLong).contiguous();
   const int64_t n = z.size(0);
-  const auto sd = glue::stat_dtype(z.scalar_type());
+  const auto sd = sslsteal::stat_dtype(z.scalar_type());
   Tensor loss = at::empty({n}, z.options());
   Tensor lse_all = at::empty({n}, z.options().dtype(sd));
   Tensor lse_pos = at::empty({n}, z.options().dtype(sd));
-  if (n == 0) return {loss, lse_all, lse_pos};
   const ContrastiveArgs args = soft_nn_args(z, lab, temperature);
   Tensor ws = glue::scratch(contrastive_fwd_workspace_bytes(args), z);
   glue::check_status(contrastive_fwd(args, loss.data_ptr(), lse_all.data_ptr(), lse_pos.data_ptr(), ws.data_ptr(),
@@ -130,20 +99,13 @@ std::tuple<Tensor, Tensor, Tensor> soft_nn_fwd_cuda(const Tensor& z_in, const Te
 Tensor soft_nn_bwd_cuda(const Tensor& grad_rows, const Tensor& z_in, const Tensor& labels, const Tensor& lse_all,
                         const Tensor& lse_pos, double temperature) {
   const char* op = "soft_nn_bwd";
-  check_soft_nn_inputs(z_in, labels, temperature, op);
-  glue::check_cuda(grad_rows, op, "grad_rows", z_in, "z");
-  glue::check_cuda(lse_all, op, "lse_all", z_in, "z");
-  glue::check_cuda(lse_pos, op, "lse_pos", z_in, "z");
+  sslsteal::check_soft_nn_inputs(op, z_in, labels, temperature);
   const int64_t n = z_in.size(0);
-  const auto sd = glue::stat_dtype(z_in.scalar_type());
-  glue::check_vector(grad_rows, n, z_in.scalar_type(), op, "grad_rows");
-  glue::check_vector(lse_all, n, sd, op, "lse_all");
-  glue::check_vector(lse_pos, n, sd, op, "lse_pos");
+  sslsteal::check_loss_bwd_vectors(op, grad_rows, lse_all, lse_pos, n, z_in, "z");
   const c10::cuda::CUDAGuard guard(z_in.device());
   const Tensor z = z_in.contiguous();
   const Tensor lab = labels.to(at::kLong).contiguous();
   Tensor gz = at::empty_like(z, at::MemoryFormat::Contiguous);
-  if (n == 0) return gz;
   const ContrastiveArgs args = soft_nn_args(z, lab, temperature);
   const int device = z.device().index();
   Tensor ws = glue::scratch(contrastive_bwd_workspace_bytes(args, device), z);

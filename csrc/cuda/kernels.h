@@ -20,6 +20,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "../metric.h"
+
 namespace sslsteal_cuda {
 
 enum class DType : int {
@@ -35,7 +37,7 @@ enum class DType : int {
 // allow_tf32 == True selects kTf32 (one product, 10-bit mantissa, about 3x faster).
 enum class Fp32Mode : int { kTf32x3 = 0, kTf32 = 1 };
 
-enum class Metric : int { kSqEuclidean = 0, kEuclidean = 1, kCosine = 2 };
+using sslsteal::Metric;  // csrc/metric.h: one enum for the CPU and CUDA kernels
 
 // ---------------------------------------------------------------------------------------------
 // Contrastive losses (InfoNCE / NT-Xent and Soft Nearest Neighbour) share one driver.
@@ -68,8 +70,8 @@ struct ContrastiveArgs {
 // Forward. Outputs (all length n): loss_rows (T), lse_all and lse_pos (Acc).
 // workspace: contrastive_fwd_workspace_bytes(args) bytes, 256-byte aligned (holds one Acc per row).
 size_t contrastive_fwd_workspace_bytes(const ContrastiveArgs& args);
-cudaError_t contrastive_fwd(const ContrastiveArgs& args, void* loss_rows, void* lse_all, void* lse_pos,
-                            void* workspace, cudaStream_t stream);
+cudaError_t contrastive_fwd(const ContrastiveArgs& args, void* loss_rows, void* lse_all, void* lse_pos, void* workspace,
+                            cudaStream_t stream);
 
 // Backward. grad_rows (n,) T: dLoss/dloss_rows (treated as 0 for rows whose lse_pos is -inf).
 // lse_all, lse_pos (n,) Acc: the forward's statistics. Outputs: gradient rows r < split go to
@@ -91,9 +93,8 @@ cudaError_t contrastive_bwd(const ContrastiveArgs& args, const void* grad_rows, 
 // workspace: pairwise_distance_workspace_bytes(...) bytes (row norms of x and y, Acc).
 // ---------------------------------------------------------------------------------------------
 size_t pairwise_distance_workspace_bytes(DType dtype, int64_t N, int64_t M);
-cudaError_t pairwise_distance(DType dtype, Fp32Mode fp32_mode, Metric metric, const void* x, const void* y,
-                              int64_t N, int64_t M, int64_t D, void* out, void* workspace,
-                              cudaStream_t stream);
+cudaError_t pairwise_distance(DType dtype, Fp32Mode fp32_mode, Metric metric, const void* x, const void* y, int64_t N,
+                              int64_t M, int64_t D, void* out, void* workspace, cudaStream_t stream);
 
 // ---------------------------------------------------------------------------------------------
 // topk_similarity: queries (N, D), bank (M, D) -> values (N, k) T, indices (N, k) int64, best first.
@@ -107,8 +108,8 @@ cudaError_t pairwise_distance(DType dtype, Fp32Mode fp32_mode, Metric metric, co
 // ---------------------------------------------------------------------------------------------
 bool topk_supported(DType dtype, int64_t k, int device);
 size_t topk_workspace_bytes(DType dtype, int64_t N, int64_t M, int64_t k, int device);
-cudaError_t topk_similarity(DType dtype, Fp32Mode fp32_mode, Metric metric, const void* queries,
-                            const void* bank, int64_t N, int64_t M, int64_t D, int64_t k, void* values,
-                            int64_t* indices, void* workspace, int device, cudaStream_t stream);
+cudaError_t topk_similarity(DType dtype, Fp32Mode fp32_mode, Metric metric, const void* queries, const void* bank,
+                            int64_t N, int64_t M, int64_t D, int64_t k, void* values, int64_t* indices, void* workspace,
+                            int device, cudaStream_t stream);
 
 }  // namespace sslsteal_cuda

@@ -8,24 +8,7 @@ namespace {
 
 at::Tensor pairwise_distance_cuda(const at::Tensor& x_in, const at::Tensor& y_in, c10::string_view metric_name) {
   const char* op = "pairwise_distance";
-  glue::check_cuda(x_in, op, "x", x_in, "x");
-  glue::check_cuda(y_in, op, "y", x_in, "x");
-  glue::check_matrix(x_in, op, "x");
-  glue::check_matrix(y_in, op, "y");
-  glue::check_same_dtype(x_in, "x", y_in, "y", op);
-  TORCH_CHECK(x_in.size(1) == y_in.size(1), "sslsteal_fast::pairwise_distance: x and y must have the same feature "
-              "dimension D, got ", x_in.size(1), " and ", y_in.size(1));
-  Metric metric;
-  if (metric_name == "sqeuclidean") {
-    metric = Metric::kSqEuclidean;
-  } else if (metric_name == "euclidean") {
-    metric = Metric::kEuclidean;
-  } else if (metric_name == "cosine") {
-    metric = Metric::kCosine;
-  } else {
-    TORCH_CHECK(false, "sslsteal_fast::pairwise_distance: metric must be 'sqeuclidean', 'euclidean' or 'cosine', got '",
-                std::string(metric_name), "'");
-  }
+  const Metric metric = sslsteal::check_pairwise_distance_inputs(op, x_in, y_in, metric_name);
   const c10::cuda::CUDAGuard guard(x_in.device());
   const at::Tensor x = x_in.contiguous(), y = y_in.contiguous();
   const int64_t N = x.size(0), M = y.size(0), D = x.size(1);
@@ -42,6 +25,4 @@ at::Tensor pairwise_distance_cuda(const at::Tensor& x_in, const at::Tensor& y_in
 }  // namespace
 }  // namespace sslsteal_cuda
 
-TORCH_LIBRARY_IMPL(sslsteal_fast, CUDA, m) {
-  m.impl("pairwise_distance", &sslsteal_cuda::pairwise_distance_cuda);
-}
+TORCH_LIBRARY_IMPL(sslsteal_fast, CUDA, m) { m.impl("pairwise_distance", &sslsteal_cuda::pairwise_distance_cuda); }

@@ -36,12 +36,12 @@ constexpr double kLog2e = 1.4426950408889634074;
 constexpr double kLn2 = 0.69314718055994530942;
 constexpr double kNormEps = 1e-12;  // F.normalize's eps: r = 1 / max(|x|, eps)
 
-#define SSL_CUDA_TRY(expr)            \
-  do {                                \
-    cudaError_t err__ = (expr);       \
-    if (err__ != cudaSuccess) {       \
-      return err__;                   \
-    }                                 \
+#define SSL_CUDA_TRY(expr)      \
+  do {                          \
+    cudaError_t err__ = (expr); \
+    if (err__ != cudaSuccess) { \
+      return err__;             \
+    }                           \
   } while (0)
 
 // ---- number traits ---------------------------------------------------------------------------
@@ -98,8 +98,7 @@ __device__ __forceinline__ uint32_t smem_addr(const void* p) {
 // 16-byte global -> shared copy that bypasses L1; src_bytes = 0 zero-fills the destination.
 __device__ __forceinline__ void cp_async16(void* smem, const void* gmem, bool pred) {
   const int src_bytes = pred ? 16 : 0;
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(smem_addr(smem)), "l"(gmem),
-               "r"(src_bytes));
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(smem_addr(smem)), "l"(gmem), "r"(src_bytes));
 }
 __device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
 template <int N>
@@ -277,15 +276,15 @@ struct Cfg {
   using Elem = typename Mma::Elem;
   using Acc = typename Mma::Acc;
   static constexpr bool kF64 = sizeof(Elem) == 8;
-  static constexpr int kMT = 2;                    // m16 tiles per warp
-  static constexpr int kNT = kF64 ? 4 : 8;         // n8 tiles per warp (f64: keep 32 double accumulators)
-  static constexpr int kBM = kWarpsM * kMT * 16;   // 128 block rows
-  static constexpr int kBN = kWarpsN * kNT * 8;    // 128 block columns (64 for f64)
-  static constexpr int kBK = kF64 ? 16 : 32;       // features per pipeline stage
-  static constexpr int kPad = 16 / sizeof(Elem);   // one 16-byte unit of row padding
-  static constexpr int kLdK = kBK + kPad;          // stage row stride ([row][k] layout)
+  static constexpr int kMT = 2;                   // m16 tiles per warp
+  static constexpr int kNT = kF64 ? 4 : 8;        // n8 tiles per warp (f64: keep 32 double accumulators)
+  static constexpr int kBM = kWarpsM * kMT * 16;  // 128 block rows
+  static constexpr int kBN = kWarpsN * kNT * 8;   // 128 block columns (64 for f64)
+  static constexpr int kBK = kF64 ? 16 : 32;      // features per pipeline stage
+  static constexpr int kPad = 16 / sizeof(Elem);  // one 16-byte unit of row padding
+  static constexpr int kLdK = kBK + kPad;         // stage row stride ([row][k] layout)
   static constexpr int kStageElems = (kBM + kBN) * kLdK;
-  static constexpr int kVec = 16 / sizeof(Elem);   // elements per cp.async
+  static constexpr int kVec = 16 / sizeof(Elem);  // elements per cp.async
   static_assert(kBK % Mma::kStep == 0, "stage depth must be a multiple of the MMA k");
   static_assert((kLdK * sizeof(Elem)) % 16 == 0, "cp.async needs 16-byte aligned smem rows");
 };

@@ -40,40 +40,27 @@ std::tuple<Tensor, Tensor> topk_chunked_aten(const Tensor& q, const Tensor& bank
 std::tuple<Tensor, Tensor> topk_similarity_cuda(const Tensor& q_in, const Tensor& bank_in, int64_t k,
                                                 c10::string_view metric_name) {
   const char* op = "topk_similarity";
-  glue::check_cuda(q_in, op, "queries", q_in, "queries");
-  glue::check_cuda(bank_in, op, "bank", q_in, "queries");
-  glue::check_matrix(q_in, op, "queries");
-  glue::check_matrix(bank_in, op, "bank");
-  glue::check_same_dtype(q_in, "queries", bank_in, "bank", op);
-  TORCH_CHECK(q_in.size(1) == bank_in.size(1), "sslsteal_fast::topk_similarity: queries and bank must have the same "
-              "feature dimension D, got ", q_in.size(1), " and ", bank_in.size(1));
-  TORCH_CHECK(metric_name == "cosine" || metric_name == "sqeuclidean",
-              "sslsteal_fast::topk_similarity: metric must be 'cosine' or 'sqeuclidean', got '",
-              std::string(metric_name), "'");
+  const Metric metric = sslsteal::check_topk_inputs(op, q_in, bank_in, k, metric_name);
   const int64_t N = q_in.size(0), M = bank_in.size(0), D = q_in.size(1);
-  TORCH_CHECK(k >= 1 && k <= M, "sslsteal_fast::topk_similarity: k must be in [1, M = ", M, "] (bank rows), got k = ",
-              k);
-  TORCH_CHECK(M < 0x7fffffffLL, "sslsteal_fast::topk_similarity: bank has ", M, " rows; at most 2^31 - 2 supported");
-  const bool cosine = metric_name == "cosine";
+  sslsteal::check_max_rows(op, bank_in, "bank", 0x7ffffffeLL, "int32 bank indices in the CUDA kernel");
+  const bool cosine = metric == Metric::kCosine;
   const c10::cuda::CUDAGuard guard(q_in.device());
   const Tensor q = q_in.contiguous(), bank = bank_in.contiguous();
   const int device = q.device().index();
   const DType dt = glue::dtype_of(q, op);
+  if (N == 0) return {at::empty({0, k}, q.options()), at::empty({0, k}, q.options().dtype(at::kLong))};
   if (!topk_supported(dt, k, device)) return topk_chunked_aten(q, bank, k, cosine);
   Tensor values = at::empty({N, k}, q.options());
   Tensor indices = at::empty({N, k}, q.options().dtype(at::kLong));
-  if (N == 0) return {values, indices};
   Tensor ws = glue::scratch(topk_workspace_bytes(dt, N, M, k, device), q);
-  glue::check_status(topk_similarity(dt, glue::fp32_mode(), cosine ? Metric::kCosine : Metric::kSqEuclidean,
-                                     q.data_ptr(), bank.data_ptr(), N, M, D, k, values.data_ptr(),
-                                     indices.data_ptr<int64_t>(), ws.data_ptr(), device, glue::stream_for(q)),
-                     op);
+  glue::check_status(
+      topk_similarity(dt, glue::fp32_mode(), metric, q.data_ptr(), bank.data_ptr(), N, M, D, k, values.data_ptr(),
+                      indices.data_ptr<int64_t>(), ws.data_ptr(), device, glue::stream_for(q)),
+      op);
   return {values, indices};
 }
 
 }  // namespace
 }  // namespace sslsteal_cuda
 
-TORCH_LIBRARY_IMPL(sslsteal_fast, CUDA, m) {
-  m.impl("topk_similarity", &sslsteal_cuda::topk_similarity_cuda);
-}
+TORCH_LIBRARY_IMPL(sslsteal_fast, CUDA, m) { m.impl("topk_similarity", &sslsteal_cuda::topk_similarity_cuda); }

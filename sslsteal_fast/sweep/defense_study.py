@@ -278,7 +278,9 @@ def _defense_rows(cfg: DefenseStudyConfig, runs: dict[str, SweepRun]) -> list[di
     """One row per defense, from the sweeps' cells (the main thief: ``steal_loss`` at ``budget``)."""
     rows = []
     for name, run in runs.items():
-        for cell in collect_rows(run):
+        order = {spec: i for i, spec in enumerate(run.config.grid.defenses)}  # the study's order, not sorted
+        cells = sorted(collect_rows(run), key=lambda c: order[c["defense"]])
+        for cell in cells:
             if cell["loss"] != cfg.steal_loss or cell["budget"] != cfg.budget:
                 continue
             label = {"watermark": "watermark", "augmented": "detection-augmented"}.get(name, cell["defense"])
@@ -286,7 +288,7 @@ def _defense_rows(cfg: DefenseStudyConfig, runs: dict[str, SweepRun]) -> list[di
                 {
                     "defense": label.split(":")[0],
                     "spec": cell["defense"],
-                    "victim": run.victim.onnx.parent.name,
+                    "victim": "watermarked" if name == "watermark" else "plain",
                     "thief_strategy": cell["strategy"],
                     "honest_top1": round(float(cell["honest_top1"]), 4),
                     "stolen_top1": round(float(cell["probe_top1"]), 4),

@@ -231,10 +231,36 @@ def test_device_mix_raises_clear_errors():
     with pytest.raises((ValueError, RuntimeError), match="device"):
         ops.topk_similarity(a, b, 2)
     # The raw ops (bypassing the Python checks) must refuse mixes too, not read host memory.
-    with pytest.raises(RuntimeError, match="same CUDA device"):
+    # A cpu/cuda mix dispatches to the CUDA kernel, which names the stray tensor and both devices.
+    with pytest.raises(RuntimeError, match=r"^sslsteal_fast::info_nce_fwd: b is on cpu but a is on cuda.*same device"):
         torch.ops.sslsteal_fast.info_nce_fwd(a, b, 0.1)
-    with pytest.raises(RuntimeError, match="same CUDA device"):
+    with pytest.raises(RuntimeError, match=r"^sslsteal_fast::soft_nn_fwd: labels is on cpu but z is on cuda"):
         torch.ops.sslsteal_fast.soft_nn_fwd(a, torch.zeros(8, dtype=torch.long), 0.1)
+    with pytest.raises(RuntimeError, match=r"^sslsteal_fast::pairwise_distance: y is on cpu but x is on cuda"):
+        torch.ops.sslsteal_fast.pairwise_distance(a, b, "cosine")
+
+
+# ---- the n = 0 rule (csrc/sslsteal_fast.cpp), as on CPU (tests/ops/test_edge_cases.py) ----------------
+def test_raw_ops_zero_rows_rule_cuda():
+    lib = torch.ops.sslsteal_fast
+    e = torch.zeros(0, 4, device="cuda")
+    no_labels = torch.zeros(0, dtype=torch.long, device="cuda")
+    stats = torch.zeros(0, device="cuda")
+    for op, call in [
+        ("info_nce_fwd", lambda: lib.info_nce_fwd(e, e, 0.1)),
+        ("info_nce_bwd", lambda: lib.info_nce_bwd(stats, e, e, stats, stats, 0.1)),
+        ("soft_nn_fwd", lambda: lib.soft_nn_fwd(e, no_labels, 0.1)),
+        ("soft_nn_bwd", lambda: lib.soft_nn_bwd(stats, e, no_labels, stats, stats, 0.1)),
+    ]:
+        with pytest.raises(RuntimeError, match=rf"^sslsteal_fast::{op}: .*at least one row"):
+            call()
+    x = torch.randn(3, 4, device="cuda")
+    assert lib.pairwise_distance(e, x, "sqeuclidean").shape == (0, 3)
+    assert lib.pairwise_distance(x, e, "euclidean").shape == (3, 0)
+    values, indices = lib.topk_similarity(e, x, 2, "cosine")
+    assert values.shape == (0, 2) and indices.shape == (0, 2) and indices.dtype == torch.int64
+    with pytest.raises(RuntimeError, match=r"^sslsteal_fast::topk_similarity: k must be in \[1, M = 0\]"):
+        lib.topk_similarity(x, e, 1, "sqeuclidean")
 
 
 # ---- determinism -------------------------------------------------------------------------------------

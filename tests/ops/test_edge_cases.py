@@ -168,3 +168,77 @@ def test_raw_op_rejects_bad_input_without_crashing():
         torch.ops.sslsteal_fast.soft_nn_bwd(
             torch.ones(2), torch.randn(2, 3), torch.zeros(2, dtype=torch.long), torch.ones(5), torch.ones(2), 1.0
         )
+
+
+# ---- the C++ contract of the raw ops (csrc/sslsteal_fast.cpp) -----------------------------------------
+_LIB = torch.ops.sslsteal_fast if ops.native_available() else None
+
+
+def _raw_bwd_inputs(loss: str, dtype: torch.dtype):
+    """(op name, forward outputs, the backward's trailing arguments) for a small raw call."""
+    if loss == "info_nce":
+        a, b = pair_inputs(3, 4, dtype)
+        return _LIB.info_nce_fwd(a, b, 0.1), (a, b)
+    z, labels = snn_inputs(6, 4, dtype)
+    return _LIB.soft_nn_fwd(z, labels, 10.0), (z, labels)
+
+
+@pytest.mark.parametrize("loss", ["info_nce", "soft_nn"])
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, torch.float32])
+def test_raw_backward_grad_rows_must_have_the_input_dtype(loss, dtype):
+    # The forward's loss rows are in the input dtype, so their gradient is too; statistics stay float32.
+    (rows, lse_all, lse_pos), args = _raw_bwd_inputs(loss, dtype)
+    bwd = getattr(_LIB, loss + "_bwd")
+    assert rows.dtype == dtype and lse_all.dtype == torch.float32
+    grads = bwd(torch.ones_like(rows), *args, lse_all, lse_pos, 0.5)
+    for g, x in zip(grads if isinstance(grads, tuple) else (grads,), args, strict=False):
+        assert g.dtype == dtype and g.shape == x.shape
+    wrong = torch.float64 if dtype == torch.float32 else torch.float32
+    expected = {torch.bfloat16: "BFloat16", torch.float16: "Half", torch.float32: "Float"}[dtype]
+    with pytest.raises(RuntimeError, match=rf"^sslsteal_fast::{loss}_bwd: grad_rows must .* dtype {expected}\b"):
+        bwd(torch.ones_like(rows, dtype=wrong), *args, lse_all, lse_pos, 0.5)
+    with pytest.raises(RuntimeError, match=rf"^sslsteal_fast::{loss}_bwd: lse_pos "):
+        bwd(torch.ones_like(rows), *args, lse_all, lse_pos.double(), 0.5)
+
+
+RAW_BAD_CALLS = [
+    ("info_nce_fwd", lambda: _LIB.info_nce_fwd(torch.randn(2, 3), torch.randn(2, 3), 0.0), "temperature"),
+    ("info_nce_fwd", lambda: _LIB.info_nce_fwd(torch.randn(2, 3), torch.randn(3, 3), 0.1), "a and b"),
+    ("info_nce_fwd", lambda: _LIB.info_nce_fwd(torch.randn(2, 3), torch.randn(2, 3).double(), 0.1), "b "),
+    ("info_nce_fwd", lambda: _LIB.info_nce_fwd(torch.randn(2), torch.randn(2), 0.1), "a must be"),
+    ("soft_nn_fwd", lambda: _LIB.soft_nn_fwd(torch.randn(2, 3), torch.zeros(2), 1.0), "labels"),
+    ("soft_nn_fwd", lambda: _LIB.soft_nn_fwd(torch.randn(2, 3).int(), torch.zeros(2).long(), 1.0), "z must be"),
+    ("pairwise_distance", lambda: _LIB.pairwise_distance(torch.randn(2, 3), torch.randn(2, 4), "cosine"), "x and y"),
+    ("pairwise_distance", lambda: _LIB.pairwise_distance(torch.randn(2, 3), torch.randn(2, 3), "l1"), "metric"),
+    ("topk_similarity", lambda: _LIB.topk_similarity(torch.randn(2, 3), torch.randn(4, 3), 1, "euclidean"), "metric"),
+    ("topk_similarity", lambda: _LIB.topk_similarity(torch.randn(2, 3), torch.randn(4, 3), 0, "cosine"), "k must be"),
+]
+
+
+@pytest.mark.parametrize("op,call,names", RAW_BAD_CALLS)
+def test_raw_op_errors_name_the_op_and_the_argument(op, call, names):
+    with pytest.raises(RuntimeError, match=rf"^sslsteal_fast::{op}: .*{names}"):
+        call()
+
+
+def test_raw_ops_zero_rows_rule():
+    # The loss ops need at least one row; the search ops return empty results for empty query sets.
+    e = torch.zeros(0, 4)
+    no_labels = torch.zeros(0, dtype=torch.long)
+    stats = torch.zeros(0)
+    for op, call in [
+        ("info_nce_fwd", lambda: _LIB.info_nce_fwd(e, e, 0.1)),
+        ("info_nce_bwd", lambda: _LIB.info_nce_bwd(stats, e, e, stats, stats, 0.1)),
+        ("soft_nn_fwd", lambda: _LIB.soft_nn_fwd(e, no_labels, 0.1)),
+        ("soft_nn_bwd", lambda: _LIB.soft_nn_bwd(stats, e, no_labels, stats, stats, 0.1)),
+    ]:
+        with pytest.raises(RuntimeError, match=rf"^sslsteal_fast::{op}: .*at least one row"):
+            call()
+    x = torch.randn(3, 4)
+    assert _LIB.pairwise_distance(e, x, "sqeuclidean").shape == (0, 3)
+    assert _LIB.pairwise_distance(x, e, "euclidean").shape == (3, 0)
+    assert _LIB.pairwise_distance(e, e, "cosine").shape == (0, 0)
+    values, indices = _LIB.topk_similarity(e, x, 2, "cosine")
+    assert values.shape == (0, 2) and indices.shape == (0, 2) and indices.dtype == torch.int64
+    with pytest.raises(RuntimeError, match=r"^sslsteal_fast::topk_similarity: k must be in \[1, M = 0\]"):
+        _LIB.topk_similarity(x, e, 1, "sqeuclidean")

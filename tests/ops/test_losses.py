@@ -29,6 +29,17 @@ def _leaf(t: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     return t.detach().to(dtype).requires_grad_(True)
 
 
+def _lowp_grads(fn, inputs: tuple[torch.Tensor, ...], dtype: torch.dtype) -> tuple[torch.Tensor, ...]:
+    """Gradients of fn at ``inputs`` cast to ``dtype``; a per-row loss is weighted by fixed weights that
+    are exact in bfloat16 and float16, so every dtype backpropagates the same upstream gradient."""
+    leaves = [_leaf(t, dtype) for t in inputs]
+    out = fn(*leaves)
+    weights = None
+    if out.dim() == 1:
+        weights = torch.linspace(0.5, 1.5, out.numel(), device=out.device).bfloat16().to(out.dtype)
+    return torch.autograd.grad(out, leaves, weights)
+
+
 class TestInfoNCE:
     @SETTINGS
     @given(
@@ -75,6 +86,19 @@ class TestInfoNCE:
         got = ops.info_nce(a, b, 0.1, "none")
         assert got.dtype == dtype
         assert_low_precision_rule(got, torch_lowp, exact)
+
+    @pytest.mark.parametrize("reduction", ["mean", "none"])
+    @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+    def test_low_precision_rule_backward(self, device, dtype, reduction):
+        # Autograd hands the backward op loss-row gradients in the input dtype.
+        a, b = pair_inputs(64, 48, dtype, device)
+        run = lambda fn: lambda x, y: fn(x, y, 0.1, reduction)  # noqa: E731
+        exact = _lowp_grads(run(reference.info_nce), (a, b), torch.float64)
+        torch_lowp = _lowp_grads(run(reference.info_nce), (a, b), dtype)
+        got = _lowp_grads(run(ops.info_nce), (a, b), dtype)
+        for g, g_lowp, g_exact in zip(got, torch_lowp, exact, strict=True):
+            assert g.dtype == dtype
+            assert_low_precision_rule(g, g_lowp, g_exact)
 
     def test_identical_rows_closed_form(self):
         # Every row identical: all 2B - 1 others tie, so each row's loss is log(2B - 1).
@@ -151,6 +175,17 @@ class TestSoftNN:
         exact = reference.soft_nn(z.double(), labels, 50.0, "none")
         torch_lowp = reference.soft_nn(z, labels, 50.0, "none")
         got = ops.soft_nn(z, labels, 50.0, "none")
+        assert got.dtype == dtype
+        assert_low_precision_rule(got, torch_lowp, exact)
+
+    @pytest.mark.parametrize("reduction", ["mean", "none"])
+    @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+    def test_low_precision_rule_backward(self, device, dtype, reduction):
+        z, labels = snn_inputs(96, 32, dtype, device)
+        run = lambda fn: lambda x: fn(x, labels, 50.0, reduction)  # noqa: E731
+        (exact,) = _lowp_grads(run(reference.soft_nn), (z,), torch.float64)
+        (torch_lowp,) = _lowp_grads(run(reference.soft_nn), (z,), dtype)
+        (got,) = _lowp_grads(run(ops.soft_nn), (z,), dtype)
         assert got.dtype == dtype
         assert_low_precision_rule(got, torch_lowp, exact)
 

@@ -23,28 +23,64 @@
 
 using namespace sslsteal_cuda;
 
-#define CHECK(x)                                                                             \
-  do {                                                                                       \
-    cudaError_t e__ = (x);                                                                   \
-    if (e__ != cudaSuccess) {                                                                \
+#define CHECK(x)                                                                                  \
+  do {                                                                                            \
+    cudaError_t e__ = (x);                                                                        \
+    if (e__ != cudaSuccess) {                                                                     \
       std::fprintf(stderr, "%s:%d: %s -> %s\n", __FILE__, __LINE__, #x, cudaGetErrorString(e__)); \
-      std::exit(2);                                                                          \
-    }                                                                                        \
+      std::exit(2);                                                                               \
+    }                                                                                             \
   } while (0)
 
-template <typename T> struct H;
-template <> struct H<float> { static constexpr DType dt = DType::kF32; static float to(double v) { return (float)v; } static double from(float v) { return v; } using Acc = float; static constexpr const char* name = "f32"; };
-template <> struct H<double> { static constexpr DType dt = DType::kF64; static double to(double v) { return v; } static double from(double v) { return v; } using Acc = double; static constexpr const char* name = "f64"; };
-template <> struct H<__nv_bfloat16> { static constexpr DType dt = DType::kBF16; static __nv_bfloat16 to(double v) { return __float2bfloat16((float)v); } static double from(__nv_bfloat16 v) { return __bfloat162float(v); } using Acc = float; static constexpr const char* name = "bf16"; };
-template <> struct H<__half> { static constexpr DType dt = DType::kF16; static __half to(double v) { return __float2half((float)v); } static double from(__half v) { return __half2float(v); } using Acc = float; static constexpr const char* name = "f16"; };
+template <typename T>
+struct H;
+template <>
+struct H<float> {
+  static constexpr DType dt = DType::kF32;
+  static float to(double v) { return (float)v; }
+  static double from(float v) { return v; }
+  using Acc = float;
+  static constexpr const char* name = "f32";
+};
+template <>
+struct H<double> {
+  static constexpr DType dt = DType::kF64;
+  static double to(double v) { return v; }
+  static double from(double v) { return v; }
+  using Acc = double;
+  static constexpr const char* name = "f64";
+};
+template <>
+struct H<__nv_bfloat16> {
+  static constexpr DType dt = DType::kBF16;
+  static __nv_bfloat16 to(double v) { return __float2bfloat16((float)v); }
+  static double from(__nv_bfloat16 v) { return __bfloat162float(v); }
+  using Acc = float;
+  static constexpr const char* name = "bf16";
+};
+template <>
+struct H<__half> {
+  static constexpr DType dt = DType::kF16;
+  static __half to(double v) { return __float2half((float)v); }
+  static double from(__half v) { return __half2float(v); }
+  using Acc = float;
+  static constexpr const char* name = "f16";
+};
 
-template <typename X> struct Dev {
+template <typename X>
+struct Dev {
   X* p = nullptr;
   size_t n = 0;
   explicit Dev(size_t count) : n(count) { CHECK(cudaMalloc(&p, std::max<size_t>(count, 1) * sizeof(X))); }
-  Dev(const std::vector<X>& h) : Dev(h.size()) { CHECK(cudaMemcpy(p, h.data(), h.size() * sizeof(X), cudaMemcpyHostToDevice)); }
+  Dev(const std::vector<X>& h) : Dev(h.size()) {
+    CHECK(cudaMemcpy(p, h.data(), h.size() * sizeof(X), cudaMemcpyHostToDevice));
+  }
   ~Dev() { cudaFree(p); }
-  std::vector<X> get() const { std::vector<X> h(n); CHECK(cudaMemcpy(h.data(), p, n * sizeof(X), cudaMemcpyDeviceToHost)); return h; }
+  std::vector<X> get() const {
+    std::vector<X> h(n);
+    CHECK(cudaMemcpy(h.data(), p, n * sizeof(X), cudaMemcpyDeviceToHost));
+    return h;
+  }
 };
 
 static int failures = 0;
@@ -64,7 +100,9 @@ static double lse(const std::vector<double>& v) {
 }
 
 // float64 reference of the contrastive driver on the (already rounded) inputs.
-struct RefOut { std::vector<double> loss, la, lp, grad; };
+struct RefOut {
+  std::vector<double> loss, la, lp, grad;
+};
 static RefOut ref_contrastive(const std::vector<double>& x, int64_t n, int64_t D, bool soft,
                               const std::vector<int64_t>& lab, double T, const std::vector<double>& g) {
   const int64_t B = n / 2;
@@ -74,7 +112,8 @@ static RefOut ref_contrastive(const std::vector<double>& x, int64_t n, int64_t D
     for (int64_t d = 0; d < D; ++d) s += x[i * D + d] * x[i * D + d];
     sq[i] = s;
     rn[i] = 1.0 / std::max(std::sqrt(s), 1e-12);
-    if (!soft) for (int64_t d = 0; d < D; ++d) z[i * D + d] = x[i * D + d] * rn[i];
+    if (!soft)
+      for (int64_t d = 0; d < D; ++d) z[i * D + d] = x[i * D + d] * rn[i];
   }
   auto label = [&](int64_t i) { return soft ? lab[i] : (i % B); };
   std::vector<double> L(n * n);
@@ -85,7 +124,10 @@ static RefOut ref_contrastive(const std::vector<double>& x, int64_t n, int64_t D
       L[i * n + k] = soft ? -std::max(0.0, sq[i] + sq[k] - 2 * s) / T : s / T;
     }
   RefOut r;
-  r.loss.resize(n); r.la.resize(n); r.lp.resize(n); r.grad.assign(n * D, 0.0);
+  r.loss.resize(n);
+  r.la.resize(n);
+  r.lp.resize(n);
+  r.grad.assign(n * D, 0.0);
   for (int64_t i = 0; i < n; ++i) {
     std::vector<double> all, pos;
     for (int64_t k = 0; k < n; ++k) {
@@ -119,14 +161,21 @@ static RefOut ref_contrastive(const std::vector<double>& x, int64_t n, int64_t D
       for (int64_t d = 0; d < D; ++d) r.grad[i * D + d] = (-2.0 / T) * (rs * x[i * D + d] - dz[d]);
     } else {
       double dot = 0;
-      for (int64_t d = 0; d < D; ++d) { dz[d] /= T; dot += z[i * D + d] * dz[d]; }
+      for (int64_t d = 0; d < D; ++d) {
+        dz[d] /= T;
+        dot += z[i * D + d] * dz[d];
+      }
       for (int64_t d = 0; d < D; ++d) r.grad[i * D + d] = (dz[d] - z[i * D + d] * dot) * rn[i];
     }
   }
   return r;
 }
 
-static double max_abs(const std::vector<double>& a) { double m = 0; for (double v : a) m = std::max(m, std::fabs(v)); return m; }
+static double max_abs(const std::vector<double>& a) {
+  double m = 0;
+  for (double v : a) m = std::max(m, std::fabs(v));
+  return m;
+}
 
 template <typename T>
 static void run_contrastive(bool soft, int64_t n, int64_t D, double T_, double spread, Fp32Mode mode, double tol_loss,
@@ -136,35 +185,54 @@ static void run_contrastive(bool soft, int64_t n, int64_t D, double T_, double s
   std::normal_distribution<double> nd(0.0, 1.0);
   std::vector<T> xh(n * D);
   std::vector<double> x(n * D);
-  for (int64_t i = 0; i < n * D; ++i) { xh[i] = H<T>::to(nd(rng) * spread); x[i] = H<T>::from(xh[i]); }
+  for (int64_t i = 0; i < n * D; ++i) {
+    xh[i] = H<T>::to(nd(rng) * spread);
+    x[i] = H<T>::from(xh[i]);
+  }
   std::vector<int64_t> lab(n);
-  for (int64_t i = 0; i < n; ++i) lab[i] = (i % 7 == 3) ? 1000 + i : static_cast<int64_t>(rng() % 5);  // some rows unique
+  for (int64_t i = 0; i < n; ++i)
+    lab[i] = (i % 7 == 3) ? 1000 + i : static_cast<int64_t>(rng() % 5);  // some rows unique
   std::vector<T> gh(n);
   std::vector<double> g(n);
-  for (int64_t i = 0; i < n; ++i) { gh[i] = H<T>::to(1.0 + 0.5 * nd(rng)); g[i] = H<T>::from(gh[i]); }
+  for (int64_t i = 0; i < n; ++i) {
+    gh[i] = H<T>::to(1.0 + 0.5 * nd(rng));
+    g[i] = H<T>::from(gh[i]);
+  }
   const RefOut ref = ref_contrastive(x, n, D, soft, lab, T_, g);
 
   const int64_t B = n / 2;
   Dev<T> dx(xh), dg(gh);
   Dev<int64_t> dlab(lab);
   ContrastiveArgs args{};
-  args.dtype = H<T>::dt; args.fp32_mode = mode; args.soft_nn = soft;
-  args.rows0 = dx.p; args.rows1 = soft ? dx.p : dx.p + B * D; args.split = soft ? n : B; args.n = n; args.D = D;
-  args.labels = soft ? dlab.p : nullptr; args.temperature = T_;
-  Dev<T> loss(n); Dev<Acc> la(n), lp(n); Dev<T> grad(n * D);
+  args.dtype = H<T>::dt;
+  args.fp32_mode = mode;
+  args.soft_nn = soft;
+  args.rows0 = dx.p;
+  args.rows1 = soft ? dx.p : dx.p + B * D;
+  args.split = soft ? n : B;
+  args.n = n;
+  args.D = D;
+  args.labels = soft ? dlab.p : nullptr;
+  args.temperature = T_;
+  Dev<T> loss(n);
+  Dev<Acc> la(n), lp(n);
+  Dev<T> grad(n * D);
   Dev<unsigned char> wsf(contrastive_fwd_workspace_bytes(args)), wsb(contrastive_bwd_workspace_bytes(args, 0));
   CHECK(contrastive_fwd(args, loss.p, la.p, lp.p, wsf.p, 0));
   CHECK(contrastive_bwd(args, dg.p, la.p, lp.p, grad.p, soft ? grad.p + n * D : grad.p + B * D, wsb.p, 0, 0));
   CHECK(cudaDeviceSynchronize());
   // run twice more: bitwise determinism
-  Dev<T> grad2(n * D); Dev<T> loss2(n);
+  Dev<T> grad2(n * D);
+  Dev<T> loss2(n);
   CHECK(contrastive_fwd(args, loss2.p, la.p, lp.p, wsf.p, 0));
   CHECK(contrastive_bwd(args, dg.p, la.p, lp.p, grad2.p, soft ? grad2.p + n * D : grad2.p + B * D, wsb.p, 0, 0));
   CHECK(cudaDeviceSynchronize());
 
-  const auto lh = loss.get(), lh2 = loss2.get(); const auto gh1 = grad.get(), gh2 = grad2.get();
+  const auto lh = loss.get(), lh2 = loss2.get();
+  const auto gh1 = grad.get(), gh2 = grad2.get();
   const auto lah = la.get(), lph = lp.get();
-  double e_loss = 0, e_la = 0, e_grad = 0, diff = 0; bool inf_ok = true;
+  double e_loss = 0, e_la = 0, e_grad = 0, diff = 0;
+  bool inf_ok = true;
   for (int64_t i = 0; i < n; ++i) {
     e_loss = std::max(e_loss, std::fabs(H<T>::from(lh[i]) - ref.loss[i]));
     if (std::isfinite(ref.lp[i])) e_la = std::max(e_la, std::fabs((double)lph[i] - ref.lp[i]));
@@ -179,8 +247,8 @@ static void run_contrastive(bool soft, int64_t n, int64_t D, double T_, double s
   const double gscale = std::max(max_abs(ref.grad), 1e-30);
   char buf[160];
   std::snprintf(buf, sizeof buf, "%s %s%s n=%lld D=%lld T=%g loss", soft ? "soft_nn " : "info_nce", H<T>::name,
-                (std::is_same<T, float>::value ? (mode == Fp32Mode::kTf32 ? "/tf32" : "/3xtf32") : ""),
-                (long long)n, (long long)D, T_);
+                (std::is_same<T, float>::value ? (mode == Fp32Mode::kTf32 ? "/tf32" : "/3xtf32") : ""), (long long)n,
+                (long long)D, T_);
   report(buf, e_loss, tol_loss);
   report("    lse_all / lse_pos (abs)", e_la, tol_loss);
   report("    lse_pos = -inf exactly where no positive", inf_ok ? 0.0 : 1.0, 0.0);
@@ -194,9 +262,19 @@ static void run_pairwise(int64_t N, int64_t M, int64_t D, Fp32Mode mode, double 
   std::normal_distribution<double> nd(0.0, 1.0);
   std::vector<T> xh(N * D), yh(M * D);
   std::vector<double> x(N * D), y(M * D);
-  for (int64_t i = 0; i < N * D; ++i) { xh[i] = H<T>::to(nd(rng)); x[i] = H<T>::from(xh[i]); }
-  for (int64_t i = 0; i < M * D; ++i) { yh[i] = H<T>::to(nd(rng)); y[i] = H<T>::from(yh[i]); }
-  for (int64_t d = 0; d < D; ++d) { xh[d] = H<T>::to(0.0); x[d] = 0.0; }  // a zero row: cosine distance 1
+  for (int64_t i = 0; i < N * D; ++i) {
+    xh[i] = H<T>::to(nd(rng));
+    x[i] = H<T>::from(xh[i]);
+  }
+  for (int64_t i = 0; i < M * D; ++i) {
+    yh[i] = H<T>::to(nd(rng));
+    y[i] = H<T>::from(yh[i]);
+  }
+  // Row 0 of x is zero: its cosine distance is 1 to every row of y.
+  for (int64_t d = 0; d < D; ++d) {
+    xh[d] = H<T>::to(0.0);
+    x[d] = 0.0;
+  }
   Dev<T> dx(xh), dy(yh), out(N * M);
   Dev<unsigned char> ws(pairwise_distance_workspace_bytes(H<T>::dt, N, M));
   for (Metric m : {Metric::kSqEuclidean, Metric::kEuclidean, Metric::kCosine}) {
@@ -207,10 +285,17 @@ static void run_pairwise(int64_t N, int64_t M, int64_t D, Fp32Mode mode, double 
     for (int64_t i = 0; i < N; ++i)
       for (int64_t j = 0; j < M; ++j) {
         double s = 0, sx = 0, sy = 0;
-        for (int64_t d = 0; d < D; ++d) { s += x[i * D + d] * y[j * D + d]; sx += x[i * D + d] * x[i * D + d]; sy += y[j * D + d] * y[j * D + d]; }
+        for (int64_t d = 0; d < D; ++d) {
+          s += x[i * D + d] * y[j * D + d];
+          sx += x[i * D + d] * x[i * D + d];
+          sy += y[j * D + d] * y[j * D + d];
+        }
         double r;
         if (m == Metric::kCosine) r = 1.0 - s / (std::max(std::sqrt(sx), 1e-12) * std::max(std::sqrt(sy), 1e-12));
-        else { r = std::max(0.0, sx + sy - 2 * s); if (m == Metric::kEuclidean) r = std::sqrt(r); }
+        else {
+          r = std::max(0.0, sx + sy - 2 * s);
+          if (m == Metric::kEuclidean) r = std::sqrt(r);
+        }
         err = std::max(err, std::fabs(H<T>::from(oh[i * M + j]) - r));
         scale = std::max(scale, std::fabs(r));
       }
@@ -227,39 +312,65 @@ static void run_topk(int64_t N, int64_t M, int64_t D, int64_t k, Metric m, uint6
   std::normal_distribution<double> nd(0.0, 1.0);
   std::vector<T> qh(N * D), bh(M * D);
   std::vector<double> q(N * D), b(M * D);
-  for (int64_t i = 0; i < N * D; ++i) { qh[i] = H<T>::to(nd(rng)); q[i] = H<T>::from(qh[i]); }
-  for (int64_t i = 0; i < M * D; ++i) { bh[i] = H<T>::to(nd(rng)); b[i] = H<T>::from(bh[i]); }
+  for (int64_t i = 0; i < N * D; ++i) {
+    qh[i] = H<T>::to(nd(rng));
+    q[i] = H<T>::from(qh[i]);
+  }
+  for (int64_t i = 0; i < M * D; ++i) {
+    bh[i] = H<T>::to(nd(rng));
+    b[i] = H<T>::from(bh[i]);
+  }
   // exact duplicates of bank row 5 at rows 6 and M-1: ties must resolve to the smaller index
-  for (int64_t d = 0; d < D; ++d) { bh[6 * D + d] = bh[5 * D + d]; bh[(M - 1) * D + d] = bh[5 * D + d]; b[6 * D + d] = b[(M - 1) * D + d] = b[5 * D + d]; }
+  for (int64_t d = 0; d < D; ++d) {
+    bh[6 * D + d] = bh[5 * D + d];
+    bh[(M - 1) * D + d] = bh[5 * D + d];
+    b[6 * D + d] = b[(M - 1) * D + d] = b[5 * D + d];
+  }
   Dev<T> dq(qh), db(bh), vals(N * k);
   Dev<int64_t> idx(N * k);
-  if (!topk_supported(H<T>::dt, k, 0)) { std::printf("  topk k=%lld unsupported on this device (ATen fallback)\n", (long long)k); return; }
+  if (!topk_supported(H<T>::dt, k, 0)) {
+    std::printf("  topk k=%lld unsupported on this device (ATen fallback)\n", (long long)k);
+    return;
+  }
   Dev<unsigned char> ws(topk_workspace_bytes(H<T>::dt, N, M, k, 0));
   CHECK(topk_similarity(H<T>::dt, Fp32Mode::kTf32x3, m, dq.p, db.p, N, M, D, k, vals.p, idx.p, ws.p, 0, 0));
   CHECK(cudaDeviceSynchronize());
-  const auto vh = vals.get(); const auto ih = idx.get();
-  double verr = 0; int64_t order_bad = 0, kth_bad = 0;
+  const auto vh = vals.get();
+  const auto ih = idx.get();
+  double verr = 0;
+  int64_t order_bad = 0, kth_bad = 0;
   const bool cos = m == Metric::kCosine;
   for (int64_t i = 0; i < N; ++i) {
     std::vector<double> sc(M);
     for (int64_t j = 0; j < M; ++j) {
       double s = 0, sq = 0, sb = 0;
-      for (int64_t d = 0; d < D; ++d) { s += q[i * D + d] * b[j * D + d]; sq += q[i * D + d] * q[i * D + d]; sb += b[j * D + d] * b[j * D + d]; }
-      sc[j] = cos ? s / (std::max(std::sqrt(sq), 1e-12) * std::max(std::sqrt(sb), 1e-12)) : std::max(0.0, sq + sb - 2 * s);
+      for (int64_t d = 0; d < D; ++d) {
+        s += q[i * D + d] * b[j * D + d];
+        sq += q[i * D + d] * q[i * D + d];
+        sb += b[j * D + d] * b[j * D + d];
+      }
+      sc[j] =
+          cos ? s / (std::max(std::sqrt(sq), 1e-12) * std::max(std::sqrt(sb), 1e-12)) : std::max(0.0, sq + sb - 2 * s);
     }
     std::vector<double> sorted = sc;
-    if (cos) std::sort(sorted.begin(), sorted.end(), std::greater<double>()); else std::sort(sorted.begin(), sorted.end());
+    if (cos) std::sort(sorted.begin(), sorted.end(), std::greater<double>());
+    else std::sort(sorted.begin(), sorted.end());
     for (int64_t j = 0; j < k; ++j) {
       const int64_t id = ih[i * k + j];
-      if (id < 0 || id >= M) { ++order_bad; continue; }
-      verr = std::max(verr, std::fabs(H<T>::from(vh[i * k + j]) - sc[id]));       // value matches its index
+      if (id < 0 || id >= M) {
+        ++order_bad;
+        continue;
+      }
+      verr = std::max(verr, std::fabs(H<T>::from(vh[i * k + j]) - sc[id]));          // value matches its index
       kth_bad += std::fabs(sc[id] - sorted[j]) > 1e-2 * (1 + std::fabs(sorted[j]));  // it is (near) the j-th best
-      if (j > 0 && (cos ? H<T>::from(vh[i * k + j]) > H<T>::from(vh[i * k + j - 1]) : H<T>::from(vh[i * k + j]) < H<T>::from(vh[i * k + j - 1]))) ++order_bad;
+      if (j > 0 && (cos ? H<T>::from(vh[i * k + j]) > H<T>::from(vh[i * k + j - 1])
+                        : H<T>::from(vh[i * k + j]) < H<T>::from(vh[i * k + j - 1])))
+        ++order_bad;
     }
   }
   char buf[160];
-  std::snprintf(buf, sizeof buf, "topk %s %s N=%lld M=%lld D=%lld k=%lld value error", H<T>::name, cos ? "cosine" : "sqeucl",
-                (long long)N, (long long)M, (long long)D, (long long)k);
+  std::snprintf(buf, sizeof buf, "topk %s %s N=%lld M=%lld D=%lld k=%lld value error", H<T>::name,
+                cos ? "cosine" : "sqeucl", (long long)N, (long long)M, (long long)D, (long long)k);
   report(buf, verr / (cos ? 1.0 : 2.0 * D), sizeof(T) == 2 ? 1e-2 : 1e-5);
   report("    order / index validity violations", (double)order_bad, 0.0);
   report("    entries not (near) the j-th best", (double)kth_bad, 0.0);
@@ -283,8 +394,8 @@ int main() {
     run_contrastive<__nv_bfloat16>(soft, 300, 64, T, 1.0, x3, 5e-2, 5e-2, 4);
     run_contrastive<__half>(soft, 130, 72, T, 1.0, x3, 5e-2, 5e-2, 5);
   }
-  run_contrastive<float>(false, 256, 128, 0.01, 1.0, x3, 5e-3, 5e-3, 6);    // InfoNCE at T = 0.01
-  run_contrastive<double>(true, 200, 16, 1.0, 25.0, x3, 1e-7, 1e-7, 7);     // SoftNN, distances up to ~1e4 T
+  run_contrastive<float>(false, 256, 128, 0.01, 1.0, x3, 5e-3, 5e-3, 6);  // InfoNCE at T = 0.01
+  run_contrastive<double>(true, 200, 16, 1.0, 25.0, x3, 1e-7, 1e-7, 7);   // SoftNN, distances up to ~1e4 T
   run_contrastive<float>(true, 200, 16, 1.0, 25.0, x3, 5e-2, 5e-2, 8);
   run_pairwise<float>(150, 333, 70, x3, 1e-5, 9);
   run_pairwise<double>(150, 200, 33, x3, 1e-12, 10);
