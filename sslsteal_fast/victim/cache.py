@@ -80,8 +80,11 @@ def trained_victim(
     train_victim(dataclasses.replace(cfg, out=str(prefix)), hooks)
     model, meta = load_checkpoint(prefix)
     shape = (int(meta.get("in_channels", 3)), int(meta["image_size"]), int(meta["image_size"]))
-    # The ONNX file is the entry's "done" marker, so it is written atomically and last.
-    atomic_write(onnx, lambda tmp: export_onnx(model, tmp, shape, source_checkpoint=str(prefix)))
+    # The ONNX file is the entry's "done" marker, so it is written atomically and last. It names its
+    # checkpoint relative to the cache, so its bytes (the victim's identity in experiment ids and
+    # derived secrets) do not depend on where the cache lives.
+    source = str(prefix.relative_to(cache_root()))
+    atomic_write(onnx, lambda tmp: export_onnx(model, tmp, shape, source_checkpoint=source))
     return CachedVictim(prefix, onnx, file_sha256(onnx), True, time.perf_counter() - start, _metadata(prefix, onnx))
 
 
