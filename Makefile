@@ -27,6 +27,7 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) benchmarks/run.py --out .benchmarks-cpu.md
+	$(PY) benchmarks/bench_cli.py
 
 # The same ops as pytest-benchmark suites (save/compare runs with --benchmark-autosave / --benchmark-compare).
 bench-suite: $(STAMP)
