@@ -141,3 +141,17 @@ def toy_stream(n_distinct: int, repeats: int, dim: int = 128, jitter: float = 0.
 def images_for(n: int, seed: int = 0) -> torch.Tensor:
     """Distinct float images (n, 3, 4, 4) in [0, 1]."""
     return torch.rand(n, 3, 4, 4, generator=torch.Generator().manual_seed(seed))
+
+
+def write_toy_npz(path: Path, *, size: int, train: int, test: int, channel: int = 0, seed: int = 0) -> Path:
+    """A 3-class ``npz`` dataset (``train_images``/``train_labels``/``test_*``) of noisy (N, 3, size, size)
+    uint8 images whose class is written into the brightness of ``channel`` (easy to probe)."""
+    g = torch.Generator().manual_seed(seed)
+    data = {}
+    for split, n in (("train", train), ("test", test)):
+        labels = torch.randint(0, 3, (n,), generator=g)
+        images = torch.randint(0, 60, (n, 3, size, size), generator=g, dtype=torch.uint8)
+        images[:, channel] += (labels * 90).to(torch.uint8)[:, None, None]
+        data[f"{split}_images"], data[f"{split}_labels"] = images.numpy(), labels.numpy()
+    np.savez(path, **data, num_classes=np.int64(3))
+    return path

@@ -5,33 +5,18 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 
 from sslsteal_fast.cli import main
 from sslsteal_fast.models import build_encoder, save_checkpoint
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+from tests.helpers import write_toy_npz
 
 
 @pytest.fixture(scope="module")
 def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("probe_cli")
-    g = torch.Generator().manual_seed(0)
-    data = {}
-    for split, n in (("train", 60), ("test", 30)):
-        labels = torch.randint(0, 3, (n,), generator=g)
-        images = torch.randint(0, 60, (n, 3, 8, 8), generator=g, dtype=torch.uint8)
-        images[:, 1] += (labels * 90).to(torch.uint8)[:, None, None]
-        data[f"{split}_images"], data[f"{split}_labels"] = images.numpy(), labels.numpy()
-    np.savez(root / "toy.npz", **data, num_classes=np.int64(3))
+    write_toy_npz(root / "toy.npz", size=8, train=60, test=30, channel=1)
     for name, seed in (("a", 0), ("b", 1)):
         with torch.random.fork_rng():
             torch.manual_seed(seed)

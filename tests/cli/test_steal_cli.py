@@ -5,36 +5,21 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 
 from sslsteal_fast.cli import main
 from sslsteal_fast.models import build_encoder, load_checkpoint
 from sslsteal_fast.victim import export_onnx
+from tests.helpers import write_toy_npz
 
 SIZE = 16
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
 def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("steal_cli")
-    g = torch.Generator().manual_seed(0)
-    data = {}
-    for split, n in (("train", 96), ("test", 48)):
-        labels = torch.randint(0, 3, (n,), generator=g)
-        images = torch.randint(0, 60, (n, 3, SIZE, SIZE), generator=g, dtype=torch.uint8)
-        images[:, 0] += (labels * 90).to(torch.uint8)[:, None, None]
-        data[f"{split}_images"], data[f"{split}_labels"] = images.numpy(), labels.numpy()
-    np.savez(root / "toy.npz", **data, num_classes=np.int64(3))
+    write_toy_npz(root / "toy.npz", size=SIZE, train=96, test=48, channel=0)
     with torch.random.fork_rng():
         torch.manual_seed(1)
         victim = build_encoder("small").eval()
