@@ -19,6 +19,7 @@ from sslsteal_fast.data import ImageDataset
 from sslsteal_fast.probes.classifiers import ProbeResult, knn_probe, linear_probe
 from sslsteal_fast.probes.features import extract_features
 from sslsteal_fast.probes.fidelity import fidelity
+from sslsteal_fast.util.checks import ArgumentTypeError
 from sslsteal_fast.victim import Victim
 
 __all__ = ["EncoderFeatures", "ProbeConfig", "ProbeScores", "evaluate_encoder", "probe_encoder", "probe_features"]
@@ -53,6 +54,8 @@ def probe_features(
 
     Shapes: train_x (N, D) float, train_y (N,) int64 in [0, num_classes); test_x (M, D), test_y (M,).
     """
+    if not isinstance(config, ProbeConfig):
+        raise ArgumentTypeError(f"probe_features: config must be a ProbeConfig, got {type(config).__name__}")
     linear = linear_probe(
         train_x,
         train_y,

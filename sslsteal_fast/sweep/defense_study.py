@@ -39,7 +39,7 @@ from sslsteal_fast.ownership import WatermarkHead, dataset_inference, load_head,
 from sslsteal_fast.sweep.config import parse_config
 from sslsteal_fast.sweep.report import collect_rows, write_csv, write_outputs
 from sslsteal_fast.sweep.runner import SweepRun, run_sweep
-from sslsteal_fast.util.checks import check_int, check_number, check_positive_int
+from sslsteal_fast.util.checks import ArgumentTypeError, check_int, check_number, check_positive_int
 from sslsteal_fast.util.files import write_json
 from sslsteal_fast.victim import OnnxVictim, Victim, query_victim, trained_victim
 
@@ -209,6 +209,8 @@ def run_defense_study(
 ) -> dict[str, Any]:
     """Everything on built-in data (see the module docstring); returns what ``defenses_summary.json`` holds."""
     cfg = config or (DefenseStudyConfig.quick() if quick else DefenseStudyConfig())
+    if not isinstance(cfg, DefenseStudyConfig):
+        raise ArgumentTypeError(f"run_defense_study: config must be a DefenseStudyConfig, got {type(cfg).__name__}")
     out = Path(out_dir)
     start = time.perf_counter()
 

@@ -44,6 +44,7 @@ from sslsteal_fast import ops
 from sslsteal_fast.config import VICTIM_LOSSES, VictimTrainConfig
 from sslsteal_fast.data import ImageDataset, SimCLRAugment, load_dataset, to_float
 from sslsteal_fast.models import SimCLRModel, build_encoder, checkpoint_paths, save_checkpoint
+from sslsteal_fast.util.checks import ArgumentTypeError
 from sslsteal_fast.util.files import load_tensors, save_tensors
 
 __all__ = [
@@ -226,6 +227,11 @@ def train_victim(
     called after each epoch's state is saved (epochs count from 1); an exception raised there stops
     training, and the next call resumes after that epoch.
     """
+    if not isinstance(cfg, VictimTrainConfig):
+        raise ArgumentTypeError(f"train_victim: cfg must be a VictimTrainConfig, got {type(cfg).__name__}")
+    names = [getattr(h, "name", None) for h in hooks]
+    if not all(isinstance(h, TrainHook) for h in hooks) or len(set(names)) != len(names):
+        raise ValueError(f"train_victim: hooks must be TrainHook objects with distinct names, got {list(hooks)!r}")
     prefix = Path(cfg.out)
     identity = run_identity(cfg, hooks)
     if is_finished(prefix, hooks):

@@ -11,12 +11,14 @@ from torch import nn
 from sslsteal_fast.data import ImageDataset
 from sslsteal_fast.probes import (
     EncoderFeatures,
+    ProbeConfig,
     evaluate_encoder,
     extract_features,
     fidelity,
     knn_probe,
     linear_probe,
     probe_encoder,
+    probe_features,
 )
 
 
@@ -209,3 +211,11 @@ def test_evaluate_encoder_end_to_end() -> None:
     assert mismatched["fidelity_cosine"] is None and 0.0 <= mismatched["agreement"] <= 1.0
     with pytest.raises(ValueError, match="classes"):
         evaluate_encoder(enc, train, ImageDataset(test.images, test.labels, 4, "x"))
+
+
+def test_probe_features_takes_a_probe_config() -> None:
+    x, y = _separable(40)
+    with pytest.raises(TypeError, match="config must be a ProbeConfig"):
+        probe_features(x, y, x, y, 5, {"epochs": 3})  # type: ignore[arg-type]
+    scores = probe_features(x, y, x, y, 5, ProbeConfig(epochs=20, knn_k=5))
+    assert scores.as_dict()["probe_top1"] == scores.linear.top1 and 0.0 <= scores.knn.top1 <= 1.0

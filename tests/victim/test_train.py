@@ -134,3 +134,10 @@ def test_config_validation() -> None:
         VictimTrainConfig(temperature=0.0)
     with pytest.raises(ValueError, match="crop_min_scale"):
         VictimTrainConfig(crop_min_scale=1.5)
+
+
+def test_bad_config_and_hooks_are_clear_errors(tmp_path: Path) -> None:
+    with pytest.raises(TypeError, match="cfg must be a VictimTrainConfig"):
+        train_victim({"dataset": "shapes"})  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="hooks must be TrainHook objects"):
+        train_victim(_cfg(tmp_path / "v"), [object()])  # type: ignore[list-item]
