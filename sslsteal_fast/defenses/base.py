@@ -14,7 +14,7 @@ from typing import Any, ClassVar
 
 import torch
 
-from sslsteal_fast.defenses.state import DefenseState, open_state
+from sslsteal_fast.defenses.state import DefenseState, open_state, secret_for
 
 __all__ = ["ConfiguredDefense", "StatefulDefense"]
 
@@ -80,4 +80,4 @@ class StatefulDefense(ConfiguredDefense):
         self.center = None if center is None else center.detach().to(torch.float32).cpu()
         self.state = open_state(state)
         self.namespace = self.name if namespace is None else namespace
-        self.key = key if key is not None else self.state.secret(self.namespace)
+        self.key = secret_for(key, self.state, self.namespace)

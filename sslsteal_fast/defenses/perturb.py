@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from sslsteal_fast.defenses.base import ConfiguredDefense
-from sslsteal_fast.defenses.state import DefenseState, open_state
+from sslsteal_fast.defenses.state import DefenseState, secret_for
 from sslsteal_fast.util.checks import check_int, check_number
 
 __all__ = [
@@ -71,12 +71,6 @@ class KeyedNoise:
             g.manual_seed(seed)
             out[i] = torch.randn(dim, generator=g)
         return out
-
-
-def secret_for(key: bytes | None, state: DefenseState | str | None, name: str) -> bytes:
-    """``key`` itself, else the secret ``name`` of ``state`` (created on first use; a fresh random
-    secret in a throw-away store when ``state`` is None)."""
-    return key if key is not None else open_state(state).secret(name)
 
 
 @dataclass(frozen=True)

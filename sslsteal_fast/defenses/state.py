@@ -26,7 +26,7 @@ import numpy as np
 
 from sslsteal_fast.util.sqlite import connect, transaction
 
-__all__ = ["DefenseState", "open_state"]
+__all__ = ["DefenseState", "open_state", "secret_for"]
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS secrets (name TEXT PRIMARY KEY, value BLOB NOT NULL);
@@ -180,3 +180,9 @@ def open_state(state: DefenseState | str | os.PathLike[str] | None) -> DefenseSt
     if isinstance(state, DefenseState):
         return state
     return DefenseState(":memory:" if state is None else state)
+
+
+def secret_for(key: bytes | None, state: DefenseState | str | os.PathLike[str] | None, name: str) -> bytes:
+    """``key`` itself, else the secret ``name`` of ``state`` (created on first use; a fresh random
+    secret in a throw-away store when ``state`` is None)."""
+    return key if key is not None else open_state(state).secret(name)

@@ -121,7 +121,15 @@ def state_path(out: str | Path) -> Path:
 
 
 def run_identity(cfg: VictimTrainConfig, hooks: Sequence[TrainHook] = ()) -> dict[str, Any]:
-    """What determines a run's result: the config's identity, plus each hook's (when there are hooks)."""
+    """What determines a run's result: the config's identity, plus each hook's (when there are hooks).
+
+    Every entry point (training, the victim cache) goes through here, so bad arguments fail here.
+    """
+    if not isinstance(cfg, VictimTrainConfig):
+        raise ArgumentTypeError(f"train_victim: cfg must be a VictimTrainConfig, got {type(cfg).__name__}")
+    names = [getattr(h, "name", None) for h in hooks]
+    if not all(isinstance(h, TrainHook) for h in hooks) or len(set(names)) != len(names):
+        raise ValueError(f"train_victim: hooks must be TrainHook objects with distinct names, got {list(hooks)!r}")
     identity = cfg.identity()
     if hooks:
         identity["hooks"] = {h.name: h.identity() for h in hooks}
@@ -227,13 +235,8 @@ def train_victim(
     called after each epoch's state is saved (epochs count from 1); an exception raised there stops
     training, and the next call resumes after that epoch.
     """
-    if not isinstance(cfg, VictimTrainConfig):
-        raise ArgumentTypeError(f"train_victim: cfg must be a VictimTrainConfig, got {type(cfg).__name__}")
-    names = [getattr(h, "name", None) for h in hooks]
-    if not all(isinstance(h, TrainHook) for h in hooks) or len(set(names)) != len(names):
-        raise ValueError(f"train_victim: hooks must be TrainHook objects with distinct names, got {list(hooks)!r}")
-    prefix = Path(cfg.out)
     identity = run_identity(cfg, hooks)
+    prefix = Path(cfg.out)
     if is_finished(prefix, hooks):
         meta = json.loads(checkpoint_paths(prefix)[1].read_text())
         _check_same_run(checkpoint_paths(prefix)[1], _saved_identity(meta), identity)

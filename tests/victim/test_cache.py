@@ -40,3 +40,9 @@ def test_hooks_and_results_key_the_entry_but_out_and_progress_do_not(
     assert cache_folder(VictimTrainConfig(**{**TINY.__dict__, "out": "elsewhere", "progress": True})) == base
     assert cache_folder(TINY, wm) != base
     assert cache_folder(VictimTrainConfig(**{**TINY.__dict__, "seed": 1})) != base
+
+
+def test_bad_config_is_a_clear_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SSLSTEAL_CACHE", str(tmp_path))
+    with pytest.raises(TypeError, match="cfg must be a VictimTrainConfig"):
+        trained_victim({"dataset": "shapes"}, log=lambda _: None)  # type: ignore[arg-type]
