@@ -6,7 +6,7 @@ PIP    := $(VENV)/bin/pip
 TORCH_SPEC ?= torch==2.13.0
 STAMP  := $(VENV)/.sslsteal-installed
 
-.PHONY: demo test bench bench-suite lint format cuda-check gpu-check install clean
+.PHONY: demo test bench bench-suite lint format cuda-check gpu-check dist-check install clean
 
 # A virtualenv with torch and the package built in place (C++ extension included).
 $(STAMP): setup.py pyproject.toml $(wildcard csrc/*.cpp csrc/*.h csrc/cpu/*.cpp csrc/cpu/*.h csrc/cuda/*.cu csrc/cuda/*.cuh csrc/cuda/*.h csrc/cuda/*.cpp)
@@ -54,5 +54,10 @@ cuda-check:
 gpu-check:
 	bash scripts/gpu_check.sh
 
+# Build the sdist, build a wheel from it (compiles the extension from the sdist's own sources) and
+# import the wheel's extension: proves the source distribution is complete.
+dist-check: $(STAMP)
+	bash scripts/dist_check.sh $(PY)
+
 clean:
-	rm -rf build *.egg-info sslsteal_fast/*.so $(STAMP)
+	rm -rf build dist *.egg-info sslsteal_fast/*.so $(STAMP)

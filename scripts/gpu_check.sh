@@ -32,6 +32,7 @@ trap 'rm -rf "$TMP"' EXIT
 "$TMP/harness"
 
 echo "== 2/4 build the extension with CUDA kernels"
+"$PY" -m pip install -q "setuptools>=77" wheel ninja pybind11  # pyproject uses the SPDX licence form
 SSLSTEAL_FORCE_CUDA=1 "$PY" -m pip install -q --no-build-isolation -e ".[test]" \
   || SSLSTEAL_FORCE_CUDA=1 "$PY" setup.py build_ext --inplace
 "$PY" - <<'PYEOF'

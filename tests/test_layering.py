@@ -32,6 +32,7 @@ LAYERS: dict[str, int] = {
     "sweep": 11,
     "cli": 12,
     "": 13,  # sslsteal_fast/__init__.py
+    "__main__": 13,  # `python -m sslsteal_fast`, part of the facade
 }
 #: The compiled extension is the ops' native half.
 ALIASES = {"_C": "ops"}
