@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import io
+import json
+from pathlib import Path
 
 import pytest
 from tqdm import tqdm
 
+from sslsteal_fast.cli import main
 from sslsteal_fast.util.progress import LineProgress, progress_bar, progress_write
+
+Files = dict[str, Path]
 
 
 class _Terminal(io.StringIO):
@@ -53,3 +58,32 @@ def test_a_terminal_gets_a_tqdm_bar_and_quiet_gets_nothing() -> None:
     list(progress_bar(range(3), desc="x", file=log, disable=True))
     progress_write("epoch 1/1: loss 0.5", file=log)
     assert log.getvalue() == "epoch 1/1: loss 0.5\n"
+
+
+def test_steal_progress_on_stderr_as_plain_lines(cli_files: Files, capsys: pytest.CaptureFixture[str]) -> None:
+    out = cli_files["root"] / "progress-stolen"
+    spec = f"npz:{cli_files['npz']}"
+    argv = ["steal", "--victim", str(cli_files["onnx"]), "--queries", spec, "--budget", "16", "--loss", "mse"]
+    assert main([*argv, "--epochs", "3", "--out", str(out), "--json"]) == 0
+    captured = capsys.readouterr()
+    _plain(captured.err)
+    lines = captured.err.splitlines()
+    assert [line.split(":")[1].split(",")[0].strip() for line in lines] == [
+        "1/3 epoch (33%)",
+        "2/3 epoch (66%)",
+        "3/3 epoch (100%)",
+    ]
+    assert all(line.startswith("steal mse (query-once, 16 queries): ") for line in lines)
+    assert json.loads(captured.out)["billed_queries"] == 16  # stdout holds only the result
+
+
+def test_train_victim_progress_on_stderr(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    argv = ["train-victim", "--out", str(tmp_path / "v"), "--epochs", "2", "--count", "16", "--batch-size", "8"]
+    assert main([*argv, "--image-size", "8", "--device", "cpu"]) == 0
+    captured = capsys.readouterr()
+    _plain(captured.err)
+    assert [line.split(":")[0] for line in captured.err.splitlines()] == ["epoch 1/2", "epoch 2/2"]
+    assert captured.out.startswith("victim small (rep_dim 256) on shapes") and len(captured.out.splitlines()) == 1
+
+    assert main([*argv, "--image-size", "8", "--device", "cpu", "--quiet", "--out", str(tmp_path / "w")]) == 0
+    assert capsys.readouterr().err == ""
