@@ -32,13 +32,13 @@ from typing import Any
 
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
 from sslsteal_fast.attacks.losses import make_loss
 from sslsteal_fast.config import DEFAULT_BATCH_SIZES, DEFAULT_LRS, STRATEGIES, StealConfig
 from sslsteal_fast.data import ImageDataset, SimCLRAugment, to_float
 from sslsteal_fast.models import build_encoder
 from sslsteal_fast.util.checks import check_positive_int
+from sslsteal_fast.util.progress import progress_bar
 from sslsteal_fast.victim import Victim, query_victim
 
 __all__ = [
@@ -154,7 +154,7 @@ def steal(
         targets: optional precomputed victim answers (>= budget, D) for those rows, in order (a sweep
             with nested budgets queries once for the largest budget and passes the cache). Only the
             first ``budget`` rows are used and the victim is not queried. Query-once only.
-        progress: show a tqdm bar over epochs.
+        progress: show progress over epochs (stderr; see :func:`~sslsteal_fast.util.progress.progress_bar`).
 
     Returns:
         :class:`StealResult`; ``result.stolen`` maps (B, C, H, W) float -> (B, victim.output_dim).
@@ -212,7 +212,7 @@ def steal(
 
         optimizer = torch.optim.Adam(stolen.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         history: list[float] = []
-        epochs = tqdm(
+        epochs = progress_bar(
             range(cfg.epochs),
             desc=f"steal {cfg.loss} ({cfg.strategy}, {cfg.budget} queries)",
             unit="epoch",

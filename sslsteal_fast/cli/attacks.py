@@ -1,16 +1,43 @@
-"""``sslsteal steal``: steal a served (ONNX) victim encoder into a checkpoint."""
+"""``sslsteal steal``: steal a served (ONNX) victim encoder, optionally defended, into a checkpoint."""
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
+import math
 from pathlib import Path
+from typing import Any
 
-from sslsteal_fast.cli.common import add_command, load_for_input
-from sslsteal_fast.config import ARCHITECTURES, LOSSES, REP_DIMS, STRATEGIES, StealConfig
+from sslsteal_fast.cli.common import (
+    add_command,
+    add_device,
+    add_out,
+    check_out,
+    emit,
+    info,
+    load_for_input,
+    refuse_stray,
+    resolve_device,
+)
+from sslsteal_fast.config import (
+    ARCHITECTURES,
+    DEFAULT_BATCH_SIZES,
+    DEFAULT_LRS,
+    LOSSES,
+    REP_DIMS,
+    STRATEGIES,
+    TEMPERATURES,
+    StealConfig,
+)
 
 __all__ = ["register"]
+
+#: What ``steal --out PREFIX`` writes (refused when present, unless --overwrite).
+OUT_SUFFIXES = (".safetensors", ".json")
+
+
+def _per_loss(values: dict[str, Any]) -> str:
+    return ", ".join(f"{k} {v:g}" for k, v in values.items())
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -33,8 +60,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--budget", type=int, default=d.budget, help="number of distinct query images (each billed once)")
     p.add_argument("--loss", choices=LOSSES, default=d.loss, help="stealing loss")
     p.add_argument("--arch", choices=ARCHITECTURES, default=d.arch, help="the stolen encoder's architecture")
-    p.add_argument("--epochs", type=int, default=d.epochs, help="training epochs over the budget")
-    p.add_argument("--out", required=True, metavar="PREFIX", help="checkpoint prefix to write")
+    p.add_argument(
+        "--epochs",
+        type=int,
+        default=d.epochs,
+        help="training epochs of the stolen encoder: passes over the BUDGET query images (with --strategy "
+        "augmented every pass re-queries the victim, so BUDGET x EPOCHS queries are billed)",
+    )
+    add_out(p, "prefix", "checkpoint prefix to write (OUT.safetensors + OUT.json)", required=True, overwrite=True)
     p.add_argument(
         "--strategy",
         choices=STRATEGIES,
@@ -42,31 +75,110 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="query-once: each image sent once, augmentations local and free; augmented: augmented views "
         "sent every epoch, each billed (budget x epochs queries, the paper's accounting)",
     )
-    p.add_argument("--batch-size", type=int, default=None, help="training batch (default: per loss, see above)")
-    p.add_argument("--lr", type=float, default=None, help="Adam learning rate (default: per loss, see above)")
-    p.add_argument("--temperature", type=float, default=None, help="info_nce (0.07) / soft_nn (100) temperature")
+    p.add_argument(
+        "--batch-size",
+        type=int,
+        default=None,
+        help=f"training batch, clipped to the budget (default: per loss: {_per_loss(DEFAULT_BATCH_SIZES)})",
+    )
+    p.add_argument(
+        "--lr", type=float, default=None, help=f"Adam learning rate (default: per loss: {_per_loss(DEFAULT_LRS)})"
+    )
+    p.add_argument(
+        "--temperature",
+        type=float,
+        default=None,
+        help=f"temperature of the contrastive losses (default: {_per_loss(TEMPERATURES)}; the others have none)",
+    )
     p.add_argument("--no-augment", action="store_true", help="train on clean images only")
     p.add_argument("--seed", type=int, default=d.seed, help="seed of initialisation, batch order and augmentations")
-    p.add_argument("--device", default=d.device, help="torch device for training the stolen encoder")
-    p.add_argument("--json", action="store_true", help="print the result summary as JSON")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_device(p, "the stolen encoder's training")
+    g = p.add_argument_group("defended victim")
+    g.add_argument(
+        "--defense",
+        action="append",
+        default=None,
+        metavar="SPEC",
+        help="serve the victim through this defense, NAME[:KEY=VALUE,...] with the fields of the defense's "
+        "Config (none, noise:sigma=0.5, quantize:decimals=2, topk:k=32, detection:threshold=0.6, coverage:lam=1); "
+        "repeat to stack defenses, applied in order",
+    )
+    g.add_argument(
+        "--defense-state",
+        default=None,
+        metavar="FILE",
+        help="the defended API's state (secrets, per-client history), kept across runs (default: a fresh one "
+        "per run, with a fresh random secret)",
+    )
+    g.add_argument(
+        "--defense-center",
+        default=None,
+        metavar="SPEC",
+        help="images whose mean undefended answer the defenses subtract before comparing outputs (the owner's "
+        "reference point; not billed to the thief)",
+    )
+
+
+def _check_batches(cfg: StealConfig) -> None:
+    """Refuse a contrastive loss whose batches would hold a single pair (no negatives to contrast)."""
+    resolved = cfg.resolved()
+    if resolved.loss not in TEMPERATURES:
+        return
+    assert resolved.batch_size is not None
+    batch = min(resolved.batch_size, resolved.budget)
+    # The budget is cut into ceil(budget / batch) near-equal batches; the smallest has this many rows.
+    smallest = resolved.budget // math.ceil(resolved.budget / batch)
+    if smallest < 2:
+        raise ValueError(
+            f"--loss {resolved.loss} contrasts each image with the others in its batch and needs batches of "
+            f"at least 2, but --budget {resolved.budget} in batches of {resolved.batch_size} gives a batch of "
+            f"{smallest}; raise --batch-size (or --budget)"
+        )
+
+
+def _defended_victim(args: argparse.Namespace, victim: Any) -> Any:
+    """``victim`` itself, or an OnnxVictim of the same file serving through ``--defense``."""
+    # Loaded when the command runs: keeps `sslsteal --help` fast.
+    from sslsteal_fast.defenses import make_defense
+    from sslsteal_fast.victim import OnnxVictim, query_victim
+
+    specs = args.defense or []
+    if not specs:
+        stray = {"--defense-state": args.defense_state, "--defense-center": args.defense_center}
+        refuse_stray("--defense", (flag for flag, value in stray.items() if value))
+        return victim
+    center = None
+    if args.defense_center:
+        images = load_for_input(args.defense_center, "train", victim.input_shape, "--defense-center").images
+        center = query_victim(victim, images, progress=not args.quiet).mean(0)  # the owner's own, unbilled
+    defenses = [make_defense(spec, state=args.defense_state, center=center) for spec in specs]
+    info(args, f"serving {args.victim} through {', '.join(specs)}")
+    return OnnxVictim(args.victim, defenses=defenses)
 
 
 def _cmd_steal(args: argparse.Namespace) -> int:
     """Steal a victim encoder served from an ONNX file, under a query budget.
 
-    Query a victim encoder (an ONNX file from `sslsteal export`, served with exact billing) with the
-    first BUDGET images of a query set, train a fresh encoder of architecture ARCH to reproduce its
-    answers, and save it as OUT.safetensors + OUT.json (metadata records billed queries, victim forward
-    passes, loss history and the full configuration). Query images are loaded at the victim's channels
-    and size. Defaults follow Dziedzic et al. (ICML 2022): Adam, batch 64 (mse/wasserstein/cosine) or
-    256 (info_nce/soft_nn), lr 1e-3 (3e-4 for info_nce), 100 epochs.
+    Query a victim encoder (an ONNX file from `sslsteal export`, served with exact billing, through
+    --defense if given) with the first BUDGET images of a query set, train a fresh encoder of
+    architecture ARCH to reproduce its answers, and save it as OUT.safetensors + OUT.json (metadata
+    records billed queries, victim forward passes, defenses, loss history and the full configuration).
+    Query images are loaded at the victim's channels and size. Defaults follow Dziedzic et al. (ICML
+    2022): Adam, the paper's per-loss batch sizes, learning rates and temperatures.
     """
     # Loaded when the command runs: keeps `sslsteal --help` fast.
     from sslsteal_fast.attacks import StolenEncoder, steal
     from sslsteal_fast.models import save_checkpoint
     from sslsteal_fast.victim import OnnxVictim
 
+    fields = {f.name for f in dataclasses.fields(StealConfig)} - {"device", "augment"}
+    cfg = StealConfig(
+        **{k: v for k, v in vars(args).items() if k in fields},
+        augment=not args.no_augment,
+        device=resolve_device(args.device),
+    )
+    _check_batches(cfg)
+    check_out(args.out, "prefix", overwrite=args.overwrite, suffixes=OUT_SUFFIXES)
     if not args.victim.is_file():
         raise FileNotFoundError(f"--victim {args.victim}: no such ONNX file (export one with `sslsteal export`)")
     victim = OnnxVictim(args.victim)
@@ -79,13 +191,13 @@ def _cmd_steal(args: argparse.Namespace) -> int:
             "not yet saved as checkpoints"
         )
     queries = load_for_input(args.queries, args.split, victim.input_shape, "--queries")
-    fields = {f.name for f in dataclasses.fields(StealConfig)}
-    cfg = StealConfig(**{k: v for k, v in vars(args).items() if k in fields}, augment=not args.no_augment)
-    result = steal(victim, queries, cfg, progress=not args.quiet)
+    served = _defended_victim(args, victim)
+    result = steal(served, queries, cfg, progress=not args.quiet)
     stolen = result.stolen
     assert isinstance(stolen, StolenEncoder) and stolen.adapter is None
     summary = {
         "victim": str(args.victim),
+        "defenses": list(args.defense or []),
         "queries": args.queries,
         "query_split": args.split,
         "image_size": int(queries.images.shape[-1]),
@@ -99,12 +211,12 @@ def _cmd_steal(args: argparse.Namespace) -> int:
     metadata = {**summary, "stolen": True, "steal_config": result.config, "loss_history": result.history}
     save_checkpoint(args.out, stolen.encoder.cpu(), metadata)
     summary["out"] = str(args.out)
-    if args.json:
-        print(json.dumps(summary, indent=2))
-    else:
-        print(
-            f"stole {args.victim} with {cfg.loss} ({cfg.strategy}): {result.billed_queries} billed queries, "
-            f"{result.victim_forward_passes} victim forward passes, final loss {result.history[-1]:.4f}, "
-            f"{result.wall_time_s:.1f} s -> {args.out}.safetensors / {args.out}.json"
-        )
+    through = f" through {', '.join(args.defense)}" if args.defense else ""
+    emit(
+        args,
+        summary,
+        f"stole {args.victim}{through} with {cfg.loss} ({cfg.strategy}): {result.billed_queries} billed queries, "
+        f"{result.victim_forward_passes} victim forward passes, final loss {result.history[-1]:.4f}, "
+        f"{result.wall_time_s:.1f} s -> {args.out}.safetensors / {args.out}.json",
+    )
     return 0

@@ -6,7 +6,8 @@ import argparse
 import json
 from typing import Any
 
-from sslsteal_fast.cli.common import add_command
+from sslsteal_fast.cli.common import add_command, add_device, emit, resolve_device
+from sslsteal_fast.util.checks import check_number
 
 __all__ = ["load_suspect", "register"]
 
@@ -14,20 +15,38 @@ __all__ = ["load_suspect", "register"]
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add ``verify`` to the ``sslsteal`` parser (sets ``func``)."""
     p = add_command(subparsers, _cmd_verify)
-    p.add_argument("--method", choices=("watermark", "dataset-inference"), required=True)
+    p.add_argument(
+        "--method",
+        choices=("watermark", "dataset-inference"),
+        required=True,
+        help="the rotation watermark (the victim trained with train-victim --watermark) or dataset inference",
+    )
     p.add_argument("--victim", required=True, help="victim checkpoint prefix (PREFIX.safetensors + PREFIX.json)")
     p.add_argument("--suspect", required=True, help="suspect checkpoint prefix or ONNX file")
     p.add_argument(
         "--images",
         default=None,
-        help="watermark: verification images spec (default: the watermark dataset's test split); "
-        "dataset-inference: unseen images spec (default: the victim's dataset, test split)",
+        help="images spec: the verification images (watermark) or the unseen images (dataset-inference) "
+        "(default: the test split of the watermark dataset, or of the victim's dataset)",
     )
     p.add_argument("--count", type=int, default=500, help="images per compared set")
     p.add_argument("--components", type=int, default=8, help="dataset-inference: Gaussian mixture components")
-    p.add_argument("--alpha", type=float, default=0.01, help="significance level")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument(
+        "--alpha",
+        type=_alpha,
+        default=0.01,
+        help="significance level, in (0, 1): the verdict is 'stolen' when p < alpha",
+    )
+    p.add_argument("--seed", type=int, default=0, help="seed of the rotations / the mixture fit")
+    add_device(p, "a checkpoint suspect")
+
+
+def _alpha(text: str) -> float:
+    """argparse ``type`` of ``--alpha``: a probability in (0, 1)."""
+    try:
+        return check_number("the significance level", float(text), low=0.0, high=1.0, strict=True)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def load_suspect(spec: str) -> Any:
@@ -56,6 +75,8 @@ def _cmd_verify(args: argparse.Namespace) -> int:
     more likely than unseen ones. Prints the verdict ('stolen' at p < alpha, else 'independent').
     """
     # Loaded when the command runs: keeps `sslsteal --help` fast.
+    from torch import nn
+
     from sslsteal_fast.data import load_dataset
     from sslsteal_fast.models import checkpoint_paths
     from sslsteal_fast.ownership import dataset_inference, load_head, verify_watermark
@@ -63,9 +84,15 @@ def _cmd_verify(args: argparse.Namespace) -> int:
     _, meta_path = checkpoint_paths(args.victim)
     if not meta_path.is_file():
         raise FileNotFoundError(f"--victim {args.victim}: no {meta_path}")
-    meta = json.loads(meta_path.read_text())
+    try:
+        meta = json.loads(meta_path.read_text())
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"--victim {args.victim}: {meta_path} is not valid JSON ({exc})") from exc
     size = int(meta.get("image_size", 32))
+    device = resolve_device(args.device)
     suspect = load_suspect(args.suspect)
+    if isinstance(suspect, nn.Module):
+        suspect.to(device)
     report: dict[str, Any] = {"method": args.method, "victim": args.victim, "suspect": args.suspect}
     if args.method == "watermark":
         head, head_meta = load_head(args.victim)
@@ -94,10 +121,12 @@ def _cmd_verify(args: argparse.Namespace) -> int:
             n_components=args.components,
             alpha=args.alpha,
             seed=args.seed,
+            device=device,
         )
         report.update(res.as_dict())
-    if args.json:
-        print(json.dumps(report, sort_keys=True))
-    else:
-        print(f"{args.method}: {report['verdict']} (p = {report['p_value']:.3g}, statistic {report['statistic']:.4f})")
+    emit(
+        args,
+        report,
+        f"{args.method}: {report['verdict']} (p = {report['p_value']:.3g}, statistic {report['statistic']:.4f})",
+    )
     return 0

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import argparse
-import json
+import sys
 from pathlib import Path
 from typing import Any
 
-from sslsteal_fast.cli.common import add_command, load_for_input
+from sslsteal_fast.cli.common import add_command, add_device, emit, load_for_input, resolve_device
 from sslsteal_fast.config import ProbeConfig
 
 __all__ = ["register"]
+
+_OPTIMIZERS = {"lbfgs": "L-BFGS", "adam": "Adam"}
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -36,11 +38,24 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--knn-temperature", type=float, default=d.knn_temperature, help="kNN vote weight exp(similarity / T)"
     )
-    p.add_argument("--epochs", type=int, default=d.epochs, help="L-BFGS iterations of the linear probe")
+    p.add_argument(
+        "--linear-iters",
+        type=int,
+        default=d.epochs,
+        help=f"full-batch {_OPTIMIZERS[d.optimizer]} iterations of the linear probe on the frozen features",
+    )
+    p.add_argument(
+        "--epochs", type=_deprecated_epochs, dest="linear_iters", default=argparse.SUPPRESS, help=argparse.SUPPRESS
+    )
     p.add_argument("--batch-size", type=int, default=d.batch_size, help="images per forward pass")
-    p.add_argument("--device", default=None, help="torch device for checkpoints (default: CPU)")
-    p.add_argument("--seed", type=int, default=d.seed)
-    p.add_argument("--json", action="store_true", help="print the results as JSON")
+    add_device(p, "a checkpoint's encoder")
+    p.add_argument("--seed", type=int, default=d.seed, help="seed of the probes")
+
+
+def _deprecated_epochs(text: str) -> int:
+    """``probe --epochs``, the old name of ``--linear-iters`` (it never counted epochs)."""
+    print("sslsteal probe: warning: --epochs is deprecated; it is --linear-iters", file=sys.stderr)
+    return int(text)
 
 
 def _load_encoder(spec: str, flag: str) -> tuple[Any, tuple[int | None, int | None, int | None]]:
@@ -74,17 +89,18 @@ def _cmd_probe(args: argparse.Namespace) -> int:
     from sslsteal_fast.probes import evaluate_encoder
 
     config = ProbeConfig(
-        epochs=args.epochs,
+        epochs=args.linear_iters,
         knn_k=args.knn_k,
         knn_temperature=args.knn_temperature,
         batch_size=args.batch_size,
         seed=args.seed,
     )
+    device = resolve_device(args.device)
     encoder, shape = _load_encoder(args.encoder, "--encoder")
     victim = _load_encoder(args.victim, "--victim")[0] if args.victim else None
     train = load_for_input(args.train, args.train_split, shape, "--train")
     test = load_for_input(args.test, args.test_split, shape, "--test")
-    results = evaluate_encoder(encoder, train, test, config, victim=victim, device=args.device)
+    results = evaluate_encoder(encoder, train, test, config, victim=victim, device=device, progress=not args.quiet)
     results = {
         "encoder": args.encoder,
         "train": f"{args.train}:{args.train_split}",
@@ -92,22 +108,22 @@ def _cmd_probe(args: argparse.Namespace) -> int:
         "knn_k": min(args.knn_k, len(train)),
         **results,
     }
-    if args.json:
-        print(json.dumps(results, indent=2))
-        return 0
-    print(
-        f"{args.encoder}  (train {results['train']}, {len(train)} images; test {results['test']}, {len(test)} images)"
-    )
-    print(f"  linear probe   top-1 {100 * results['probe_top1']:6.2f}%   top-5 {100 * results['probe_top5']:6.2f}%")
-    print(
-        f"  kNN (k={results['knn_k']:>3})  top-1 {100 * results['knn_top1']:6.2f}%   top-5 {100 * results['knn_top5']:6.2f}%"
-    )
-    if victim is not None:
-        print(
-            f"  victim         linear top-1 {100 * results['victim_probe_top1']:6.2f}%   "
-            f"kNN top-1 {100 * results['victim_knn_top1']:6.2f}%"
-        )
-        print(f"  agreement      {100 * results['agreement']:6.2f}% of test predictions")
-        if results["fidelity_cosine"] is not None:
-            print(f"  fidelity       cosine {results['fidelity_cosine']:.4f}   L2 {results['fidelity_l2']:.4f}")
+    emit(args, results, lambda: _text(results, args.encoder, victim is not None))
     return 0
+
+
+def _text(results: dict[str, Any], encoder: str, with_victim: bool) -> str:
+    r = results
+    lines = [
+        f"{encoder}  (train {r['train']}, {r['train_size']} images; test {r['test']}, {r['test_size']} images)",
+        f"  linear probe   top-1 {100 * r['probe_top1']:6.2f}%   top-5 {100 * r['probe_top5']:6.2f}%",
+        f"  kNN (k={r['knn_k']:>3})  top-1 {100 * r['knn_top1']:6.2f}%   top-5 {100 * r['knn_top5']:6.2f}%",
+    ]
+    if with_victim:
+        lines.append(
+            f"  victim         linear top-1 {100 * r['victim_probe_top1']:6.2f}%   kNN top-1 {100 * r['victim_knn_top1']:6.2f}%"
+        )
+        lines.append(f"  agreement      {100 * r['agreement']:6.2f}% of test predictions")
+        if r["fidelity_cosine"] is not None:
+            lines.append(f"  fidelity       cosine {r['fidelity_cosine']:.4f}   L2 {r['fidelity_l2']:.4f}")
+    return "\n".join(lines)

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import sys
+import time
 from pathlib import Path
+from typing import Any
 
-from sslsteal_fast.cli.common import add_command
+from sslsteal_fast.cli.common import add_command, add_out, check_out, emit, info
 
 __all__ = ["register"]
 
@@ -28,9 +31,37 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--out", type=Path, required=True, help="output folder (created; reused to resume)")
+    add_out(p, "folder", "output folder (created; rerunning into the same folder resumes the sweep)", required=True)
     p.add_argument("--workers", type=int, default=None, help="parallel cells (default: the config's run.workers)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def _run(cfg: Any, args: argparse.Namespace, start: float) -> tuple[dict[str, Any], list[str]]:
+    """Run or resume ``cfg`` into ``--out`` and write its outputs; returns (summary, failed cell ids)."""
+    # Loaded when the command runs: keeps `sslsteal --help` fast.
+    from sslsteal_fast.sweep import run_sweep, write_outputs
+
+    if args.workers is not None:
+        cfg = cfg.with_workers(args.workers)
+    run = run_sweep(cfg, args.out, progress=not args.quiet, log=lambda message: info(args, message))
+    written = write_outputs(run, started=start)
+    summary = written["summary"]
+    if not args.json:
+        cells = summary["cells"]
+        print(written["table"])
+        print(
+            f"victim forward passes: {summary['victim_forward_passes']} (unique queries {summary['unique_queries']}; "
+            f"billed over all cells {summary['billed_queries_total']}); "
+            f"cells: {cells['ran_this_run']} run now, {cells['resumed']} resumed"
+        )
+        print(f"wrote {args.out}/results.csv, summary.json, table.md, probe_vs_queries.png")
+    if run.failed:
+        where = "rerun without --quiet for their tracebacks" if args.quiet else "tracebacks above"
+        print(
+            f"sslsteal {args.command}: {len(run.failed)} cells failed ({where}); rerun the same command to retry "
+            "only those",
+            file=sys.stderr,
+        )
+    return summary, list(run.failed)
 
 
 def _cmd_sweep(args: argparse.Namespace) -> int:
@@ -40,12 +71,18 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     example). The victim is queried once per query set for the largest budget; smaller budgets reuse
     prefixes of those answers. Each finished cell is committed to DIR/results.sqlite, so rerunning the
     same command after an interruption resumes where it stopped. Writes results.csv, summary.json,
-    table.md and probe_vs_queries.png to DIR and prints the table.
+    table.md and probe_vs_queries.png to DIR and prints the table (--json: summary.json's contents).
+    Exit status 1 when some cells failed.
     """
     # Loaded when the command runs: keeps `sslsteal --help` fast.
-    from sslsteal_fast.sweep import load_config, run_and_report
+    from sslsteal_fast.sweep import load_config
 
-    return run_and_report(load_config(args.config), args.out, workers=args.workers, progress=not args.no_progress)
+    start = time.perf_counter()
+    check_out(args.out, "folder")
+    summary, failed = _run(load_config(args.config), args, start)
+    if args.json:
+        emit(args, {**summary, "out": str(args.out), "failed_cells": failed}, "")
+    return 1 if failed else 0
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
@@ -58,9 +95,18 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     The config is sslsteal_fast/sweep/configs/demo.toml.
     """
     # Loaded when the command runs: keeps `sslsteal --help` fast.
-    from sslsteal_fast.sweep import demo_config, run_and_report, run_defense_study
+    from sslsteal_fast.sweep import demo_config, run_defense_study
 
-    code = run_and_report(demo_config(args.quick), args.out, workers=args.workers, progress=not args.no_progress)
+    start = time.perf_counter()
+    check_out(args.out, "folder")
+    summary, failed = _run(demo_config(args.quick), args, start)
+    study = None
     if args.defenses:
-        run_defense_study(args.out, quick=args.quick, progress=not args.no_progress)
-    return code
+        study = run_defense_study(
+            args.out, quick=args.quick, progress=not args.quiet, log=lambda message: info(args, message)
+        )
+        if not args.json:
+            print(f"wrote {args.out}/defenses.csv and ownership.csv")
+    if args.json:
+        emit(args, {**summary, "out": str(args.out), "failed_cells": failed, "defense_study": study}, "")
+    return 1 if failed else 0

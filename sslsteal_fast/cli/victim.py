@@ -8,11 +8,26 @@ import json
 import statistics
 import time
 from pathlib import Path
+from typing import Any
 
-from sslsteal_fast.cli.common import add_command
-from sslsteal_fast.config import ARCHITECTURES, VICTIM_LOSSES, VictimTrainConfig
+from sslsteal_fast.cli.common import add_command, add_device, add_out, check_out, emit, refuse_stray, resolve_device
+from sslsteal_fast.config import ARCHITECTURES, TEMPERATURES, VICTIM_LOSSES, VictimTrainConfig, WatermarkConfig
 
 __all__ = ["register"]
+
+#: ``--watermark-*`` options: WatermarkConfig field -> (argparse type, help).
+_WATERMARK_OPTIONS: dict[str, tuple[type, str]] = {
+    "dataset": (
+        str,
+        "dataset spec of the rotation task (default: the victim's own training images; the built-in shapes "
+        "are rotation invariant, so use e.g. digits)",
+    ),
+    "split": (str, "split of --watermark-dataset"),
+    "count": (int, "images of the rotation task (default: all of --watermark-dataset's split)"),
+    "weight": (float, "weight of the rotation loss next to the contrastive loss"),
+    "batch_size": (int, "rotated images per step"),
+    "hidden": (int, "hidden width of the watermark head"),
+}
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -20,7 +35,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     _register_train_victim(subparsers)
     p = add_command(subparsers, _cmd_export)
     p.add_argument("checkpoint", help="checkpoint prefix (PREFIX.safetensors + PREFIX.json)")
-    p.add_argument("-o", "--out", type=Path, default=None, help="output .onnx path (default: PREFIX.onnx)")
+    add_out(p, "file", "output .onnx file (default: PREFIX.onnx)", short=True, overwrite=True)
     p.add_argument("--opset", type=int, default=17, help="lowest acceptable ai.onnx opset")
     p.add_argument(
         "--output",
@@ -34,31 +49,40 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default=None,
         help="input height = width (default: image_size from the checkpoint metadata, else 32)",
     )
-    p.add_argument("--exporter", choices=("auto", "dynamo", "torchscript"), default="auto")
+    p.add_argument("--exporter", choices=("auto", "dynamo", "torchscript"), default="auto", help="torch.onnx exporter")
 
     b = add_command(subparsers, _cmd_serve_bench)
     b.add_argument("model", type=Path, help=".onnx file")
-    b.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 64, 256])
+    b.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 64, 256], help="batch sizes to time")
     b.add_argument("--repeats", type=int, default=5, help="timed repeats per batch size (median reported)")
-    b.add_argument("--providers", nargs="+", default=None, help="ONNX Runtime providers (default: auto)")
+    b.add_argument("--providers", nargs="+", default=None, help="ONNX Runtime providers (default: CUDA if usable, CPU)")
     b.add_argument("--threads", type=int, default=None, help="intra-op threads (default: physical cores)")
     b.add_argument("--image-size", type=int, default=32, help="size for models with dynamic spatial dims")
-    b.add_argument("--seed", type=int, default=0)
+    b.add_argument("--seed", type=int, default=0, help="seed of the random images")
 
 
 def _register_train_victim(subparsers: argparse._SubParsersAction) -> None:
     d = VictimTrainConfig()
     p = add_command(subparsers, _cmd_train_victim)
     p.add_argument("--dataset", default=d.dataset, help="dataset spec: shapes, digits, cifar10:PATH, npz:PATH, ...")
-    p.add_argument("--out", default=d.out, help="checkpoint prefix (writes OUT.safetensors and OUT.json)")
+    add_out(
+        p,
+        "prefix",
+        "checkpoint prefix: writes OUT.safetensors + OUT.json; an existing run with the same settings is resumed "
+        "or reused, one with other settings refused",
+        default=d.out,
+    )
     p.add_argument("--arch", choices=ARCHITECTURES, default=d.arch, help="encoder architecture")
-    p.add_argument("--epochs", type=int, default=d.epochs)
+    p.add_argument("--epochs", type=int, default=d.epochs, help="SimCLR epochs: passes over the training images")
     p.add_argument("--batch-size", type=int, default=d.batch_size, help="images per step (2 views each)")
     p.add_argument("--lr", type=float, default=d.lr, help="Adam learning rate (cosine-decayed per step)")
-    p.add_argument("--weight-decay", type=float, default=d.weight_decay)
-    p.add_argument("--loss", choices=VICTIM_LOSSES, default=d.loss)
+    p.add_argument("--weight-decay", type=float, default=d.weight_decay, help="Adam weight decay")
+    p.add_argument("--loss", choices=VICTIM_LOSSES, default=d.loss, help="contrastive loss")
     p.add_argument(
-        "--temperature", type=float, default=None, help="loss temperature (default: 0.07 info_nce, 100 soft_nn)"
+        "--temperature",
+        type=float,
+        default=None,
+        help="loss temperature (default: " + ", ".join(f"{TEMPERATURES[k]:g} {k}" for k in VICTIM_LOSSES) + ")",
     )
     p.add_argument("--seed", type=int, default=d.seed, help="initialisation / augmentation / shuffling seed")
     p.add_argument("--image-size", type=int, default=d.image_size, help="training resolution (images are resized)")
@@ -68,8 +92,30 @@ def _register_train_victim(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--crop-min-scale", type=float, default=d.crop_min_scale, help="smallest random-resized-crop area fraction"
     )
-    p.add_argument("--device", default=d.device, help="cpu, cuda, cuda:1, ... or auto")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_device(p, "training")
+    w = WatermarkConfig()
+    g = p.add_argument_group("watermark")
+    g.add_argument(
+        "--watermark",
+        action="store_true",
+        help="train the rotation watermark into the victim (writes OUT.wm-head.safetensors + .json next to it, "
+        "for sslsteal verify --method watermark)",
+    )
+    for field, (kind, text) in _WATERMARK_OPTIONS.items():
+        flag = "--watermark-" + field.replace("_", "-")
+        g.add_argument(flag, type=kind, default=getattr(w, field), help=text)
+
+
+def _watermark_config(args: argparse.Namespace) -> WatermarkConfig | None:
+    """The ``--watermark-*`` options as a WatermarkConfig (None without ``--watermark``)."""
+    values = {field: getattr(args, "watermark_" + field) for field in _WATERMARK_OPTIONS}
+    if not args.watermark:
+        default = WatermarkConfig()
+        refuse_stray(
+            "--watermark", (f"--watermark-{f.replace('_', '-')}" for f, v in values.items() if v != getattr(default, f))
+        )
+        return None
+    return WatermarkConfig(**values)
 
 
 def _cmd_train_victim(args: argparse.Namespace) -> int:
@@ -78,21 +124,46 @@ def _cmd_train_victim(args: argparse.Namespace) -> int:
     Train a SimCLR encoder + projection head with the package's fused contrastive loss, Adam and a per-
     step cosine schedule. Writes OUT.safetensors + OUT.json (never pickle). After every epoch the state
     is saved to OUT.train-state.safetensors; re-running the same command resumes from it, and a finished
-    run returns at once.
+    run returns at once. With --watermark, the rotation watermark is trained jointly (a small head on
+    the representation learns whether watermark images were rotated by more than 180 degrees).
     """
     # Loaded when the command runs: keeps `sslsteal --help` fast.
     from sslsteal_fast.models import checkpoint_paths
+    from sslsteal_fast.ownership import train_watermarked_victim
     from sslsteal_fast.victim import train_victim
 
-    fields = {f.name for f in dataclasses.fields(VictimTrainConfig)} - {"progress"}
-    cfg = VictimTrainConfig(**{k: v for k, v in vars(args).items() if k in fields}, progress=not args.no_progress)
-    prefix = train_victim(cfg)
+    check_out(args.out, "prefix")
+    wm = _watermark_config(args)
+    fields = {f.name for f in dataclasses.fields(VictimTrainConfig)} - {"progress", "device"}
+    cfg = VictimTrainConfig(
+        **{k: v for k, v in vars(args).items() if k in fields},
+        device=resolve_device(args.device),
+        progress=not args.quiet,
+    )
+    prefix = train_victim(cfg) if wm is None else train_watermarked_victim(cfg, wm)
     weights, meta_path = checkpoint_paths(prefix)
     meta = json.loads(meta_path.read_text())
-    print(
+    result: dict[str, Any] = {
+        "out": str(prefix),
+        "weights": str(weights),
+        "arch": meta["arch"],
+        "rep_dim": meta["rep_dim"],
+        "dataset": meta["dataset"],
+        "train_size": meta.get("train_size"),
+        "epochs": meta["epochs"],
+        "final_loss": meta["epoch_losses"][-1],
+        "train_seconds": meta["train_seconds"],
+        "watermark": None,
+    }
+    text = (
         f"victim {meta['arch']} (rep_dim {meta['rep_dim']}) on {meta['dataset']}: {meta['epochs']} epochs, "
         f"final loss {meta['epoch_losses'][-1]:.4f}, {meta['train_seconds']:.1f} s of training -> {weights}"
     )
+    if wm is not None:
+        accuracy = meta.get("hook_metrics", {}).get("watermark", {}).get("rotation_accuracy", [None])[-1]
+        result["watermark"] = {**dataclasses.asdict(wm), "rotation_accuracy": accuracy}
+        text += f" (watermarked: rotation accuracy {accuracy:.3f})" if accuracy is not None else " (watermarked)"
+    emit(args, result, text)
     return 0
 
 
@@ -107,14 +178,16 @@ def _cmd_export(args: argparse.Namespace) -> int:
     from sslsteal_fast.models import checkpoint_paths, load_checkpoint
     from sslsteal_fast.victim import export_onnx
 
+    weights, _ = checkpoint_paths(args.checkpoint)
+    prefix = weights.with_suffix("")
+    out = check_out(
+        args.out if args.out is not None else prefix.with_name(prefix.name + ".onnx"), "file", overwrite=args.overwrite
+    )
     model, meta = load_checkpoint(args.checkpoint)
     size = args.image_size if args.image_size is not None else int(meta.get("image_size", 32))
     if size < 1:
         raise ValueError(f"--image-size must be positive, got {size}")
     channels = int(meta.get("in_channels", 3))
-    weights, _ = checkpoint_paths(args.checkpoint)
-    prefix = weights.with_suffix("")
-    out = args.out if args.out is not None else prefix.with_name(prefix.name + ".onnx")
     extra = {
         key: (value if isinstance(value, str) else json.dumps(value))
         for key, value in meta.items()
@@ -131,8 +204,18 @@ def _cmd_export(args: argparse.Namespace) -> int:
         metadata={f"checkpoint.{k}": v for k, v in extra.items()},
         exporter=args.exporter,
     )
-    print(f"wrote {out} ({args.output}, input (N, {channels}, {size}, {size}))")
-    print(f"max relative difference vs PyTorch: {diff:.3g}")
+    result = {
+        "out": str(out),
+        "output": args.output,
+        "input_shape": [channels, size, size],
+        "max_relative_difference": diff,
+    }
+    emit(
+        args,
+        result,
+        f"wrote {out} ({args.output}, input (N, {channels}, {size}, {size}))\n"
+        f"max relative difference vs PyTorch: {diff:.3g}",
+    )
     return 0
 
 
@@ -153,9 +236,7 @@ def _cmd_serve_bench(args: argparse.Namespace) -> int:
     )
     c, h, w = (d if d is not None else args.image_size for d in victim.input_shape)
     rng = np.random.default_rng(args.seed)
-    print(f"{victim}")
-    print("| batch | images/s | ms/batch |")
-    print("|---:|---:|---:|")
+    rows = []
     for n in args.batch_sizes:
         # Distinct images for every call so the response cache never answers.
         batches = [rng.random((n, c, h, w), dtype=np.float32) for _ in range(args.repeats + 1)]
@@ -166,5 +247,10 @@ def _cmd_serve_bench(args: argparse.Namespace) -> int:
             victim.query(x, client="bench")
             times.append(time.perf_counter() - start)
         med = statistics.median(times)
-        print(f"| {n} | {n / med:.1f} | {med * 1e3:.2f} |")
+        rows.append({"batch": n, "images_per_s": n / med, "ms_per_batch": med * 1e3})
+    table = [f"{victim}", "| batch | images/s | ms/batch |", "|---:|---:|---:|"]
+    table += [f"| {r['batch']} | {r['images_per_s']:.1f} | {r['ms_per_batch']:.2f} |" for r in rows]
+    emit(
+        args, {"model": str(args.model), "victim": str(victim), "repeats": args.repeats, "rows": rows}, "\n".join(table)
+    )
     return 0

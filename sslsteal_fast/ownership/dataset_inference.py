@@ -31,7 +31,7 @@ import torch
 from scipy.stats import ttest_ind
 from torch import nn
 
-from sslsteal_fast.ownership.verdict import Verdict, decide
+from sslsteal_fast.ownership.verdict import Verdict, check_alpha, decide
 from sslsteal_fast.probes import extract_features
 from sslsteal_fast.util.checks import check_choice, check_int, check_number, check_positive_int
 from sslsteal_fast.victim import Victim
@@ -208,7 +208,7 @@ class DatasetInferenceResult(Verdict):
 
 def welch_verdict(private: torch.Tensor, unseen: torch.Tensor, alpha: float = 0.01) -> tuple[float, float, str]:
     """One-sided Welch t-test that ``private`` scores exceed ``unseen`` ones -> ``(t, p, verdict)``."""
-    check_number("welch_verdict: alpha", alpha, low=0.0, strict=True)
+    check_alpha("welch_verdict: alpha", alpha)
     a, b = private.double().cpu().numpy(), unseen.double().cpu().numpy()
     if a.size < 2 or b.size < 2:
         raise ValueError("welch_verdict: need at least 2 scores on each side")
@@ -262,6 +262,7 @@ def dataset_inference(
             every dimension (standardised). Dead or near-constant features otherwise make the
             likelihood of unseen points explode.
     """
+    check_alpha("dataset_inference: alpha", alpha)
     fit_source = suspect if victim is None else victim
     fit = extract_features(fit_source, private_fit)
     priv = extract_features(suspect, private_heldout)

@@ -38,9 +38,9 @@ from torch import nn
 from sslsteal_fast.config import VictimTrainConfig, WatermarkConfig
 from sslsteal_fast.data import ImageDataset, load_dataset, to_float
 from sslsteal_fast.models import SimCLRModel, checkpoint_paths
-from sslsteal_fast.ownership.verdict import Verdict, decide
+from sslsteal_fast.ownership.verdict import Verdict, check_alpha, decide
 from sslsteal_fast.probes import extract_features
-from sslsteal_fast.util.checks import check_number, check_positive_int
+from sslsteal_fast.util.checks import check_positive_int
 from sslsteal_fast.util.files import save_tensors, write_json
 from sslsteal_fast.victim import TrainHook, Victim, train_victim
 
@@ -225,7 +225,7 @@ def verify_watermark(
     Returns:
         :class:`WatermarkVerdict` with the accuracy and the one-sided ``binomtest(correct, n, 0.5)`` p-value.
     """
-    check_number("verify_watermark: alpha", alpha, low=0.0, strict=True)
+    check_alpha("verify_watermark: alpha", alpha)
     if not isinstance(images, torch.Tensor) or images.dim() != 4 or images.shape[0] == 0:
         raise ValueError(
             f"verify_watermark: images must be a non-empty (N, C, H, W) tensor, got "

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
 from sslsteal_fast.data import to_float
 from sslsteal_fast.util.checks import check_positive_int
+from sslsteal_fast.util.progress import progress_bar
 from sslsteal_fast.victim import Victim, query_victim
 
 __all__ = ["extract_features"]
@@ -50,7 +50,7 @@ def extract_features(
     was_training = encoder.training
     encoder.eval()
     outs: list[torch.Tensor] = []
-    starts = tqdm(
+    starts = progress_bar(
         range(0, images.shape[0], batch_size), desc="features", unit="batch", leave=False, disable=not progress
     )
     try:

@@ -17,10 +17,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-from tqdm.auto import tqdm
 
 from sslsteal_fast.sweep.cell import CellTask, init_worker, run_cell
 from sslsteal_fast.sweep.config import DatasetRef, SweepConfig
+from sslsteal_fast.util.progress import progress_bar
 
 __all__ = ["Cell", "available_cores", "cell_key", "execute", "expand_grid", "plan_workers"]
 
@@ -99,7 +99,7 @@ def execute(
 
     A cell that raises does not stop the others: its traceback is logged and its id returned.
     """
-    bar = tqdm(total=len(tasks), desc="sweep cells", unit="cell", disable=not progress)
+    bar = progress_bar(total=len(tasks), desc="sweep cells", unit="cell", disable=not progress)
     failed: list[str] = []
 
     def finish(task: CellTask, row: dict[str, Any] | None, error: str | None) -> None:

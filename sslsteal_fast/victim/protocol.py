@@ -17,10 +17,10 @@ from typing import Protocol, runtime_checkable
 
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
 from sslsteal_fast.data import to_float
 from sslsteal_fast.util.checks import check_positive_int
+from sslsteal_fast.util.progress import progress_bar
 
 __all__ = ["LocalVictim", "Victim", "query_victim"]
 
@@ -129,7 +129,7 @@ def query_victim(
     if not isinstance(images, torch.Tensor) or images.dim() != 4:
         raise ValueError(f"query_victim: images must be (N, C, H, W), got {getattr(images, 'shape', type(images))}")
     outs: list[torch.Tensor] = []
-    starts = tqdm(
+    starts = progress_bar(
         range(0, images.shape[0], batch_size), desc="querying victim", unit="batch", leave=False, disable=not progress
     )
     for start in starts:

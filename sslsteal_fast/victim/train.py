@@ -38,7 +38,6 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
 from sslsteal_fast import ops
 from sslsteal_fast.config import VICTIM_LOSSES, VictimTrainConfig
@@ -46,6 +45,7 @@ from sslsteal_fast.data import ImageDataset, SimCLRAugment, load_dataset, to_flo
 from sslsteal_fast.models import SimCLRModel, build_encoder, checkpoint_paths, save_checkpoint
 from sslsteal_fast.util.checks import ArgumentTypeError
 from sslsteal_fast.util.files import load_tensors, save_tensors
+from sslsteal_fast.util.progress import progress_bar, progress_write
 
 __all__ = [
     "LOSSES",
@@ -279,12 +279,12 @@ def train_victim(
         for mod in modules.values():
             mod.train()
         total = 0.0
-        bar = tqdm(
+        bar = progress_bar(
             range(steps_per_epoch),
             desc=f"epoch {epoch + 1}/{cfg.epochs}",
+            unit="step",
             disable=not cfg.progress,
             leave=False,
-            dynamic_ncols=True,
         )
         for i in bar:
             for group in opt.param_groups:
@@ -321,7 +321,7 @@ def train_victim(
                 for hook, metrics in prog.hook_metrics.items()
                 for key, values in metrics.items()
             )
-            tqdm.write(
+            progress_write(
                 f"epoch {epoch + 1}/{cfg.epochs}: loss {prog.epoch_losses[-1]:.4f}{extras} ({prog.seconds:.1f} s)"
             )
         if on_epoch_end is not None:

@@ -72,3 +72,72 @@ def test_missing_victim_file(tmp_path: Path, capsys: pytest.CaptureFixture[str])
     rc = main(["steal", "--victim", str(tmp_path / "none.onnx"), "--queries", "shapes", "--out", str(tmp_path / "o")])
     assert rc == 2
     assert "no such ONNX file" in capsys.readouterr().err
+
+
+def _steal_args(files: dict[str, Path], out: Path, *extra: str) -> list[str]:
+    spec = f"npz:{files['npz']}"
+    base = ["steal", "--victim", str(files["onnx"]), "--queries", spec, "--budget", "16", "--epochs", "1"]
+    return [*base, "--loss", "mse", "--out", str(out), "--quiet", "--json", *extra]
+
+
+def test_steal_refuses_to_overwrite_without_overwrite(
+    files: dict[str, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = files["root"] / "kept"
+    assert main(_steal_args(files, out)) == 0
+    capsys.readouterr()
+    before = out.with_suffix(".safetensors").read_bytes()
+    assert main(_steal_args(files, out, "--seed", "5")) == 2
+    assert "already exist; pass --overwrite to replace it" in capsys.readouterr().err
+    assert out.with_suffix(".safetensors").read_bytes() == before
+    assert main(_steal_args(files, out, "--seed", "5", "--overwrite")) == 0
+    assert json.loads(capsys.readouterr().out)["seed"] == 5
+    assert out.with_suffix(".safetensors").read_bytes() != before
+
+
+@pytest.mark.parametrize(
+    "extra, smallest",
+    [
+        (["--loss", "info_nce", "--batch-size", "1"], 1),
+        (["--loss", "soft_nn", "--budget", "3", "--batch-size", "2"], 1),
+    ],
+)
+def test_contrastive_loss_needs_batches_of_two(
+    files: dict[str, Path], capsys: pytest.CaptureFixture[str], extra: list[str], smallest: int
+) -> None:
+    out = files["root"] / "never"
+    assert main(_steal_args(files, out, *extra)) == 2
+    err = capsys.readouterr().err
+    assert "needs batches of at least 2" in err and f"gives a batch of {smallest}" in err
+    assert not out.with_suffix(".json").exists()
+
+
+def test_batch_of_one_is_fine_for_mse(files: dict[str, Path], capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(_steal_args(files, files["root"] / "mse-1", "--batch-size", "1", "--budget", "4")) == 0
+
+
+def test_steal_through_a_defense(files: dict[str, Path], capsys: pytest.CaptureFixture[str]) -> None:
+    plain = files["root"] / "plain"
+    assert main(_steal_args(files, plain)) == 0
+    clean_loss = json.loads(capsys.readouterr().out)["final_loss"]
+    defended = files["root"] / "defended"
+    state = files["root"] / "defense-state.sqlite"
+    args = _steal_args(files, defended, "--defense", "noise:sigma=100", "--defense", "quantize:decimals=1")
+    assert main([*args, "--defense-state", str(state)]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["defenses"] == ["noise:sigma=100", "quantize:decimals=1"] and summary["billed_queries"] == 16
+    assert summary["final_loss"] > 100 * clean_loss  # the thief really trained on noisy answers
+    _, meta = load_checkpoint(defended)
+    assert meta["defenses"] == summary["defenses"]
+
+    centred = _steal_args(files, files["root"] / "centred", "--defense", "detection:threshold=0.6")
+    assert main([*centred, "--defense-center", f"npz:{files['npz']}"]) == 0
+    assert json.loads(capsys.readouterr().out)["defenses"] == ["detection:threshold=0.6"]
+    assert main([*centred, "--overwrite", "--defense", "bogus:x=1"]) == 2
+    assert "unknown defense 'bogus'" in capsys.readouterr().err
+
+
+def test_defense_options_need_defense(files: dict[str, Path], capsys: pytest.CaptureFixture[str]) -> None:
+    out = files["root"] / "stray"
+    assert main(_steal_args(files, out, "--defense-center", "shapes")) == 2
+    assert "--defense-center only applies with --defense" in capsys.readouterr().err

@@ -60,6 +60,7 @@ def test_verify_cli_json(victim, method, capsys):
     )
     assert code == 0
     report = json.loads(capsys.readouterr().out)
+    assert report["alpha"] == 0.01
     assert report["verdict"] in ("stolen", "independent") and 0.0 <= report["p_value"] <= 1.0
     assert report["method"] == method and "statistic" in report
 
@@ -83,3 +84,34 @@ def test_verify_cli_errors(tmp_path, victim, capsys):
         == 2
     )
     assert "lower --count" in capsys.readouterr().err
+
+
+def test_train_victim_watermark_then_verify(tmp_path, capsys):
+    out = tmp_path / "wm-cli"
+    argv = ["train-victim", "--out", str(out), "--epochs", "1", "--count", "32", "--batch-size", "16"]
+    argv += ["--image-size", "16", "--device", "cpu", "--quiet", "--json", "--watermark"]
+    argv += ["--watermark-dataset", "digits", "--watermark-count", "32", "--watermark-batch-size", "8"]
+    assert main([*argv, "--watermark-hidden", "8"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["watermark"]["dataset"] == "digits" and 0.0 <= result["watermark"]["rotation_accuracy"] <= 1.0
+    assert all(p.is_file() for p in head_paths(out))
+    head, meta = load_head(out)
+    assert head.hidden == 8 and meta["watermark"]["count"] == 32
+    code = main(["verify", "--method", "watermark", "--victim", str(out), "--suspect", str(out), "--count", "30"])
+    assert code == 0
+    assert capsys.readouterr().out.startswith("watermark: ")
+
+
+def test_watermark_options_need_watermark(tmp_path, capsys):
+    argv = ["train-victim", "--out", str(tmp_path / "v"), "--watermark-dataset", "digits", "--device", "cpu"]
+    assert main(argv) == 2
+    assert "--watermark-dataset only applies with --watermark" in capsys.readouterr().err
+    assert not (tmp_path / "v.json").exists()
+
+
+@pytest.mark.parametrize("alpha", ["7", "1", "0", "-0.01", "nan", "inf", "abc"])
+def test_verify_alpha_must_be_in_0_1(victim, alpha, capsys):
+    argv = ["verify", "--method", "watermark", "--victim", str(victim), "--suspect", str(victim), "--alpha", alpha]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("sslsteal verify: error: argument --alpha")
