@@ -37,8 +37,7 @@ from tqdm.auto import tqdm
 from sslsteal_fast.attacks.losses import make_loss
 from sslsteal_fast.config import DEFAULT_BATCH_SIZES, DEFAULT_LRS, STRATEGIES, StealConfig
 from sslsteal_fast.data import ImageDataset, SimCLRAugment, to_float
-from sslsteal_fast.models import build_encoder
-from sslsteal_fast.util.checks import check_positive_int
+from sslsteal_fast.models import StolenEncoder, build_encoder
 from sslsteal_fast.victim import Victim, query_victim
 
 __all__ = [
@@ -75,35 +74,6 @@ class StealResult:
     config: dict[str, Any]
     history: list[float]
     answers_used: int = 0
-
-
-class StolenEncoder(nn.Module):
-    """A stolen model: an encoder from ``build_encoder`` plus, when needed, a linear output layer.
-
-    ``forward`` (B, C, H, W) float in [0, 1] -> (B, out_dim). When ``encoder.rep_dim == out_dim`` there
-    is no output layer and this is the encoder itself; otherwise ``adapter = Linear(rep_dim, out_dim)``
-    maps to the victim's dimension (as the reference code's replaced ``fc`` layer does). Attributes:
-    ``encoder``, ``adapter`` (or None), ``arch``, ``in_channels``, ``backbone_dim`` (encoder.rep_dim)
-    and ``rep_dim`` (= out_dim, the dimension of the returned representation).
-    """
-
-    def __init__(self, encoder: nn.Module, out_dim: int) -> None:
-        super().__init__()
-        backbone_dim = getattr(encoder, "rep_dim", None)
-        if not isinstance(backbone_dim, int):
-            raise ValueError("StolenEncoder: the encoder must have an int attribute rep_dim (use build_encoder)")
-        check_positive_int("StolenEncoder: out_dim", out_dim)
-        self.encoder = encoder
-        self.adapter: nn.Linear | None = nn.Linear(backbone_dim, out_dim) if backbone_dim != out_dim else None
-        self.arch = getattr(encoder, "arch", type(encoder).__name__)
-        self.in_channels = int(getattr(encoder, "in_channels", 3))
-        self.backbone_dim = backbone_dim
-        self.rep_dim = out_dim
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, C, H, W) float -> (B, rep_dim)."""
-        h = self.encoder(x)
-        return h if self.adapter is None else self.adapter(h)
 
 
 def _query_images(queries: ImageDataset | torch.Tensor) -> torch.Tensor:
