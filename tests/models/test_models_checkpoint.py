@@ -17,6 +17,7 @@ from sslsteal_fast.models import (
     load_checkpoint,
     save_checkpoint,
 )
+from tests.helpers import ConvThief
 
 
 def _trained_looking(model: torch.nn.Module) -> torch.nn.Module:
@@ -111,18 +112,6 @@ def test_onnx_exportable_ops_only() -> None:
                 assert m.output_size in (1, (1, 1))  # -> GlobalAveragePool
 
 
-class _CustomThief(torch.nn.Module):
-    """An encoder of no built-in architecture (no ``arch``, ``rep_dim`` or ``in_channels``): (B, 3, H, W) -> (B, 24)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.conv = torch.nn.Conv2d(3, 24, 3, padding=1)
-        self.bn = torch.nn.BatchNorm2d(24)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.relu(self.bn(self.conv(x))).mean(dim=(2, 3))
-
-
 def _assert_same_module(a: torch.nn.Module, b: torch.nn.Module) -> None:
     ref, got = a.state_dict(), b.state_dict()
     assert ref.keys() == got.keys()
@@ -149,13 +138,13 @@ def test_stolen_encoder_round_trip(tmp_path: Path, out_dim: int) -> None:
 
 def test_stolen_encoder_of_a_custom_architecture(tmp_path: Path) -> None:
     torch.manual_seed(3)
-    stolen = _trained_looking(StolenEncoder(_CustomThief(), 256, backbone_dim=24, in_channels=3))
+    stolen = _trained_looking(StolenEncoder(ConvThief(), 256, backbone_dim=24, in_channels=3))
     save_checkpoint(tmp_path / "thief", stolen, {"note": "custom"})
     meta = json.loads((tmp_path / "thief.json").read_text())
-    assert meta["arch"] == "custom" and meta["encoder_class"].endswith("_CustomThief") and meta["backbone_dim"] == 24
+    assert meta["arch"] == "custom" and meta["encoder_class"].endswith("ConvThief") and meta["backbone_dim"] == 24
     with pytest.raises(ValueError, match=r"thief\.json.*custom.*encoder="):
         load_checkpoint(tmp_path / "thief")
-    module = _CustomThief()
+    module = ConvThief()
     loaded, meta = load_checkpoint(tmp_path / "thief", encoder=module)
     assert loaded.encoder is module and loaded.adapter is not None and meta["note"] == "custom"
     _assert_same_module(stolen, loaded)
