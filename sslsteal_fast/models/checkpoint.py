@@ -120,6 +120,8 @@ def check_metadata(meta: Any) -> dict[str, Any]:
             raise ValueError(f"backbone_dim is {backbone} but a {arch} encoder has {REP_DIMS[arch]}")
         if not isinstance(meta.get("steal", {}), dict):
             raise ValueError(f"steal must be a JSON object, got {type(meta['steal']).__name__}")
+        if not isinstance(meta.get("encoder_class", ""), str):
+            raise ValueError(f"encoder_class must be a string, got {meta['encoder_class']!r}")
     elif "rep_dim" in meta:
         rep = check_int("rep_dim", meta["rep_dim"], low=1, high=MAX_DIM)
         if rep != REP_DIMS[arch]:

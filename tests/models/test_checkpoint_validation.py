@@ -11,7 +11,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from sslsteal_fast.models import SimCLRModel, build_encoder, checkpoint, load_checkpoint, save_checkpoint
+from sslsteal_fast.models import (
+    SimCLRModel,
+    StolenEncoder,
+    build_encoder,
+    checkpoint,
+    load_checkpoint,
+    save_checkpoint,
+)
 
 
 @pytest.fixture
@@ -125,3 +132,22 @@ def test_dtype_kind_checked(tmp_path: Path) -> None:
 def test_valid_checkpoints_still_load(simclr: Path) -> None:
     model, meta = load_checkpoint(simclr)
     assert isinstance(model, SimCLRModel) and meta["seed"] == 0 and model.head.hidden_dim == 64
+
+
+@pytest.mark.parametrize(
+    "fields, match",
+    [
+        (dict(backbone_dim=512), "backbone_dim is 512 but a small encoder has 256"),
+        (dict(backbone_dim=0), "backbone_dim must be an int in"),
+        (dict(rep_dim=10**6), "rep_dim must be an int in \\[1, 32768\\]"),
+        (dict(rep_dim=128.0), "rep_dim must be an int"),
+        (dict(steal=[1]), "steal must be a JSON object"),
+        (dict(arch="custom", encoder_class=3), "encoder_class must be a string"),
+    ],
+)
+def test_bad_stolen_metadata_is_refused(tmp_path: Path, no_real_build: list[str], fields: dict, match: str) -> None:
+    save_checkpoint(tmp_path / "s", StolenEncoder(build_encoder("small"), 128), {})
+    json_path = _edit_json(tmp_path / "s", **fields)
+    with pytest.raises(ValueError, match=match) as info:
+        load_checkpoint(tmp_path / "s")
+    assert str(json_path) in str(info.value) and no_real_build == []
