@@ -10,8 +10,11 @@ from pathlib import Path
 import numpy as np
 import onnx
 import torch
+import torch.nn.functional as F
 from onnx import TensorProto, helper, numpy_helper
 from torch import nn
+
+from sslsteal_fast.models import build_encoder
 
 
 class TinyEncoder(nn.Module):
@@ -155,3 +158,41 @@ def write_toy_npz(path: Path, *, size: int, train: int, test: int, channel: int 
         data[f"{split}_images"], data[f"{split}_labels"] = images.numpy(), labels.numpy()
     np.savez(path, **data, num_classes=np.int64(3))
     return path
+
+
+def uint8_images(n: int, seed: int = 0, channels: int = 3, size: int = 16) -> torch.Tensor:
+    """Random uint8 query images (n, channels, size, size)."""
+    g = torch.Generator().manual_seed(seed)
+    return torch.randint(0, 256, (n, channels, size, size), generator=g, dtype=torch.uint8)
+
+
+def calibrated_encoder(seed: int, arch: str = "small", size: int = 16) -> nn.Module:
+    """A random encoder (eval mode) whose BatchNorm running statistics match random images, as a trained one's do."""
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        enc = build_encoder(arch)
+    for m in enc.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.momentum = None  # cumulative average
+    enc.train()
+    with torch.no_grad():
+        enc(uint8_images(256, seed=99, size=size).float() / 255)
+    return enc.eval()
+
+
+class ConvThief(nn.Module):
+    """A thief of no built-in architecture (no ``arch`` or ``in_channels``): conv-BN-ReLU, average pool.
+
+    (B, 3, H, W) -> (B, dim). ``claimed``: a wrong ``rep_dim`` attribute, to show a dimension is
+    measured, not read.
+    """
+
+    def __init__(self, dim: int = 24, claimed: int | None = None) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, dim, 3, padding=1)
+        self.bn = nn.BatchNorm2d(dim)
+        if claimed is not None:
+            self.rep_dim = claimed
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.relu(self.bn(self.conv(x))).mean(dim=(2, 3))

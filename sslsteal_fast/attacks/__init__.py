@@ -3,9 +3,13 @@
 >>> victim = OnnxVictim("victim.onnx")                  # or LocalVictim(encoder)
 >>> result = steal(victim, load_dataset("shapes"), StealConfig(loss="info_nce", budget=1000, epochs=20))
 >>> result.stolen, result.billed_queries, result.victim_forward_passes
+>>> result.save("stolen")                                  # stolen.safetensors + stolen.json (provenance)
+
+Any thief and any loss: ``steal(victim, queries, cfg, thief=my_resnet, loss=my_loss)``; the thief gets
+a trained linear head when its dimension is not the victim's (``result.encoder`` is the thief alone).
 
 Losses: :mod:`sslsteal_fast.attacks.losses`; the training loop and query strategies:
-:mod:`sslsteal_fast.attacks.steal`. The victim side of the contract (:class:`Victim`,
+:mod:`sslsteal_fast.attacks.steal`; the query sets it reads: :mod:`sslsteal_fast.attacks.queries`. The victim side of the contract (:class:`Victim`,
 :class:`LocalVictim`, :func:`query_victim`) lives in :mod:`sslsteal_fast.victim` and is re-exported here.
 """
 
@@ -16,11 +20,14 @@ from sslsteal_fast.attacks.losses import (
     LOSSES,
     CosineLoss,
     InfoNCELoss,
+    LossFn,
     MSELoss,
     SoftNNLoss,
     WassersteinLoss,
+    loss_name,
     make_loss,
 )
+from sslsteal_fast.attacks.queries import QueryInput, QuerySet
 from sslsteal_fast.attacks.steal import (
     DEFAULT_BATCH_SIZES,
     DEFAULT_LRS,
@@ -41,13 +48,17 @@ __all__ = [
     "CosineLoss",
     "InfoNCELoss",
     "LocalVictim",
+    "LossFn",
     "MSELoss",
+    "QueryInput",
+    "QuerySet",
     "SoftNNLoss",
     "StealConfig",
     "StealResult",
     "StolenEncoder",
     "Victim",
     "WassersteinLoss",
+    "loss_name",
     "make_loss",
     "query_victim",
     "steal",

@@ -17,9 +17,16 @@ Extraction* (ICML 2022), Sec. 3 and App. C:
   :func:`sslsteal_fast.ops.soft_nn`.
 * :class:`WassersteinLoss` - the paper's 1-D CDF distance between sum-normalised vectors.
 * :class:`CosineLoss` - ``1 - cos(stolen_i, target_i)`` averaged over rows.
+
+:func:`~sslsteal_fast.attacks.steal` also takes any callable ``loss(stolen, target) -> scalar tensor``
+(:data:`LossFn`). A loss says how many rows a batch needs with a ``min_batch`` attribute (default 1;
+the contrastive losses need 2, since each row's negatives are the other rows), and names itself in
+results with :func:`loss_name`.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -27,18 +34,24 @@ from torch import nn
 
 from sslsteal_fast import ops
 from sslsteal_fast.config import LOSSES, TEMPERATURES, loss_temperature
-from sslsteal_fast.util.checks import ArgumentTypeError, check_choice, check_number
+from sslsteal_fast.util.checks import ArgumentTypeError, check_choice, check_int, check_number
 
 __all__ = [
     "DEFAULT_TEMPERATURES",
     "LOSSES",
     "CosineLoss",
     "InfoNCELoss",
+    "LossFn",
     "MSELoss",
     "SoftNNLoss",
     "WassersteinLoss",
+    "loss_name",
     "make_loss",
+    "min_batch",
 ]
+
+#: A stealing loss: ``loss(stolen (B, D), target (B, D)) -> scalar tensor`` (with grad through ``stolen``).
+LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 #: The paper's temperatures of the contrastive losses (one definition: :data:`sslsteal_fast.config.TEMPERATURES`).
 DEFAULT_TEMPERATURES = TEMPERATURES
@@ -76,6 +89,8 @@ class _ContrastiveLoss(nn.Module):
     """A contrastive stealing loss: a temperature (default: the paper's for ``name``), validated once."""
 
     name: str
+    #: Each row's negatives are the other rows of the batch: one row alone has none.
+    min_batch = 2
 
     def __init__(self, temperature: float | None = None) -> None:
         super().__init__()
@@ -189,3 +204,19 @@ def make_loss(name: str, temperature: float | None = None) -> nn.Module:
     if name == "soft_nn":
         return SoftNNLoss(t)
     return {"mse": MSELoss, "wasserstein": WassersteinLoss, "cosine": CosineLoss}[name]()
+
+
+_NAMED = (MSELoss, InfoNCELoss, SoftNNLoss, WassersteinLoss, CosineLoss)
+
+
+def loss_name(loss: LossFn) -> str:
+    """How results name a loss: its name for this module's losses, ``"custom:<qualified name>"`` otherwise."""
+    if isinstance(loss, _NAMED):
+        return loss.name
+    target = loss if callable(loss) and hasattr(loss, "__qualname__") else type(loss)
+    return f"custom:{getattr(target, '__module__', '?')}.{target.__qualname__}"
+
+
+def min_batch(loss: LossFn) -> int:
+    """Rows a batch of ``loss`` needs: its ``min_batch`` attribute (an int >= 1), else 1."""
+    return check_int(f"{loss_name(loss)}: min_batch", getattr(loss, "min_batch", 1), low=1)

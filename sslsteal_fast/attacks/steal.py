@@ -1,4 +1,4 @@
-"""Steal an encoder: train a fresh model on (query image, victim answer) pairs under a query budget.
+"""Steal an encoder: train a model on (query image, victim answer) pairs under a query budget.
 
 Two query strategies (``StealConfig.strategy``):
 
@@ -11,15 +11,25 @@ Two query strategies (``StealConfig.strategy``):
   victim is re-queried every epoch: ``budget * epochs`` billed queries. With ``augment=False`` the
   clean images are re-sent every epoch (the reference code's re-query quirk, made explicit).
 
-The stolen model is ``build_encoder(cfg.arch)``; when its representation dimension differs from the
-victim's answers a ``Linear(rep_dim, victim_dim)`` output layer is appended (see
-:class:`StolenEncoder`) so every loss compares vectors in the victim's space. With the same dimension
-(e.g. a ``small`` thief for a ``small`` victim) there is no extra layer.
+The thief is ``build_encoder(cfg.arch)``, or any ``nn.Module`` the caller passes (``thief=``). Its
+output dimension is measured by one dry eval-mode forward pass on the first query image; when it
+differs from the victim's a ``Linear(thief_dim, victim_dim)`` head is appended and trained with it
+(:class:`StolenEncoder`, e.g. a 512-d ResNet-18 thief of a 2048-d ResNet-50 victim), so every loss
+compares vectors in the victim's space. ``result.stolen`` is the thief with the head,
+``result.encoder`` the thief alone, ``result.head`` the head (None when the dimensions agree).
+
+The loss is one of :data:`LOSSES` by name (``cfg.loss``) or any callable ``loss(stolen, victim_answers)
+-> scalar tensor`` (``loss=``), checked once on the thief's output before anything is billed.
+
+Queries are an :class:`ImageDataset`, a uint8 or float tensor, a numpy array or a map-style
+``torch.utils.data.Dataset`` (see :mod:`sslsteal_fast.attacks.queries`), always read a batch at a time.
 
 Accounting: ``billed_queries`` and ``victim_forward_passes`` are *measured* on the victim (the change
 of ``victim.queries_used`` / ``victim.forward_passes`` during the call), never computed;
 ``answers_used`` is how many victim answers the training consumed (``budget`` for query-once, also
-when ``targets`` are passed in from a shared cache; ``budget * epochs`` for augmented).
+when ``targets`` are passed in from a shared cache; ``budget * epochs`` for augmented). A steal that
+the victim's remaining budget (:func:`~sslsteal_fast.victim.protocol.remaining_budget`) cannot pay for
+is refused before anything is billed.
 """
 
 from __future__ import annotations
@@ -27,19 +37,22 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from sslsteal_fast.attacks.losses import make_loss
+from sslsteal_fast.attacks.losses import LossFn, loss_name, make_loss, min_batch
+from sslsteal_fast.attacks.queries import QueryInput, QuerySet, update_hash
 from sslsteal_fast.config import DEFAULT_BATCH_SIZES, DEFAULT_LRS, STRATEGIES, StealConfig
-from sslsteal_fast.data import ImageDataset, SimCLRAugment, to_float
-from sslsteal_fast.models import build_encoder
-from sslsteal_fast.util.checks import check_positive_int
+from sslsteal_fast.data import SimCLRAugment, to_float
+from sslsteal_fast.models import StolenEncoder, build_encoder, save_checkpoint
+from sslsteal_fast.util.checks import ArgumentTypeError
 from sslsteal_fast.util.progress import progress_bar
-from sslsteal_fast.victim import Victim, query_victim
+from sslsteal_fast.victim import Victim
+from sslsteal_fast.victim.protocol import remaining_budget, victim_sha256
 
 __all__ = [
     "DEFAULT_BATCH_SIZES",
@@ -57,17 +70,24 @@ class StealResult:
     """What a steal produced and what it cost.
 
     Attributes:
-        stolen: the trained :class:`StolenEncoder`, in eval mode, on ``config["device"]``.
+        stolen: the trained :class:`StolenEncoder` (the thief, plus the linear head when its dimension is
+            not the victim's), in eval mode, on ``config["device"]``: (B, C, H, W) -> (B, victim dim).
         billed_queries: rows billed by the victim during this call (measured on the victim).
         victim_forward_passes: rows the victim actually ran during this call (measured).
         answers_used: victim answers the training consumed (budget, or budget * epochs if augmented).
         wall_time_s: wall-clock seconds of the whole call (querying included).
         seed: the seed used.
-        config: the resolved :class:`StealConfig` as a dict (defaults filled in).
+        config: the resolved :class:`StealConfig` as a dict (defaults filled in); with a custom thief
+            ``"arch"`` is its ``arch`` (or class name), with a custom loss ``"loss"`` is its
+            :func:`~sslsteal_fast.attacks.losses.loss_name`.
         history: mean training loss per epoch (len == epochs).
+        victim_sha256: the victim's content hash (:func:`~sslsteal_fast.victim.protocol.victim_sha256`),
+            None when unknown.
+        query_set: ``{"name", "budget", "sha256"}`` of the query images used (the first ``budget``;
+            the hash is :meth:`QuerySet.sha256`).
     """
 
-    stolen: nn.Module
+    stolen: StolenEncoder
     billed_queries: int
     victim_forward_passes: int
     wall_time_s: float
@@ -75,50 +95,47 @@ class StealResult:
     config: dict[str, Any]
     history: list[float]
     answers_used: int = 0
+    victim_sha256: str | None = None
+    query_set: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def encoder(self) -> nn.Module:
+        """The stolen encoder without the head: the thief's own representation (B, thief dim)."""
+        return self.stolen.encoder
+
+    @property
+    def head(self) -> nn.Linear | None:
+        """The trained linear head from the thief's dimension to the victim's, or None when they agree."""
+        return self.stolen.adapter
+
+    def provenance(self) -> dict[str, Any]:
+        """What was stolen from whom, how and at what cost (JSON-serialisable; saved under ``"steal"``)."""
+        return {
+            "victim_sha256": self.victim_sha256,
+            "loss": self.config["loss"],
+            "budget": self.config["budget"],
+            "strategy": self.config["strategy"],
+            "query_set": dict(self.query_set),
+            "billed_queries": self.billed_queries,
+            "victim_forward_passes": self.victim_forward_passes,
+            "answers_used": self.answers_used,
+            "seed": self.seed,
+            "config": dict(self.config),
+            "history": list(self.history),
+        }
+
+    def save(self, prefix: str | Path, metadata: dict[str, Any] | None = None) -> None:
+        """Save ``stolen`` (head included) as a checkpoint; its JSON records :meth:`provenance` under ``"steal"``.
+
+        ``metadata``: more JSON-serialisable keys to record. Load it back with
+        :func:`~sslsteal_fast.models.load_checkpoint` (a custom thief: ``load_checkpoint(prefix, encoder=...)``).
+        """
+        save_checkpoint(prefix, self.stolen, {"steal": self.provenance(), **(metadata or {})})
 
 
-class StolenEncoder(nn.Module):
-    """A stolen model: an encoder from ``build_encoder`` plus, when needed, a linear output layer.
-
-    ``forward`` (B, C, H, W) float in [0, 1] -> (B, out_dim). When ``encoder.rep_dim == out_dim`` there
-    is no output layer and this is the encoder itself; otherwise ``adapter = Linear(rep_dim, out_dim)``
-    maps to the victim's dimension (as the reference code's replaced ``fc`` layer does). Attributes:
-    ``encoder``, ``adapter`` (or None), ``arch``, ``in_channels``, ``backbone_dim`` (encoder.rep_dim)
-    and ``rep_dim`` (= out_dim, the dimension of the returned representation).
-    """
-
-    def __init__(self, encoder: nn.Module, out_dim: int) -> None:
-        super().__init__()
-        backbone_dim = getattr(encoder, "rep_dim", None)
-        if not isinstance(backbone_dim, int):
-            raise ValueError("StolenEncoder: the encoder must have an int attribute rep_dim (use build_encoder)")
-        check_positive_int("StolenEncoder: out_dim", out_dim)
-        self.encoder = encoder
-        self.adapter: nn.Linear | None = nn.Linear(backbone_dim, out_dim) if backbone_dim != out_dim else None
-        self.arch = getattr(encoder, "arch", type(encoder).__name__)
-        self.in_channels = int(getattr(encoder, "in_channels", 3))
-        self.backbone_dim = backbone_dim
-        self.rep_dim = out_dim
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, C, H, W) float -> (B, rep_dim)."""
-        h = self.encoder(x)
-        return h if self.adapter is None else self.adapter(h)
-
-
-def _query_images(queries: ImageDataset | torch.Tensor) -> torch.Tensor:
-    images = queries.images if isinstance(queries, ImageDataset) else queries
-    if not isinstance(images, torch.Tensor) or images.dim() != 4 or images.dtype != torch.uint8:
-        raise ValueError(
-            "steal: queries must be an ImageDataset or a uint8 tensor (N, C, H, W), got "
-            f"{getattr(images, 'dtype', type(images))} {tuple(getattr(images, 'shape', ()))}"
-        )
-    return images
-
-
-def _check_victim_shape(victim: Victim, images: torch.Tensor) -> None:
+def _check_victim_shape(victim: Victim, image_shape: tuple[int, int, int]) -> None:
     c, h, w = victim.input_shape
-    _, ic, ih, iw = images.shape
+    ic, ih, iw = image_shape
     if c is not None and ic != c:
         raise ValueError(
             f"steal: the victim takes {c}-channel images but the queries have {ic}; load the query set with "
@@ -131,90 +148,264 @@ def _check_victim_shape(victim: Victim, images: torch.Tensor) -> None:
         )
 
 
-def _batches(n: int, batch_size: int, generator: torch.Generator) -> list[torch.Tensor]:
-    """A random permutation of range(n) cut into ceil(n / batch_size) near-equal batches (none dropped)."""
+def _check_targets(targets: torch.Tensor | None, cfg: StealConfig, out_dim: int) -> None:
+    if targets is None:
+        return
+    if cfg.strategy != "query-once":
+        raise ValueError("steal: targets can only be reused with strategy='query-once'; drop targets")
+    if not isinstance(targets, torch.Tensor) or targets.dim() != 2 or targets.shape[0] < cfg.budget:
+        raise ValueError(
+            f"steal: targets must be a (>= {cfg.budget}, D) tensor of victim answers, got "
+            f"{tuple(getattr(targets, 'shape', ()))}"
+        )
+    if targets.shape[1] != out_dim:
+        raise ValueError(
+            f"steal: targets have dimension {targets.shape[1]} but the victim answers with {out_dim}; pass "
+            "answers from this victim"
+        )
+
+
+def _check_budget(victim: Victim, cfg: StealConfig, reuse_targets: bool) -> None:
+    """Refuse, before anything is billed, a steal the victim's remaining budget cannot pay for."""
+    if reuse_targets:
+        return
+    needed = cfg.budget if cfg.strategy == "query-once" else cfg.budget * cfg.epochs
+    remaining = remaining_budget(victim)
+    if remaining is not None and needed > remaining:
+        how = (
+            f"{cfg.budget} images, each sent once"
+            if cfg.strategy == "query-once"
+            else f"{cfg.budget} images x {cfg.epochs} epochs of augmented views"
+        )
+        fix = "lower the budget" if cfg.strategy == "query-once" else "lower the budget or the epochs"
+        raise ValueError(
+            f"steal: this steal needs {needed} queries ({how}) but the victim's budget has {remaining} left; "
+            f"nothing was billed - {fix}"
+        )
+
+
+def _loss_function(cfg: StealConfig, loss: LossFn | None, temperature_given: bool) -> LossFn:
+    if loss is None:
+        return make_loss(cfg.loss, cfg.temperature)
+    if not callable(loss):
+        raise ArgumentTypeError(
+            f"steal: loss must be a callable loss(stolen, victim_answers) -> scalar tensor, got {loss!r} (name a "
+            "built-in loss with StealConfig.loss instead)"
+        )
+    if temperature_given:
+        raise ValueError(
+            "steal: StealConfig.temperature applies to the named losses only; a loss callable brings its own - "
+            "drop the temperature"
+        )
+    return loss
+
+
+def _check_loss_value(value: Any, name: str) -> torch.Tensor:
+    """``value`` if it is a differentiable floating-point scalar tensor (finiteness is checked by the caller)."""
+    if not isinstance(value, torch.Tensor) or not value.is_floating_point():
+        got = f"a {value.dtype} tensor" if isinstance(value, torch.Tensor) else type(value).__name__
+        raise ArgumentTypeError(f"steal: the loss {name} must return a floating-point scalar tensor, got {got}")
+    if value.dim() != 0:
+        raise ValueError(
+            f"steal: the loss {name} must return a scalar (0-dim) tensor, got shape {tuple(value.shape)}; reduce "
+            "it, e.g. with .mean()"
+        )
+    if not value.requires_grad:
+        raise ValueError(
+            f"steal: the loss {name} returned a tensor without grad; compute it from `stolen` with differentiable "
+            "operations (no .detach(), .item() or torch.no_grad())"
+        )
+    return value
+
+
+def _dry_loss(
+    loss_fn: LossFn, name: str, stolen: StolenEncoder, queries: QuerySet, rows: int, device: torch.device
+) -> None:
+    """Check a loss callable once on the thief's outputs (standing in for the victim's), before any billing."""
+    n = min(queries.budget, max(2, rows))
+    x = to_float(queries.fetch(torch.arange(n)).to(device))
+    was_training = stolen.training
+    stolen.eval()
+    try:
+        with torch.no_grad():
+            out = stolen(x)
+    finally:
+        stolen.train(was_training)
+    stand_in = out.detach().roll(1, 0)
+    try:
+        value = loss_fn(out.detach().clone().requires_grad_(True), stand_in)
+    except (RuntimeError, ValueError, TypeError) as exc:
+        raise ValueError(
+            f"steal: the loss {name} failed on a ({n}, {out.shape[1]}) pair of representations: {exc}"
+        ) from exc
+    value = _check_loss_value(value, name)
+    if not torch.isfinite(value.detach()):
+        raise ValueError(
+            f"steal: the loss {name} returned {value.item()} on a ({n}, {out.shape[1]}) pair; it must be finite"
+        )
+
+
+def _build_stolen(
+    thief: nn.Module | None, cfg: StealConfig, queries: QuerySet, out_dim: int, device: torch.device
+) -> StolenEncoder:
+    """The model to train: ``build_encoder(cfg.arch)`` or ``thief``, with a head when its dimension is not ``out_dim``."""
+    channels = queries.image_shape[0]
+    if thief is None:
+        return StolenEncoder(build_encoder(cfg.arch, channels), out_dim).to(device)
+    if not isinstance(thief, nn.Module):
+        raise ArgumentTypeError(f"steal: thief must be an nn.Module, got {type(thief).__name__}")
+    thief.to(device)
+    x = to_float(queries.fetch(torch.zeros(1, dtype=torch.int64)).to(device))
+    was_training = thief.training
+    thief.eval()
+    try:
+        with torch.no_grad():
+            out = thief(x)
+    except (RuntimeError, ValueError, TypeError) as exc:
+        raise ValueError(f"steal: the thief failed on one query image of shape {tuple(x.shape)}: {exc}") from exc
+    finally:
+        thief.train(was_training)
+    if not isinstance(out, torch.Tensor) or out.dim() != 2 or out.shape[0] != 1 or not out.is_floating_point():
+        got = f"{out.dtype} {tuple(out.shape)}" if isinstance(out, torch.Tensor) else type(out).__name__
+        raise ValueError(
+            f"steal: the thief must map images (B, C, H, W) to one float (B, D) tensor; on one query image it "
+            f"returned {got} (wrap a model with several outputs to return its representation)"
+        )
+    dim = int(out.shape[1])
+    if isinstance(thief, StolenEncoder) and dim == out_dim:
+        return thief
+    return StolenEncoder(thief, out_dim, backbone_dim=dim, in_channels=channels).to(device)
+
+
+def _query_once(
+    victim: Victim, queries: QuerySet, cfg: StealConfig, out_dim: int, progress: bool
+) -> tuple[torch.Tensor, str]:
+    """Send the ``budget`` images once, in order and in chunks; returns (answers (budget, D), query sha256)."""
+    digest = queries.new_hash()
+    answers: list[torch.Tensor] = []
+    chunks = progress_bar(
+        queries.chunks(cfg.victim_batch_size),
+        total=math.ceil(queries.budget / cfg.victim_batch_size),
+        desc="querying victim",
+        unit="batch",
+        leave=False,
+        disable=not progress,
+    )
+    for batch in chunks:
+        update_hash(digest, batch)
+        answer = victim.query(batch, client=cfg.client)
+        _check_answers(answer, int(batch.shape[0]), out_dim)
+        answers.append(answer.to(torch.float32).cpu())
+    return torch.cat(answers), digest.hexdigest()
+
+
+def _batches(n: int, batch_size: int, generator: torch.Generator, min_rows: int = 1) -> list[torch.Tensor]:
+    """A random permutation of range(n) cut into near-equal batches of about ``batch_size`` rows.
+
+    None is dropped; there are ``ceil(n / batch_size)`` of them unless that would leave a batch under
+    ``min_rows`` rows (e.g. 5 rows in batches of 2), in which case there are fewer, larger ones.
+    """
     perm = torch.randperm(n, generator=generator)
-    return list(torch.tensor_split(perm, math.ceil(n / batch_size)))
+    parts = math.ceil(n / batch_size)
+    if n // parts < min_rows:
+        parts = max(1, n // min_rows)
+    return list(torch.tensor_split(perm, parts))
 
 
 def steal(
     victim: Victim,
-    queries: ImageDataset | torch.Tensor,
+    queries: QueryInput,
     cfg: StealConfig,
     *,
+    thief: nn.Module | None = None,
+    loss: LossFn | None = None,
     targets: torch.Tensor | None = None,
     progress: bool = True,
 ) -> StealResult:
     """Train a stolen encoder on the first ``cfg.budget`` query images and the victim's answers.
 
     Args:
-        victim: any :class:`~sslsteal_fast.victim.Victim` (``OnnxVictim``, ``LocalVictim``).
-        queries: uint8 images (N, C, H, W) or an ``ImageDataset``; labels are never used.
+        victim: any :class:`~sslsteal_fast.victim.Victim` (``OnnxVictim``, ``LocalVictim``). If it has
+            a ``remaining`` budget, a steal needing more queries is refused before anything is billed.
+        queries: an ``ImageDataset``, images (N, C, H, W) as a uint8 or float ([0, 1]) tensor or numpy
+            array, or a map-style ``Dataset`` of images or ``(image, label)`` items; read a batch at a
+            time, labels never used (:mod:`sslsteal_fast.attacks.queries`).
         cfg: the configuration; ``None`` fields take the paper's defaults.
+        thief: the model to train, any ``nn.Module`` mapping (B, C, H, W) float to (B, D); trained in
+            place, on ``cfg.device``. None builds ``build_encoder(cfg.arch)``. Its D is measured by one
+            eval-mode forward pass on the first query image; a linear head to the victim's dimension
+            is added (and trained) when they differ.
+        loss: a callable ``loss(stolen, victim_answers) -> scalar tensor`` (both (B, D)) used instead of
+            ``cfg.loss``, which then only picks the defaults of ``batch_size`` and ``lr``. It is checked
+            on the thief's own outputs before any billing; ``cfg.temperature`` must be None. A loss
+            needing more rows per batch declares ``min_batch`` (as the contrastive losses do: 2).
         targets: optional precomputed victim answers (>= budget, D) for those rows, in order (a sweep
             with nested budgets queries once for the largest budget and passes the cache). Only the
             first ``budget`` rows are used and the victim is not queried. Query-once only.
         progress: show progress over epochs (stderr; see :func:`~sslsteal_fast.util.progress.progress_bar`).
 
     Returns:
-        :class:`StealResult`; ``result.stolen`` maps (B, C, H, W) float -> (B, victim.output_dim).
+        :class:`StealResult`; ``result.stolen`` maps (B, C, H, W) float -> (B, victim.output_dim),
+        ``result.encoder`` is the thief alone and ``result.head`` the linear head (or None);
+        ``result.save(prefix)`` writes a checkpoint with the steal's provenance.
 
     Raises:
-        ValueError: an unknown loss/strategy/architecture, a budget < 1 or larger than the query set,
-            images the victim cannot take, or targets/answers whose dimension is not the victim's.
+        ValueError: an unknown loss/strategy/architecture, a budget < 1 or larger than the query set or
+            than the victim's remaining budget, a batch too small for the loss (contrastive losses need
+            2 rows), images the victim cannot take, a thief or loss that does not return what it
+            should, or targets/answers whose dimension is not the victim's (``ArgumentTypeError``, also
+            a TypeError, for arguments of the wrong type).
+        FloatingPointError: the loss became NaN or infinite during training.
     """
     start_time = time.perf_counter()
+    if not isinstance(cfg, StealConfig):
+        raise ArgumentTypeError(f"steal: cfg must be a StealConfig, got {type(cfg).__name__}")
+    temperature_given = cfg.temperature is not None
     cfg = cfg.resolved()
-    images = _query_images(queries)
-    if cfg.budget > images.shape[0]:
-        raise ValueError(
-            f"steal: budget {cfg.budget} exceeds the {images.shape[0]} available query images; lower the budget "
-            "or use a larger query set"
-        )
-    images = images[: cfg.budget]
-    _check_victim_shape(victim, images)
+    loss_fn = _loss_function(cfg, loss, temperature_given)
+    name = loss_name(loss_fn)
+    query_set = QuerySet(queries, cfg.budget)
+    _check_victim_shape(victim, query_set.image_shape)
     out_dim = int(victim.output_dim)
-    if targets is not None:
-        if cfg.strategy != "query-once":
-            raise ValueError("steal: targets can only be reused with strategy='query-once'; drop targets")
-        if not isinstance(targets, torch.Tensor) or targets.dim() != 2 or targets.shape[0] < cfg.budget:
-            raise ValueError(
-                f"steal: targets must be a (>= {cfg.budget}, D) tensor of victim answers, got "
-                f"{tuple(getattr(targets, 'shape', ()))}"
-            )
-        if targets.shape[1] != out_dim:
-            raise ValueError(
-                f"steal: targets have dimension {targets.shape[1]} but the victim answers with {out_dim}; pass "
-                "answers from this victim"
-            )
-
-    device = torch.device(cfg.device)
+    _check_targets(targets, cfg, out_dim)
     assert cfg.batch_size is not None and cfg.lr is not None
     batch_size = min(cfg.batch_size, cfg.budget)
-    loss_fn = make_loss(cfg.loss, cfg.temperature)
-    queries_before, passes_before = int(victim.queries_used), int(victim.forward_passes)
+    rows = min_batch(loss_fn)
+    if batch_size < rows:
+        why = f"batch_size {cfg.batch_size}" if cfg.batch_size < rows else f"budget {cfg.budget} (the largest batch)"
+        raise ValueError(
+            f"steal: the {name} loss needs at least {rows} rows per batch (each row's negatives are the other rows) "
+            f"but got {why}; use a batch_size of at least {rows}"
+        )
+    _check_budget(victim, cfg, targets is not None)
 
+    device = torch.device(cfg.device)
+    queries_before, passes_before = int(victim.queries_used), int(victim.forward_passes)
     fork_devices = [device.index or 0] if device.type == "cuda" else []
     with torch.random.fork_rng(devices=fork_devices):
         torch.manual_seed(cfg.seed)
         generator = torch.Generator().manual_seed(cfg.seed)
-        stolen = StolenEncoder(build_encoder(cfg.arch, int(images.shape[1])), out_dim).to(device)
-        augment = SimCLRAugment(int(images.shape[-1]), strength=cfg.augment_strength) if cfg.augment else None
+        stolen = _build_stolen(thief, cfg, query_set, out_dim, device)
+        if loss is not None:
+            _dry_loss(loss_fn, name, stolen, query_set, rows, device)
+        size = query_set.image_shape[-1]
+        augment = SimCLRAugment(size, strength=cfg.augment_strength) if cfg.augment else None
 
         cache: torch.Tensor | None = None
-        if cfg.strategy == "query-once":
+        if cfg.strategy == "query-once" and targets is None:
+            cache, query_sha = _query_once(victim, query_set, cfg, out_dim, progress)
+        else:
+            query_sha = query_set.sha256(cfg.victim_batch_size)
             if targets is not None:
                 cache = targets[: cfg.budget].to(torch.float32)
-            else:
-                cache = query_victim(victim, images, cfg.victim_batch_size, cfg.client, progress=progress)
-                _check_answers(cache, cfg.budget, out_dim)
+        if cache is not None:
             cache = cache.to(device)
 
         optimizer = torch.optim.Adam(stolen.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         history: list[float] = []
         epochs = progress_bar(
             range(cfg.epochs),
-            desc=f"steal {cfg.loss} ({cfg.strategy}, {cfg.budget} queries)",
+            desc=f"steal {name} ({cfg.strategy}, {cfg.budget} queries)",
             unit="epoch",
             disable=not progress,
         )
@@ -222,8 +413,8 @@ def steal(
         answers_used = cfg.budget if cache is not None else 0
         for epoch in epochs:
             total = 0.0
-            for index in _batches(cfg.budget, batch_size, generator):
-                x = to_float(images[index].to(device))
+            for index in _batches(cfg.budget, batch_size, generator, rows):
+                x = to_float(query_set.fetch(index).to(device))
                 if augment is not None:
                     x = augment(x)
                 if cache is not None:
@@ -232,29 +423,38 @@ def steal(
                     y = victim.query(x, client=cfg.client).to(device=device, dtype=torch.float32)
                     _check_answers(y, x.shape[0], out_dim)
                     answers_used += x.shape[0]
-                loss = loss_fn(stolen(x), y)
-                if not torch.isfinite(loss):
+                value = _check_loss_value(loss_fn(stolen(x), y), name)
+                if not torch.isfinite(value):
                     raise FloatingPointError(
-                        f"steal: the {cfg.loss} loss became {loss.item()} in epoch {epoch + 1}; lower the lr "
+                        f"steal: the {name} loss became {value.item()} in epoch {epoch + 1}; lower the lr "
                         f"(now {cfg.lr}) or check the victim's answers"
                     )
                 optimizer.zero_grad(set_to_none=True)
-                loss.backward()
+                value.backward()
                 optimizer.step()
-                total += loss.item() * x.shape[0]
+                total += value.item() * x.shape[0]
             history.append(total / cfg.budget)
             epochs.set_postfix(loss=f"{history[-1]:.4f}")
     stolen.eval()
-    return StealResult(
+    config = dataclasses.asdict(cfg)
+    if thief is not None:
+        config["arch"] = stolen.arch
+    if loss is not None:
+        config.update(loss=name, temperature=getattr(loss_fn, "temperature", None))
+    result = StealResult(
         stolen=stolen,
         billed_queries=int(victim.queries_used) - queries_before,
         victim_forward_passes=int(victim.forward_passes) - passes_before,
         wall_time_s=time.perf_counter() - start_time,
         seed=cfg.seed,
-        config=dataclasses.asdict(cfg),
+        config=config,
         history=history,
         answers_used=answers_used,
+        victim_sha256=victim_sha256(victim),
+        query_set={"name": query_set.name, "budget": cfg.budget, "sha256": query_sha},
     )
+    stolen.provenance = result.provenance()
+    return result
 
 
 def _check_answers(answers: torch.Tensor, rows: int, out_dim: int) -> None:

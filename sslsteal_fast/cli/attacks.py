@@ -24,7 +24,6 @@ from sslsteal_fast.config import (
     DEFAULT_BATCH_SIZES,
     DEFAULT_LRS,
     LOSSES,
-    REP_DIMS,
     STRATEGIES,
     TEMPERATURES,
     StealConfig,
@@ -161,14 +160,14 @@ def _cmd_steal(args: argparse.Namespace) -> int:
 
     Query a victim encoder (an ONNX file from `sslsteal export`, served with exact billing, through
     --defense if given) with the first BUDGET images of a query set, train a fresh encoder of
-    architecture ARCH to reproduce its answers, and save it as OUT.safetensors + OUT.json (metadata
+    architecture ARCH to reproduce its answers (with a linear head when its dimension is not the
+    victim's), and save it as OUT.safetensors + OUT.json (metadata
     records billed queries, victim forward passes, defenses, loss history and the full configuration).
     Query images are loaded at the victim's channels and size. Defaults follow Dziedzic et al. (ICML
     2022): Adam, the paper's per-loss batch sizes, learning rates and temperatures.
     """
     # Loaded when the command runs: keeps `sslsteal --help` fast.
-    from sslsteal_fast.attacks import StolenEncoder, steal
-    from sslsteal_fast.models import save_checkpoint
+    from sslsteal_fast.attacks import steal
     from sslsteal_fast.victim import OnnxVictim
 
     fields = {f.name for f in dataclasses.fields(StealConfig)} - {"device", "augment"}
@@ -182,19 +181,9 @@ def _cmd_steal(args: argparse.Namespace) -> int:
     if not args.victim.is_file():
         raise FileNotFoundError(f"--victim {args.victim}: no such ONNX file (export one with `sslsteal export`)")
     victim = OnnxVictim(args.victim)
-    if REP_DIMS[args.arch] != victim.output_dim:
-        raise ValueError(
-            f"--arch {args.arch} has {REP_DIMS[args.arch]}-d representations but the victim answers with "
-            f"{victim.output_dim}-d; choose an architecture with rep_dim {victim.output_dim} "
-            f"({', '.join(a for a, d in REP_DIMS.items() if d == victim.output_dim) or 'none built in'}) - "
-            "stolen models with an extra output layer can be trained with sslsteal_fast.attacks.steal() but "
-            "not yet saved as checkpoints"
-        )
     queries = load_for_input(args.queries, args.split, victim.input_shape, "--queries")
     served = _defended_victim(args, victim)
     result = steal(served, queries, cfg, progress=not args.quiet)
-    stolen = result.stolen
-    assert isinstance(stolen, StolenEncoder) and stolen.adapter is None
     summary = {
         "victim": str(args.victim),
         "defenses": list(args.defense or []),
@@ -208,8 +197,8 @@ def _cmd_steal(args: argparse.Namespace) -> int:
         "seed": result.seed,
         "final_loss": result.history[-1],
     }
-    metadata = {**summary, "stolen": True, "steal_config": result.config, "loss_history": result.history}
-    save_checkpoint(args.out, stolen.encoder.cpu(), metadata)
+    result.stolen.cpu()
+    result.save(args.out, summary)  # the steal's provenance (config, bills, loss history) is recorded too
     summary["out"] = str(args.out)
     through = f" through {', '.join(args.defense)}" if args.defense else ""
     emit(

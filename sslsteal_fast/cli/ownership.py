@@ -54,12 +54,14 @@ def load_suspect(spec: str) -> Any:
     # Loaded when the command runs: keeps `sslsteal --help` fast.
     from torch import nn
 
-    from sslsteal_fast.models import load_checkpoint
+    from sslsteal_fast.models import StolenEncoder, load_checkpoint
     from sslsteal_fast.victim import OnnxVictim
 
     if spec.endswith(".onnx"):
         return OnnxVictim(spec)
     model, _ = load_checkpoint(spec)
+    if isinstance(model, StolenEncoder):  # its head (if any) maps to the victim's space, where the tests look
+        return model
     encoder = getattr(model, "encoder", model)
     return encoder if isinstance(encoder, nn.Module) else model
 

@@ -4,17 +4,32 @@ Every encoder maps float images (B, C, H, W) in [0, 1] to representations (B, re
 ``arch``, ``in_channels`` and ``rep_dim`` attributes, which :func:`save_checkpoint` records.
 Only Conv / BatchNorm / ReLU / Add / GlobalAveragePool / Flatten are used, so every encoder exports
 to ONNX (opset >= 17) with a dynamic batch dimension and any spatial size.
+
+:class:`StolenEncoder` is what an attack trains: any encoder plus, when its dimension is not the
+victim's, a linear head into the victim's space.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 import torch
 from torch import nn
 
 from sslsteal_fast.config import ARCHITECTURES, REP_DIMS
-from sslsteal_fast.util.checks import check_choice, check_positive_int
+from sslsteal_fast.util.checks import ArgumentTypeError, check_choice, check_positive_int
 
-__all__ = ["ARCHITECTURES", "REP_DIMS", "BasicBlock", "Bottleneck", "CifarResNet", "SmallEncoder", "build_encoder"]
+__all__ = [
+    "ARCHITECTURES",
+    "REP_DIMS",
+    "BasicBlock",
+    "Bottleneck",
+    "CifarResNet",
+    "SmallEncoder",
+    "StolenEncoder",
+    "build_encoder",
+    "is_builtin_encoder",
+]
 
 
 def _conv_bn_relu(c_in: int, c_out: int, stride: int) -> nn.Sequential:
@@ -163,3 +178,65 @@ def build_encoder(arch: str, in_channels: int = 3) -> nn.Module:
     check_positive_int("in_channels", in_channels)
     check_choice("architecture", arch, ARCHITECTURES)
     return SmallEncoder(in_channels) if arch == "small" else CifarResNet(arch, in_channels)
+
+
+def is_builtin_encoder(module: nn.Module) -> bool:
+    """Whether ``module`` is an encoder :func:`build_encoder` makes (so its name and channels rebuild it)."""
+    if not isinstance(module, (SmallEncoder, CifarResNet)) or module.arch not in ARCHITECTURES:
+        return False
+    return module.rep_dim == REP_DIMS[module.arch]
+
+
+class StolenEncoder(nn.Module):
+    """A stolen model: any encoder plus, when its dimension is not the victim's, a linear head.
+
+    ``forward`` (B, C, H, W) float in [0, 1] -> (B, out_dim), in the victim's space. When the encoder's
+    dimension ``backbone_dim`` equals ``out_dim`` there is no head and this is the encoder itself;
+    otherwise ``adapter = Linear(backbone_dim, out_dim)`` maps to the victim's dimension (as the
+    reference code's replaced ``fc`` layer does, e.g. a 512-d ResNet-18 thief of a 2048-d ResNet-50).
+
+    Attributes:
+        encoder: the thief without the head: (B, C, H, W) -> (B, backbone_dim).
+        adapter: the ``nn.Linear`` head, or None.
+        arch: the encoder's ``arch`` (its class name when it has none).
+        in_channels: image channels the encoder takes.
+        backbone_dim: the encoder's output dimension.
+        rep_dim: ``out_dim``, the dimension of the returned representation.
+        provenance: JSON-serialisable facts about how it was stolen (victim, loss, budget, query set,
+            bills; filled by :func:`sslsteal_fast.attacks.steal`); :func:`save_checkpoint` records them
+            under the ``"steal"`` key and :func:`load_checkpoint` restores them.
+
+    Args:
+        encoder: any module mapping (B, C, H, W) to (B, backbone_dim).
+        out_dim: the victim's dimension.
+        backbone_dim: the encoder's output dimension; None reads ``encoder.rep_dim``.
+        in_channels: None reads ``encoder.in_channels`` (3 if it has none).
+    """
+
+    def __init__(
+        self, encoder: nn.Module, out_dim: int, *, backbone_dim: int | None = None, in_channels: int | None = None
+    ) -> None:
+        super().__init__()
+        if not isinstance(encoder, nn.Module):
+            raise ArgumentTypeError(f"StolenEncoder: encoder must be an nn.Module, got {type(encoder).__name__}")
+        if backbone_dim is None:
+            backbone_dim = getattr(encoder, "rep_dim", None)
+            if not isinstance(backbone_dim, int):
+                raise ValueError(
+                    "StolenEncoder: the encoder has no int attribute rep_dim; pass backbone_dim (its output dimension)"
+                )
+        check_positive_int("StolenEncoder: backbone_dim", backbone_dim)
+        check_positive_int("StolenEncoder: out_dim", out_dim)
+        channels = in_channels if in_channels is not None else getattr(encoder, "in_channels", 3)
+        self.encoder = encoder
+        self.adapter: nn.Linear | None = nn.Linear(backbone_dim, out_dim) if backbone_dim != out_dim else None
+        self.arch: str = str(getattr(encoder, "arch", type(encoder).__name__))
+        self.in_channels = check_positive_int("StolenEncoder: in_channels", channels)
+        self.backbone_dim = backbone_dim
+        self.rep_dim = out_dim
+        self.provenance: dict[str, Any] = {}
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, C, H, W) float -> (B, rep_dim)."""
+        h = self.encoder(x)
+        return h if self.adapter is None else self.adapter(h)

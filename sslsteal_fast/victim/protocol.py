@@ -5,6 +5,12 @@ served model, ONNX Runtime) and :class:`LocalVictim` (an ``nn.Module`` in this p
 baselines and tests) both do, with the same accounting: ``queries_used`` counts billed rows and
 ``forward_passes`` counts rows actually run through the model.
 
+Two attributes are optional, read through a function so that any victim works without them:
+``remaining`` (queries left in the budget, None when unlimited; :func:`remaining_budget`) lets a
+caller refuse a job the budget cannot pay for before anything is billed, and ``sha256`` (the served
+file's content hash; :func:`victim_sha256`, which falls back to hashing ``path``) identifies the
+victim in what is stolen from it.
+
 Whether answers are the representation or the projection-head output is the victim's choice: an
 ONNX file exported with the head (or a ``LocalVictim`` wrapping ``encoder + head``) answers with the
 head's output, and stealing then targets that space (the paper's "victim returns its projection
@@ -13,16 +19,19 @@ output" variant). Nothing in the attack changes.
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
 from typing import Protocol, runtime_checkable
 
 import torch
 from torch import nn
 
 from sslsteal_fast.data import to_float
-from sslsteal_fast.util.checks import check_positive_int
+from sslsteal_fast.util.checks import ArgumentTypeError, check_positive_int
+from sslsteal_fast.util.files import file_sha256
 from sslsteal_fast.util.progress import progress_bar
 
-__all__ = ["LocalVictim", "Victim", "query_victim"]
+__all__ = ["LocalVictim", "Victim", "query_victim", "remaining_budget", "victim_sha256"]
 
 
 @runtime_checkable
@@ -32,6 +41,9 @@ class Victim(Protocol):
     ``input_shape`` is (C, H, W), a dimension None where the model accepts any size;
     ``output_dim`` is D; ``query(x)`` maps images (N, C, H, W) - uint8, or float in [0, 1] - to
     float32 (N, D) on the CPU and bills N rows to ``client``.
+
+    Optional (not part of the runtime check): ``remaining`` (int, or None when unlimited) and
+    ``sha256`` (str); see :func:`remaining_budget` and :func:`victim_sha256`.
     """
 
     input_shape: tuple[int | None, int | None, int | None]
@@ -110,6 +122,34 @@ class LocalVictim:
         if not outs:
             return torch.zeros(0, self.output_dim)
         return torch.cat(outs)
+
+
+def remaining_budget(victim: object) -> int | None:
+    """Rows ``victim`` will still bill before its budget refuses: its ``remaining`` attribute.
+
+    None when the victim has no budget (``remaining`` is None) or does not say (no such attribute,
+    as for :class:`LocalVictim`). :class:`~sslsteal_fast.victim.OnnxVictim` has it.
+    """
+    value = getattr(victim, "remaining", None)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ArgumentTypeError(f"victim.remaining must be an int or None, got {value!r}")
+    return max(0, int(value))
+
+
+def victim_sha256(victim: object) -> str | None:
+    """The victim's content hash: its ``sha256`` attribute, else the SHA-256 of the file at its ``path``.
+
+    None when neither is known (an in-process :class:`LocalVictim`, a stand-in for cached answers).
+    """
+    sha = getattr(victim, "sha256", None)
+    if isinstance(sha, str) and sha:
+        return sha
+    path = getattr(victim, "path", None)
+    if isinstance(path, (str, os.PathLike)) and Path(path).is_file():
+        return file_sha256(path)
+    return None
 
 
 def query_victim(

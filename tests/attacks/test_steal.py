@@ -8,6 +8,7 @@ import torch
 from sslsteal_fast.attacks import LocalVictim, StealConfig, StolenEncoder, query_victim, steal
 from sslsteal_fast.models import build_encoder
 from sslsteal_fast.probes import extract_features, fidelity
+from tests.helpers import calibrated_encoder, uint8_images
 
 SIZE = 16  # small images keep every steal here well under a second per epoch on one core
 
@@ -23,22 +24,11 @@ def _one_thread_and_rng():
 
 
 def _images(n: int, seed: int = 0, channels: int = 3, size: int = SIZE) -> torch.Tensor:
-    g = torch.Generator().manual_seed(seed)
-    return torch.randint(0, 256, (n, channels, size, size), generator=g, dtype=torch.uint8)
+    return uint8_images(n, seed=seed, channels=channels, size=size)
 
 
 def _calibrated(seed: int, arch: str = "small") -> torch.nn.Module:
-    """A random encoder whose BatchNorm running statistics match its inputs, as a trained one's do."""
-    with torch.random.fork_rng():
-        torch.manual_seed(seed)
-        enc = build_encoder(arch)
-    for m in enc.modules():
-        if isinstance(m, torch.nn.BatchNorm2d):
-            m.momentum = None  # cumulative average
-    enc.train()
-    with torch.no_grad():
-        enc(_images(256, seed=99).float() / 255)
-    return enc.eval()
+    return calibrated_encoder(seed, arch, size=SIZE)
 
 
 def _victim(seed: int = 123, arch: str = "small") -> LocalVictim:
@@ -175,8 +165,10 @@ def test_bad_inputs_say_what_to_fix() -> None:
     fixed = LocalVictim(victim.encoder, input_shape=(3, 32, 32))
     with pytest.raises(ValueError, match="takes 32x32 images but the queries are 16x16"):
         steal(fixed, _images(40), _tiny(), progress=False)
-    with pytest.raises(ValueError, match="uint8 tensor"):
-        steal(victim, _images(40).float(), _tiny(), progress=False)
+    with pytest.raises(ValueError, match="uint8 or float in \\[0, 1\\], got a torch.int64 tensor"):
+        steal(victim, _images(40).long(), _tiny(), progress=False)
+    with pytest.raises(ValueError, match="float query images must be finite and in \\[0, 1\\]"):
+        steal(victim, _images(40).float(), _tiny(), progress=False)  # 0-255 floats, not scaled
     assert victim.queries_used == 0  # nothing billed for rejected calls
 
 

@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from sslsteal_fast.cli import main
-from sslsteal_fast.models import build_encoder, load_checkpoint
+from sslsteal_fast.models import StolenEncoder, build_encoder, load_checkpoint
+from sslsteal_fast.util.files import file_sha256
 from sslsteal_fast.victim import export_onnx
 from tests.helpers import write_toy_npz
 
@@ -37,8 +38,10 @@ def test_steal_then_probe(files: dict[str, Path], capsys: pytest.CaptureFixture[
     summary = json.loads(capsys.readouterr().out)
     assert summary["billed_queries"] == 64 and summary["victim_forward_passes"] == 64
     model, meta = load_checkpoint(out)
-    assert meta["billed_queries"] == 64 and meta["steal_config"]["loss"] == "mse"
-    assert len(meta["loss_history"]) == 2 and meta["arch"] == "small"
+    assert meta["billed_queries"] == 64 and meta["steal"]["config"]["loss"] == "mse"
+    assert len(meta["steal"]["history"]) == 2 and meta["arch"] == "small"
+    assert meta["steal"]["budget"] == 64 and meta["steal"]["query_set"]["budget"] == 64
+    assert meta["steal"]["victim_sha256"] == file_sha256(files["onnx"])
     assert model(torch.rand(2, 3, SIZE, SIZE)).shape == (2, 256)
 
     rc = main(
@@ -55,7 +58,6 @@ def test_steal_then_probe(files: dict[str, Path], capsys: pytest.CaptureFixture[
     "extra, message",
     [
         (["--budget", "500"], "budget 500 exceeds the 96 available query images"),
-        (["--arch", "resnet18"], "choose an architecture with rep_dim 256"),
         (["--budget", "0"], "budget must be an int >= 1"),
     ],
 )
@@ -66,6 +68,18 @@ def test_steal_errors_say_what_to_fix(
     rc = main([*base, "--out", str(files["root"] / "x"), "--quiet", "--budget", "8", *extra])
     assert rc == 2
     assert message in capsys.readouterr().err
+
+
+def test_a_thief_of_another_dimension_gets_a_head_and_loads_back(
+    files: dict[str, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = files["root"] / "resnet18-thief"
+    rc = main([*_steal_args(files, out), "--arch", "resnet18"])  # 512-d thief of a 256-d victim
+    assert rc == 0, capsys.readouterr().err
+    model, meta = load_checkpoint(out)
+    assert isinstance(model, StolenEncoder) and model.adapter is not None
+    assert model.backbone_dim == 512 and model(torch.rand(2, 3, SIZE, SIZE)).shape == (2, 256)
+    assert meta["steal"]["billed_queries"] == 16
 
 
 def test_missing_victim_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -9,7 +9,15 @@ import pytest
 import torch
 from safetensors import safe_open
 
-from sslsteal_fast.models import SimCLRModel, build_encoder, checkpoint_paths, load_checkpoint, save_checkpoint
+from sslsteal_fast.models import (
+    SimCLRModel,
+    StolenEncoder,
+    build_encoder,
+    checkpoint_paths,
+    load_checkpoint,
+    save_checkpoint,
+)
+from tests.helpers import ConvThief
 
 
 def _trained_looking(model: torch.nn.Module) -> torch.nn.Module:
@@ -102,3 +110,51 @@ def test_onnx_exportable_ops_only() -> None:
         for m in enc.modules():
             if isinstance(m, torch.nn.AdaptiveAvgPool2d):
                 assert m.output_size in (1, (1, 1))  # -> GlobalAveragePool
+
+
+def _assert_same_module(a: torch.nn.Module, b: torch.nn.Module) -> None:
+    ref, got = a.state_dict(), b.state_dict()
+    assert ref.keys() == got.keys()
+    for key in ref:
+        assert ref[key].dtype == got[key].dtype and torch.equal(ref[key], got[key]), key
+    x = torch.rand(2, 3, 8, 8)
+    with torch.no_grad():
+        assert torch.equal(a.eval()(x), b.eval()(x))
+
+
+@pytest.mark.parametrize("out_dim", [256, 128])  # without and with the linear head
+def test_stolen_encoder_round_trip(tmp_path: Path, out_dim: int) -> None:
+    torch.manual_seed(2)
+    stolen = _trained_looking(StolenEncoder(build_encoder("small"), out_dim))
+    stolen.provenance = {"victim_sha256": "ab" * 32, "loss": "mse", "budget": 100}
+    save_checkpoint(tmp_path / "stolen", stolen, {})
+    loaded, meta = load_checkpoint(tmp_path / "stolen")
+    assert isinstance(loaded, StolenEncoder) and not loaded.training
+    assert (loaded.adapter is None) == (out_dim == 256)
+    assert (meta["model"], meta["arch"], meta["backbone_dim"], meta["rep_dim"]) == ("stolen", "small", 256, out_dim)
+    assert meta["steal"] == stolen.provenance and loaded.provenance == stolen.provenance
+    _assert_same_module(stolen, loaded)
+
+
+def test_stolen_encoder_of_a_custom_architecture(tmp_path: Path) -> None:
+    torch.manual_seed(3)
+    stolen = _trained_looking(StolenEncoder(ConvThief(), 256, backbone_dim=24, in_channels=3))
+    save_checkpoint(tmp_path / "thief", stolen, {"note": "custom"})
+    meta = json.loads((tmp_path / "thief.json").read_text())
+    assert meta["arch"] == "custom" and meta["encoder_class"].endswith("ConvThief") and meta["backbone_dim"] == 24
+    with pytest.raises(ValueError, match=r"thief\.json.*custom.*encoder="):
+        load_checkpoint(tmp_path / "thief")
+    module = ConvThief()
+    loaded, meta = load_checkpoint(tmp_path / "thief", encoder=module)
+    assert loaded.encoder is module and loaded.adapter is not None and meta["note"] == "custom"
+    _assert_same_module(stolen, loaded)
+    with pytest.raises(ValueError, match=r"thief\.safetensors do not fit.*missing"):
+        load_checkpoint(tmp_path / "thief", encoder=torch.nn.Sequential(torch.nn.Conv2d(3, 5, 1)))
+
+
+def test_unloadable_encoders_are_refused_at_save(tmp_path: Path) -> None:
+    from sslsteal_fast.models import SmallEncoder
+
+    with pytest.raises(ValueError, match="cannot describe a SmallEncoder"):
+        save_checkpoint(tmp_path / "m", SmallEncoder(widths=(8, 8, 8, 8)), {})
+    assert not list(tmp_path.iterdir())
