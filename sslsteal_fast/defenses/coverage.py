@@ -34,7 +34,7 @@ import torch
 
 from sslsteal_fast.defenses.base import StatefulDefense
 from sslsteal_fast.defenses.perturb import KeyedNoise
-from sslsteal_fast.util.checks import check_bool, check_int, check_number
+from sslsteal_fast.util.checks import check_bool, check_client, check_int, check_number
 
 __all__ = ["CoverageConfig", "CoverageDefense", "client_transform"]
 
@@ -72,7 +72,7 @@ def _seed(key: bytes, *parts: bytes) -> int:
 def client_transform(key: bytes, client: str, dim: int) -> torch.Tensor:
     """The secret orthogonal (dim, dim) float32 matrix of ``client`` (QR of a keyed Gaussian, sign-fixed,
     then random column sign flips)."""
-    g = torch.Generator().manual_seed(_seed(key, b"transform", client.encode()))
+    g = torch.Generator().manual_seed(_seed(key, b"transform", check_client(client).encode()))
     a = torch.randn(dim, dim, generator=g, dtype=torch.float64)
     q, r = torch.linalg.qr(a)
     q = q * torch.sign(torch.diagonal(r)).where(torch.diagonal(r) != 0, torch.ones(()))
@@ -130,6 +130,7 @@ class CoverageDefense(StatefulDefense):
 
     def sigmas(self, outputs: torch.Tensor, client: str) -> torch.Tensor:
         """Per-row noise std (N,) after updating ``client``'s coverage with these rows (in row order)."""
+        check_client(client)
         occupied = self._occupied.setdefault(client, set())
         new: list[int] = []
         cov = torch.empty(outputs.shape[0])

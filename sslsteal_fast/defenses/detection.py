@@ -37,7 +37,7 @@ import torch.nn.functional as F
 from sslsteal_fast import ops
 from sslsteal_fast.defenses.base import StatefulDefense
 from sslsteal_fast.defenses.perturb import KeyedNoise
-from sslsteal_fast.util.checks import check_choice, check_int, check_number
+from sslsteal_fast.util.checks import check_choice, check_client, check_int, check_number
 
 __all__ = [
     "FEATURES",
@@ -189,6 +189,7 @@ class SimilarityDetector(StatefulDefense):
         return scores
 
     def __call__(self, outputs: torch.Tensor, inputs: torch.Tensor, client: str) -> torch.Tensor:
+        check_client(client)
         feats = self.features(outputs, inputs)
         bank_start = len(self._banks[client]) if client in self._banks else 0
         scores = self.score(feats, client)

@@ -50,13 +50,23 @@ class DefenseState:
 
     Args:
         path: the database file (created with its folder), or ``":memory:"`` for a throw-away store.
+
+    Raises:
+        ValueError: ``path`` exists but is not a SQLite database (the message names it).
     """
 
     def __init__(self, path: str | os.PathLike[str] = ":memory:") -> None:
         self.path = str(path)
         self._lock = threading.RLock()
-        self._conn = connect(self.path, synchronous="NORMAL", shared=True)
-        self._conn.executescript(_SCHEMA)
+        try:
+            self._conn = connect(self.path, synchronous="NORMAL", shared=True)
+            self._conn.executescript(_SCHEMA)
+        except sqlite3.OperationalError as exc:
+            if "locked" in str(exc) or "busy" in str(exc):
+                raise
+            raise ValueError(f"{self.path}: cannot open the defense state database ({exc})") from None
+        except sqlite3.DatabaseError as exc:
+            raise ValueError(f"{self.path}: not a defense state database ({exc})") from None
 
     def __repr__(self) -> str:
         return f"DefenseState({self.path!r})"

@@ -6,6 +6,9 @@ the representations to serve instead. :class:`~sslsteal_fast.victim.OnnxVictim` 
 defenses in order, after the response cache, so every query (cache hits included) goes through them
 and stateful defenses (similarity detection, per-client noise) see the whole query stream.
 Implementations live in :mod:`sslsteal_fast.defenses`.
+
+Client ids are checked in one place, :func:`~sslsteal_fast.util.checks.check_client` (re-exported
+here), by the victim before anything runs and by the defenses that store or hash them.
 """
 
 from __future__ import annotations
@@ -15,7 +18,9 @@ from typing import Protocol, runtime_checkable
 
 import torch
 
-__all__ = ["Defense", "apply_defenses"]
+from sslsteal_fast.util.checks import check_client
+
+__all__ = ["Defense", "apply_defenses", "check_client"]
 
 
 @runtime_checkable
@@ -23,14 +28,14 @@ class Defense(Protocol):
     """A callable that post-processes served representations.
 
     Args (of ``__call__``):
-        outputs: float32 (N, D) raw (or already partly defended) representations, on the CPU.
-            The tensor is the defense's own to modify in place or replace.
+        outputs: float32 (N, D) raw (or already partly defended) representations, on the CPU,
+            all finite. The tensor is the defense's own to modify in place or replace.
         inputs: float32 (N, C, H, W) images exactly as the model received them; read-only.
-        client: the name of the client the query is billed to.
+        client: the name of the client the query is billed to (valid, see :func:`check_client`).
 
     Returns:
-        float32 (N, D') tensor with the same number of rows; D' may differ from D (a defense may
-        e.g. project), but most defenses keep D.
+        float32 (N, D') finite tensor with the same number of rows; D' may differ from D (a defense
+        may e.g. project), but most defenses keep D.
     """
 
     def __call__(self, outputs: torch.Tensor, inputs: torch.Tensor, client: str) -> torch.Tensor: ...
@@ -43,7 +48,8 @@ def apply_defenses(
 
     Raises:
         TypeError: a defense returned something other than a float32 tensor.
-        ValueError: a defense returned a tensor that is not (N, D') with the same N.
+        ValueError: a defense returned a tensor that is not (N, D') with the same N, or one with
+            NaN or infinite values (such an answer is never served).
     """
     n = outputs.shape[0]
     for defense in defenses:
@@ -54,4 +60,6 @@ def apply_defenses(
             raise TypeError(f"defense {name!r} must return a float32 torch.Tensor, got {got}")
         if outputs.dim() != 2 or outputs.shape[0] != n:
             raise ValueError(f"defense {name!r} must return a ({n}, D) tensor, got {tuple(outputs.shape)}")
+        if not bool(torch.isfinite(outputs).all()):
+            raise ValueError(f"defense {name!r} returned non-finite values (NaN or inf); such an answer is not served")
     return outputs

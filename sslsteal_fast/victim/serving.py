@@ -4,18 +4,29 @@ Any ONNX model with one image input ``(N, C, H, W)`` (float) and one output ``(N
 to ``(N, D)``) can be served, not only the ones :func:`~sslsteal_fast.victim.export_onnx` writes.
 
 Execution providers are explicit (after qdrant/fastembed's ``OnnxModel``): CUDA when the installed
-onnxruntime has it *and* a GPU is present, else CPU; if CUDA was asked for or expected but the
-session ended up on CPU only, a loud :class:`RuntimeWarning` says so. Threads are set for throughput
-(intra-op = physical cores, sequential execution, all graph optimisations incl. the NCHWc layout
-transformer); on CUDA the input and output are bound with IO binding.
+onnxruntime has it *and* a GPU is present, else CPU. A provider name onnxruntime does not know is an
+error (listing the available ones), as is a request none of whose providers this onnxruntime build
+has; if CUDA was asked for or expected but the session ended up on CPU only, a loud
+:class:`RuntimeWarning` says so (and why). Threads are set for throughput (intra-op = physical
+cores, sequential execution, all graph optimisations incl. the NCHWc layout transformer); on CUDA
+the input and output are bound with IO binding.
 
 Billing: every input row is one billed query, cache hits included (an API bills what it serves).
 A query either succeeds completely or changes no bill: the budget is checked before anything runs,
-and bills are only written after the model, the cache and every defense have succeeded. Queries are
-serialised by a lock (ONNX Runtime already uses every core for one batch), so a victim can be shared
-by threads. ``forward_passes`` meters compute, not money: it counts rows the model actually ran,
-which is fewer than ``queries_used`` when the cache answers (and, if a defense fails after the model
-ran, includes those rows -- they did run, and their raw outputs stay cached -- while no bill moves).
+and bills are only written after the model, the cache and every defense have succeeded and the
+answer is known to be finite. Queries are serialised by a lock (ONNX Runtime already uses
+every core for one batch), so a victim can be shared by threads. ``forward_passes`` meters compute,
+not money: it counts rows the model actually ran, which is fewer than ``queries_used`` when the
+cache answers (and, if a defense fails after the model ran, includes those rows -- they did run,
+and their raw outputs stay cached -- while no bill moves).
+
+Refused before anything runs (nothing billed): a client id :func:`~sslsteal_fast.util.checks.check_client`
+rejects; images of the wrong type, dtype or shape; NaN or infinite pixels; and numpy *masked*
+arrays. A mask has no meaning for an image query, and its values under the mask would escape the
+finiteness check (numpy's reductions skip them) while the model still saw them, so a masked array
+is refused outright instead of being silently unmasked: pass ``np.ma.filled(x, value)`` or
+``x.data`` to say which values to send. Refused after the model ran (nothing billed): an answer
+with NaN or infinite values, whether the model or a defense produced it.
 """
 
 from __future__ import annotations
@@ -26,15 +37,21 @@ import os
 import threading
 import warnings
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import onnxruntime as ort
 import torch
+from onnxruntime.capi import onnxruntime_pybind11_state as _ort_state
 
-from sslsteal_fast.util.checks import check_int, check_positive_int
+from sslsteal_fast.util.checks import (
+    ArgumentTypeError,
+    check_client,
+    check_int,
+    check_positive_int,
+)
 from sslsteal_fast.victim.defense_api import Defense, apply_defenses
 
 __all__ = ["BudgetExceeded", "OnnxVictim", "default_providers", "physical_cores"]
@@ -47,6 +64,14 @@ CPU = "CPUExecutionProvider"
 _ORT_FLOAT_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64}
 
 ProviderSpec = str | tuple[str, dict[str, Any]]
+
+_NO_CUDA = "this onnxruntime build has no CUDA provider (install onnxruntime-gpu instead of onnxruntime)"
+# What onnxruntime raises for a file that is not a loadable model (each a plain Exception subclass).
+_MODEL_ERRORS = tuple(
+    getattr(_ort_state, name)
+    for name in ("Fail", "InvalidArgument", "InvalidGraph", "InvalidProtobuf", "NoModel", "NotImplemented")
+    if hasattr(_ort_state, name)
+)
 
 
 class BudgetExceeded(RuntimeError):
@@ -95,6 +120,45 @@ def _provider_name(p: ProviderSpec) -> str:
     return p if isinstance(p, str) else p[0]
 
 
+def _check_providers(providers: Sequence[ProviderSpec] | None) -> list[ProviderSpec]:
+    """The provider request, checked: well-formed, known to onnxruntime, at least one available here."""
+    requested = list(providers) if providers is not None else default_providers()
+    if not requested:
+        raise ValueError("providers must name at least one execution provider")
+    known, available = ort.get_all_providers(), ort.get_available_providers()
+    names = []
+    for p in requested:
+        ok = isinstance(p, str) or (
+            isinstance(p, (tuple, list)) and len(p) == 2 and isinstance(p[0], str) and isinstance(p[1], Mapping)
+        )
+        if not ok:
+            raise ArgumentTypeError(f"an execution provider must be a name or (name, options dict), got {p!r}")
+        name = _provider_name(p)
+        if name not in known:
+            short = {k.lower().removesuffix("executionprovider"): k for k in known}
+            hint = f" (did you mean {short[name.lower()]!r}?)" if name.lower() in short else ""
+            raise ValueError(
+                f"unknown ONNX Runtime execution provider {name!r}{hint}; this onnxruntime {ort.__version__} "
+                f"has: {', '.join(available)}"
+            )
+        names.append(name)
+    if not any(n in available for n in names):
+        why = f" -- {_NO_CUDA}" if CUDA in names else ""
+        raise ValueError(
+            f"none of the execution providers {names} is available in this onnxruntime {ort.__version__} "
+            f"(available: {', '.join(available)}){why}"
+        )
+    return requested
+
+
+def _refuse_masked(name: str, value: object) -> None:
+    if np.ma.isMaskedArray(value):
+        raise ArgumentTypeError(
+            f"{name} must not be a numpy masked array (its masked values would escape the checks); "
+            "pass np.ma.filled(x, value) or x.data"
+        )
+
+
 class OnnxVictim:
     """A victim encoder behind an API: validated, billed, cached and defended ONNX Runtime inference.
 
@@ -114,6 +178,11 @@ class OnnxVictim:
         input_shape: ``(C, H, W)`` the model takes; a dimension is None where the model accepts any.
         output_dim: D of the served ``(N, D)`` outputs.
         providers: the providers the session really uses.
+
+    Raises:
+        FileNotFoundError: no file at ``path``.
+        ValueError: ``path`` is not a loadable ONNX model (the message names it) or not one this
+            victim can serve; an unknown or unavailable execution provider; a bad argument.
     """
 
     def __init__(
@@ -128,8 +197,10 @@ class OnnxVictim:
         intra_op_threads: int | None = None,
     ) -> None:
         path = Path(path)
-        if not path.is_file():
+        if not path.exists():
             raise FileNotFoundError(f"no ONNX model at {path}")
+        if not path.is_file():
+            raise ValueError(f"{path} is a folder or a special file, not an ONNX model file")
         if budget is not None:
             check_int("OnnxVictim: budget", budget, low=0)
         check_positive_int("OnnxVictim: batch_size", batch_size)
@@ -149,9 +220,7 @@ class OnnxVictim:
         self.defenses: tuple[Defense, ...] = tuple(defenses)
         self.cache_size = cache_size
 
-        requested = list(providers) if providers is not None else default_providers()
-        if not requested:
-            raise ValueError("providers must name at least one execution provider")
+        requested = _check_providers(providers)
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
@@ -160,7 +229,11 @@ class OnnxVictim:
         with warnings.catch_warnings():
             # onnxruntime warns (UserWarning) about unavailable providers; we say it louder below.
             warnings.simplefilter("ignore", UserWarning)
-            self._session = ort.InferenceSession(str(path), sess_options=options, providers=requested)
+            try:
+                self._session = ort.InferenceSession(str(path), sess_options=options, providers=requested)
+            except _MODEL_ERRORS as exc:
+                first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+                raise ValueError(f"{path}: not a valid ONNX model ({first})") from None
         self.providers: list[str] = list(self._session.get_providers())
         self._check_fallback(requested)
         self._on_cuda = CUDA in self.providers
@@ -195,15 +268,23 @@ class OnnxVictim:
     def _check_fallback(self, requested: list[ProviderSpec]) -> None:
         # CUDA is "expected" exactly when it is in the request: the default request has it whenever
         # onnxruntime-gpu and a GPU are present, and an explicit CPU-only request is respected.
-        if CUDA in [_provider_name(p) for p in requested] and CUDA not in self.providers:
-            why = (
-                "this onnxruntime build has no CUDA provider (install onnxruntime-gpu instead of onnxruntime)"
-                if CUDA not in ort.get_available_providers()
-                else "the CUDA provider failed to load (CUDA/cuDNN libraries missing or mismatched?)"
-            )
+        available = ort.get_available_providers()
+        for name in dict.fromkeys(_provider_name(p) for p in requested):
+            if name in self.providers:
+                continue
+            if name == CUDA:
+                why = (
+                    _NO_CUDA
+                    if CUDA not in available
+                    else "the CUDA provider failed to load (CUDA/cuDNN libraries missing or mismatched?)"
+                )
+                label, cost = "CUDA", " Serving will be much slower than on the GPU."
+            else:
+                why = f"this onnxruntime build has no {name}" if name not in available else f"{name} failed to load"
+                label, cost = name, ""
             message = (
-                f"OnnxVictim({self.path.name}): CUDA was requested or expected but the session runs on "
-                f"{self.providers} only -- {why}. Serving will be much slower than on the GPU."
+                f"OnnxVictim({self.path.name}): {label} was requested or expected but the session runs on "
+                f"{self.providers} only -- {why}.{cost}"
             )
             logger.warning(message)
             warnings.warn(message, RuntimeWarning, stacklevel=3)
@@ -269,6 +350,7 @@ class OnnxVictim:
     def _as_model_input(self, x: Any) -> np.ndarray:
         """Validate a query and return it as a C-contiguous float32 (N, C, H, W) array (a copy)."""
         expected = self._expected()
+        _refuse_masked("query", x)
         if isinstance(x, torch.Tensor):
             if x.dtype not in (torch.float32, torch.uint8):
                 raise ValueError(f"query dtype must be float32 or uint8 with shape {expected}, got {x.dtype}")
@@ -287,10 +369,12 @@ class OnnxVictim:
         if 0 in arr.shape[1:]:
             raise ValueError(f"query must have shape {expected} with non-empty images, got {tuple(arr.shape)}")
         if arr.dtype == np.uint8:
-            return np.ascontiguousarray(arr, dtype=np.float32) / np.float32(255.0)
-        if not np.isfinite(arr).all():
+            images = np.ascontiguousarray(arr, dtype=np.float32) / np.float32(255.0)
+        elif not np.isfinite(arr).all():
             raise ValueError("query contains NaN or infinite values")
-        return np.array(arr, dtype=np.float32, order="C", copy=True)
+        else:
+            images = np.array(arr, dtype=np.float32, order="C", copy=True)
+        return images
 
     def _run(self, batch: np.ndarray) -> np.ndarray:
         """One model run on (n, C, H, W) float32; returns (n, D) float32."""
@@ -317,6 +401,14 @@ class OnnxVictim:
         parts = [self._run(rows[i : i + step]) for i in range(0, len(rows), step)]
         return np.concatenate(parts) if len(parts) > 1 else parts[0]
 
+    def _run_checked(self, rows: np.ndarray) -> np.ndarray:
+        """Run the model on ``rows`` (metered) and refuse non-finite outputs before they are cached."""
+        out = self._run_chunked(rows)
+        self._forward_passes += len(rows)
+        if not np.isfinite(out).all():
+            raise ValueError("the model produced non-finite outputs (NaN or inf) for this query; nothing was served")
+        return out
+
     def _key(self, row: np.ndarray) -> bytes:
         h = hashlib.blake2b(digest_size=20)
         h.update(np.asarray(row.shape, dtype=np.int64).tobytes())
@@ -333,15 +425,16 @@ class OnnxVictim:
             client: whom to bill.
 
         Returns:
-            float32 CPU tensor (N, D), after the defenses.
+            float32 CPU tensor (N, D), after the defenses; every value finite.
 
         Raises:
-            TypeError: ``x`` is not a tensor/array.
-            ValueError: wrong rank, channels, spatial size or dtype, or NaN/inf; nothing billed.
+            TypeError: ``x`` is not a tensor/array, or is a numpy masked array.
+            ValueError: a client id :func:`~sslsteal_fast.util.checks.check_client` refuses; wrong
+                rank, channels, spatial size or dtype, or NaN/inf; an answer (from the model or a
+                defense) with NaN/inf values. Nothing is billed.
             BudgetExceeded: the rows would pass the budget; nothing served or billed.
         """
-        if not isinstance(client, str) or not client:
-            raise ValueError(f"client must be a non-empty string, got {client!r}")
+        check_client(client)
         xs = self._as_model_input(x)
         n = xs.shape[0]
         if n == 0:
@@ -363,8 +456,7 @@ class OnnxVictim:
         """Raw model outputs for ``xs`` via the cache; returns (outputs, rows run, cache hits)."""
         n = xs.shape[0]
         if self.cache_size == 0:
-            out = self._run_chunked(xs)
-            self._forward_passes += n
+            out = self._run_checked(xs)
             return out, n, 0
         keys = [self._key(xs[i]) for i in range(n)]
         out = np.empty((n, self.output_dim), dtype=np.float32)
@@ -378,8 +470,7 @@ class OnnxVictim:
                 miss_rows.setdefault(key, []).append(i)
         if miss_rows:
             first = [rows[0] for rows in miss_rows.values()]
-            fresh = self._run_chunked(xs[first])
-            self._forward_passes += len(first)
+            fresh = self._run_checked(xs[first])
             for (key, rows), value in zip(miss_rows.items(), fresh, strict=True):
                 out[rows] = value
                 self._cache[key] = value.copy()
