@@ -8,14 +8,15 @@
 * :mod:`.protocol`: the :class:`Victim` interface every consumer (attacks, probes, ownership tests)
   codes against, the in-process :class:`LocalVictim`, and billed chunked querying
   (:func:`query_victim`).
-* :mod:`.defense_api`: the :class:`Defense` plug-in protocol; implementations live in :mod:`sslsteal_fast.defenses`.
+* :mod:`.defense_api`: the :class:`Defense` plug-in protocol (and :class:`Transactional` for
+  defenses with state); implementations live in :mod:`sslsteal_fast.defenses`.
 """
 
 from __future__ import annotations
 
 from sslsteal_fast.config import VictimTrainConfig
 from sslsteal_fast.victim.cache import CachedVictim, trained_victim
-from sslsteal_fast.victim.defense_api import Defense, apply_defenses, check_client
+from sslsteal_fast.victim.defense_api import Defense, Transactional, apply_defenses, check_client, defense_transaction
 from sslsteal_fast.victim.export import PARITY_TOLERANCE, export_onnx, max_relative_difference, read_metadata
 from sslsteal_fast.victim.protocol import LocalVictim, Victim, query_victim
 from sslsteal_fast.victim.serving import BudgetExceeded, OnnxVictim, default_providers, physical_cores
@@ -29,11 +30,13 @@ __all__ = [
     "LocalVictim",
     "OnnxVictim",
     "TrainHook",
+    "Transactional",
     "Victim",
     "VictimTrainConfig",
     "apply_defenses",
     "check_client",
     "default_providers",
+    "defense_transaction",
     "export_onnx",
     "max_relative_difference",
     "physical_cores",

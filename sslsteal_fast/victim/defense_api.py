@@ -7,20 +7,27 @@ defenses in order, after the response cache, so every query (cache hits included
 and stateful defenses (similarity detection, per-client noise) see the whole query stream.
 Implementations live in :mod:`sslsteal_fast.defenses`.
 
+A defense that keeps state (a detection history, coverage buckets, its own bills) is also
+:class:`Transactional`: the victim opens every such defense's transaction before the first defense
+runs and commits them only once the whole answer is known to be servable, so a query that fails -
+in any defense, or because an answer is not finite - leaves no trace in any defense's state, and
+a retry is not mistaken for a repeat.
+
 Client ids are checked in one place, :func:`~sslsteal_fast.util.checks.check_client` (re-exported
 here), by the victim before anything runs and by the defenses that store or hash them.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import AbstractContextManager, ExitStack, contextmanager
 from typing import Protocol, runtime_checkable
 
 import torch
 
 from sslsteal_fast.util.checks import check_client
 
-__all__ = ["Defense", "apply_defenses", "check_client"]
+__all__ = ["Defense", "Transactional", "apply_defenses", "check_client", "defense_transaction"]
 
 
 @runtime_checkable
@@ -39,6 +46,33 @@ class Defense(Protocol):
     """
 
     def __call__(self, outputs: torch.Tensor, inputs: torch.Tensor, client: str) -> torch.Tensor: ...
+
+
+@runtime_checkable
+class Transactional(Protocol):
+    """A defense whose state changes for one query are one transaction.
+
+    ``transaction()`` returns a context manager: the state changes made while it is open are kept
+    when it exits normally and all undone (in the store and in memory) when it exits with an
+    exception. Transactions of defenses sharing one store join into one.
+    """
+
+    def transaction(self) -> AbstractContextManager[object]: ...
+
+
+@contextmanager
+def defense_transaction(defenses: Sequence[Defense]) -> Iterator[None]:
+    """Open the transaction of every :class:`Transactional` defense (in order) for one query.
+
+    Everything the defenses record inside is committed when the block exits normally and rolled
+    back when it raises. Defenses sharing one store commit atomically together; separate stores
+    commit one after the other (in reverse order).
+    """
+    with ExitStack() as stack:
+        for defense in defenses:
+            if isinstance(defense, Transactional):
+                stack.enter_context(defense.transaction())
+        yield
 
 
 def apply_defenses(

@@ -14,7 +14,9 @@ the input and output are bound with IO binding.
 Billing: every input row is one billed query, cache hits included (an API bills what it serves).
 A query either succeeds completely or changes no bill: the budget is checked before anything runs,
 and bills are only written after the model, the cache and every defense have succeeded and the
-answer is known to be finite. Queries are serialised by a lock (ONNX Runtime already uses
+answer is known to be finite. Stateful defenses record a query in one transaction that commits
+only then too (:func:`~sslsteal_fast.victim.defense_api.defense_transaction`), so a failed query
+leaves no trace in their state either. Queries are serialised by a lock (ONNX Runtime already uses
 every core for one batch), so a victim can be shared by threads. ``forward_passes`` meters compute,
 not money: it counts rows the model actually ran, which is fewer than ``queries_used`` when the
 cache answers (and, if a defense fails after the model ran, includes those rows -- they did run,
@@ -52,7 +54,7 @@ from sslsteal_fast.util.checks import (
     check_int,
     check_positive_int,
 )
-from sslsteal_fast.victim.defense_api import Defense, apply_defenses
+from sslsteal_fast.victim.defense_api import Defense, apply_defenses, defense_transaction
 
 __all__ = ["BudgetExceeded", "OnnxVictim", "default_providers", "physical_cores"]
 
@@ -431,7 +433,7 @@ class OnnxVictim:
             TypeError: ``x`` is not a tensor/array, or is a numpy masked array.
             ValueError: a client id :func:`~sslsteal_fast.util.checks.check_client` refuses; wrong
                 rank, channels, spatial size or dtype, or NaN/inf; an answer (from the model or a
-                defense) with NaN/inf values. Nothing is billed.
+                defense) with NaN/inf values. Nothing is billed or recorded by a defense.
             BudgetExceeded: the rows would pass the budget; nothing served or billed.
         """
         check_client(client)
@@ -444,7 +446,9 @@ class OnnxVictim:
             if remaining is not None and n > remaining:
                 raise BudgetExceeded(n, remaining, client)
             out, ran, hits = self._serve_raw(xs)
-            served = apply_defenses(self.defenses, torch.from_numpy(out), torch.from_numpy(xs), client)
+            # The defenses' records commit when this block ends without an error, just before the bill.
+            with defense_transaction(self.defenses):
+                served = apply_defenses(self.defenses, torch.from_numpy(out), torch.from_numpy(xs), client)
             # Commit the bill only now that everything succeeded.
             self._queries_used += n
             self._bills[client] = self._bills.get(client, 0) + n
