@@ -37,7 +37,8 @@ class Defense(Protocol):
     Args (of ``__call__``):
         outputs: float32 (N, D) raw (or already partly defended) representations, on the CPU,
             all finite. The tensor is the defense's own to modify in place or replace.
-        inputs: float32 (N, C, H, W) images exactly as the model received them; read-only.
+        inputs: float32 (N, C, H, W) images exactly as the model received them (after the
+            victim's preprocessing, if any); read-only.
         client: the name of the client the query is billed to (valid, see :func:`check_client`).
 
     Returns:

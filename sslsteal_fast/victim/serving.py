@@ -1,7 +1,9 @@
 """Serve an ONNX encoder as a billed API: :class:`OnnxVictim`.
 
 Any ONNX model with one image input ``(N, C, H, W)`` (float) and one output ``(N, ...)`` (flattened
-to ``(N, D)``) can be served, not only the ones :func:`~sslsteal_fast.victim.export_onnx` writes.
+to ``(N, D)``) can be served, not only the ones :func:`~sslsteal_fast.victim.export_onnx` writes. A
+graph that expects its images resized or normalised can be served with a :class:`Preprocess` step
+(applied before the model, the cache and every defense).
 
 Execution providers are explicit (after qdrant/fastembed's ``OnnxModel``): CUDA when the installed
 onnxruntime has it *and* a GPU is present, else CPU. A provider name onnxruntime does not know is an
@@ -33,6 +35,7 @@ with NaN or infinite values, whether the model or a defense produced it.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 import os
@@ -41,22 +44,26 @@ import warnings
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import onnxruntime as ort
 import torch
+import torch.nn.functional as F
 from onnxruntime.capi import onnxruntime_pybind11_state as _ort_state
 
 from sslsteal_fast.util.checks import (
     ArgumentTypeError,
+    check_bool,
+    check_choice,
     check_client,
     check_int,
+    check_number,
     check_positive_int,
 )
 from sslsteal_fast.victim.defense_api import Defense, apply_defenses, defense_transaction
 
-__all__ = ["BudgetExceeded", "OnnxVictim", "default_providers", "physical_cores"]
+__all__ = ["RESIZE_MODES", "BudgetExceeded", "OnnxVictim", "Preprocess", "default_providers", "physical_cores"]
 
 logger = logging.getLogger(__name__)
 
@@ -74,6 +81,10 @@ _MODEL_ERRORS = tuple(
     for name in ("Fail", "InvalidArgument", "InvalidGraph", "InvalidProtobuf", "NoModel", "NotImplemented")
     if hasattr(_ort_state, name)
 )
+
+#: ``torch.nn.functional.interpolate`` modes :class:`Preprocess` may resize with.
+RESIZE_MODES = ("bilinear", "bicubic", "area", "nearest", "nearest-exact")
+_ANTIALIAS_MODES = ("bilinear", "bicubic")
 
 
 class BudgetExceeded(RuntimeError):
@@ -161,6 +172,140 @@ def _refuse_masked(name: str, value: object) -> None:
         )
 
 
+def _per_channel(name: str, value: Any) -> tuple[float, ...]:
+    """A number or a non-empty sequence of numbers -> a tuple of finite floats (float32-representable)."""
+    _refuse_masked(name, value)
+    if isinstance(value, np.ndarray):
+        value = value.tolist()
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        values: Sequence[Any] = (value,)
+    elif isinstance(value, Sequence) and not isinstance(value, (str, bytes)):
+        values = value
+    else:
+        raise ArgumentTypeError(f"{name} must be a number or a sequence of numbers (one per channel), got {value!r}")
+    if not values:
+        raise ValueError(f"{name} must have at least one entry (one per channel), got {value!r}")
+    out = []
+    for i, v in enumerate(values):
+        f = check_number(f"{name}[{i}]", v.item() if isinstance(v, np.generic) else v)
+        if not np.isfinite(np.float32(f)):
+            raise ValueError(f"{name}[{i}] must fit in float32, got {f!r}")
+        out.append(f)
+    return tuple(out)
+
+
+@dataclasses.dataclass(frozen=True)
+class Preprocess:
+    """What a served graph does not do itself: resize and normalise every query before the model.
+
+    Applied to each query after uint8 images are scaled to [0, 1] (float queries are taken as
+    they are), in this order:
+
+    1. resize to ``size`` with :func:`torch.nn.functional.interpolate` (``mode``, ``antialias``;
+       ``align_corners=False``), unless the images already have that size;
+    2. normalise per channel: ``(x - mean) / std``.
+
+    The model, the response cache and every defense see the result (``inputs`` of a defense are
+    the preprocessed images); billing does not change (one query per row).
+
+    Args:
+        mean: one number (every channel) or one per channel.
+        std: likewise; every entry > 0.
+        size: ``(H, W)`` or ``S`` for ``(S, S)``; ``"model"`` for the model's declared input size
+            (the model must declare one); None: no resizing. With a size, the victim accepts
+            images of any spatial size (its ``input_shape`` says ``(C, None, None)``).
+        mode: one of :data:`RESIZE_MODES`; needs a ``size``.
+        antialias: antialiased downsampling (``bilinear`` and ``bicubic`` only; like PIL's and
+            torchvision's resizing); pass False with the other modes.
+
+    Raises:
+        ValueError / ArgumentTypeError: any argument out of range or of the wrong type (masked
+            arrays included); the victim also refuses a ``mean``/``std`` with neither 1 nor C entries
+            and a ``size`` unlike a model's fixed one.
+    """
+
+    mean: float | Sequence[float] = 0.0
+    std: float | Sequence[float] = 1.0
+    size: int | tuple[int, int] | str | None = None
+    mode: str = "bilinear"
+    antialias: bool = True
+
+    def __post_init__(self) -> None:
+        mean = _per_channel("Preprocess: mean", self.mean)
+        std = _per_channel("Preprocess: std", self.std)
+        if not all(s > 0 and np.float32(s) > 0 for s in std):
+            raise ValueError(f"Preprocess: std must be positive (and not 0 in float32), got {std!r}")
+        if len(mean) > 1 and len(std) > 1 and len(mean) != len(std):
+            raise ValueError(f"Preprocess: mean and std have {len(mean)} and {len(std)} entries; give one or C each")
+        object.__setattr__(self, "mean", mean)
+        object.__setattr__(self, "std", std)
+        object.__setattr__(self, "size", self._size(self.size))
+        check_choice("Preprocess mode", self.mode, RESIZE_MODES)
+        check_bool("Preprocess: antialias", self.antialias)
+        if self.size is None and (self.mode != "bilinear" or not self.antialias):
+            raise ValueError("Preprocess: mode and antialias say how to resize; give a size to resize to")
+        if self.antialias and self.mode not in _ANTIALIAS_MODES:
+            raise ValueError(
+                f"Preprocess: antialias applies to bilinear and bicubic resizing only; pass antialias=False "
+                f"with mode={self.mode!r}"
+            )
+
+    def _entries(self, name: str) -> tuple[float, ...]:
+        """``mean`` or ``std`` as normalised by ``__post_init__`` (a tuple of floats)."""
+        return cast(tuple[float, ...], getattr(self, name))
+
+    @staticmethod
+    def _size(size: Any) -> tuple[int, int] | str | None:
+        if size is None or size == "model":
+            return size
+        if isinstance(size, str):
+            raise ValueError(f"Preprocess: size must be (H, W), an int, 'model' or None, got {size!r}")
+        if isinstance(size, Sequence):
+            if len(size) != 2:
+                raise ValueError(f"Preprocess: size must be (H, W), got {size!r}")
+            return (check_int("Preprocess: size[0]", size[0], low=1), check_int("Preprocess: size[1]", size[1], low=1))
+        side = check_int("Preprocess: size", size, low=1)
+        return (side, side)
+
+    def for_model(self, model_shape: tuple[int | None, int | None, int | None]) -> Preprocess:
+        """This step checked against a model taking ``(C, H, W)`` (None: any), with ``size='model'`` resolved."""
+        c, h, w = model_shape
+        for name, values in (("mean", self._entries("mean")), ("std", self._entries("std"))):
+            if c is not None and len(values) not in (1, c):
+                raise ValueError(f"Preprocess: {name} has {len(values)} entries but the model takes {c} channels")
+        if self.size == "model":
+            if h is None or w is None:
+                raise ValueError(
+                    f"Preprocess: size='model' needs a model with a fixed input size, this one takes "
+                    f"{'*' if h is None else h}x{'*' if w is None else w} images; give size=(H, W)"
+                )
+            return dataclasses.replace(self, size=(h, w))
+        if isinstance(self.size, tuple) and (
+            (h is not None and self.size[0] != h) or (w is not None and self.size[1] != w)
+        ):
+            raise ValueError(f"Preprocess: resizes to {self.size[0]}x{self.size[1]} but the model takes {h}x{w} images")
+        return self
+
+    def __call__(self, images: np.ndarray) -> np.ndarray:
+        """float32 (N, C, H, W) -> float32 (N, C, H', W'), C-contiguous, as the model takes it."""
+        if self.size == "model":
+            raise ValueError("Preprocess: size='model' is resolved by the victim (Preprocess.for_model)")
+        x = images
+        if self.size is not None and tuple(x.shape[2:]) != self.size:
+            align = {"align_corners": False} if self.mode in _ANTIALIAS_MODES else {}
+            t = F.interpolate(torch.from_numpy(x), size=self.size, mode=self.mode, antialias=self.antialias, **align)
+            x = t.numpy()
+        means, stds = self._entries("mean"), self._entries("std")
+        if any(m != 0.0 for m in means) or any(s != 1.0 for s in stds):
+            mean = np.asarray(means, dtype=np.float32).reshape(1, -1, 1, 1)
+            std = np.asarray(stds, dtype=np.float32).reshape(1, -1, 1, 1)
+            with np.errstate(over="ignore", invalid="ignore"):  # the victim refuses non-finite results
+                x = (x - mean) / std
+        return np.ascontiguousarray(x, dtype=np.float32)
+
+
 class OnnxVictim:
     """A victim encoder behind an API: validated, billed, cached and defended ONNX Runtime inference.
 
@@ -175,9 +320,13 @@ class OnnxVictim:
         cache_size: most rows the response cache keeps (least recently used evicted first); 0
             disables the cache (and the hashing of inputs).
         intra_op_threads: ONNX Runtime intra-op threads; None means :func:`physical_cores`.
+        preprocess: a :class:`Preprocess` step (resize, normalise) run on every query before the
+            model, the cache and the defenses; None: the images go to the model as they are.
 
     Attributes:
-        input_shape: ``(C, H, W)`` the model takes; a dimension is None where the model accepts any.
+        input_shape: ``(C, H, W)`` of the images a query may have; a dimension is None where any
+            size is accepted (the model's, or any H and W when ``preprocess`` resizes).
+        model_input_shape: ``(C, H, W)`` the model itself takes (None where it accepts any).
         output_dim: D of the served ``(N, D)`` outputs.
         providers: the providers the session really uses.
 
@@ -197,6 +346,7 @@ class OnnxVictim:
         *,
         cache_size: int = 16384,
         intra_op_threads: int | None = None,
+        preprocess: Preprocess | None = None,
     ) -> None:
         path = Path(path)
         if not path.exists():
@@ -210,6 +360,8 @@ class OnnxVictim:
         for d in defenses:
             if not callable(d):
                 raise TypeError(f"every defense must be callable as defense(outputs, inputs, client); got {d!r}")
+        if preprocess is not None and not isinstance(preprocess, Preprocess):
+            raise ArgumentTypeError(f"OnnxVictim: preprocess must be a Preprocess or None, got {preprocess!r}")
         threads = (
             physical_cores()
             if intra_op_threads is None
@@ -256,7 +408,12 @@ class OnnxVictim:
         self._in_dtype = _ORT_FLOAT_TYPES[inp.type]
         self._model_batch: int | None = inp.shape[0] if isinstance(inp.shape[0], int) and inp.shape[0] > 0 else None
         dims = tuple(d if isinstance(d, int) and d > 0 else None for d in inp.shape[1:])
-        self.input_shape: tuple[int | None, int | None, int | None] = (dims[0], dims[1], dims[2])
+        self.model_input_shape: tuple[int | None, int | None, int | None] = (dims[0], dims[1], dims[2])
+        self.preprocess = None if preprocess is None else preprocess.for_model(self.model_input_shape)
+        resizes = self.preprocess is not None and self.preprocess.size is not None
+        self.input_shape: tuple[int | None, int | None, int | None] = (
+            (dims[0], None, None) if resizes else self.model_input_shape
+        )
         self.output_dim: int = self._find_output_dim(out.shape)
 
         self._lock = threading.RLock()
@@ -302,7 +459,7 @@ class OnnxVictim:
         if rest and all(isinstance(d, int) and d > 0 for d in rest):
             return int(np.prod(rest))
         # Symbolic feature dims: run one zero image (not metered: it is not a query).
-        c, h, w = (d if d is not None else 32 for d in self.input_shape)
+        c, h, w = (d if d is not None else 32 for d in self.model_input_shape)
         probe = np.zeros((self._model_batch or 1, c, h, w), dtype=np.float32)
         return int(self._run(probe).shape[1])
 
@@ -350,7 +507,7 @@ class OnnxVictim:
         return f"(N, {c}, {h}, {w})"
 
     def _as_model_input(self, x: Any) -> np.ndarray:
-        """Validate a query and return it as a C-contiguous float32 (N, C, H, W) array (a copy)."""
+        """Validate a query and return it, preprocessed, as a C-contiguous float32 (N, C, H, W) array (a copy)."""
         expected = self._expected()
         _refuse_masked("query", x)
         if isinstance(x, torch.Tensor):
@@ -376,6 +533,11 @@ class OnnxVictim:
             raise ValueError("query contains NaN or infinite values")
         else:
             images = np.array(arr, dtype=np.float32, order="C", copy=True)
+        if self.preprocess is None or images.shape[0] == 0:
+            return images
+        images = self.preprocess(images)
+        if not np.isfinite(images).all():
+            raise ValueError("preprocessing produced non-finite values (NaN or inf) from this query (a tiny std?)")
         return images
 
     def _run(self, batch: np.ndarray) -> np.ndarray:
