@@ -9,13 +9,14 @@ import signal
 import sqlite3
 import threading
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 import torch
 
 from sslsteal_fast.defenses import CoverageDefense, DefenseState, SimilarityDetector
-from sslsteal_fast.victim import BudgetExceeded, OnnxVictim
+from sslsteal_fast.victim import BudgetExceeded, Defense, OnnxVictim
 from tests.helpers import images_for, linear_onnx
 
 KEY = b"t" * 32
@@ -184,13 +185,13 @@ def _check_shared_state(path: Path, victims_bills: list[dict[str, int]], workers
     assert seqs == list(range(served))
 
 
-def _defenses(store: DefenseState | str) -> list[object]:
+def _defenses(store: DefenseState | str) -> list[Defense]:
     state = DefenseState(store) if isinstance(store, str) else store
     return [detector(state), CoverageDefense(n_bits=6, state=state, key=KEY)]
 
 
-def _victim(onnx_path: Path, defenses: list[object]) -> OnnxVictim:
-    return OnnxVictim(onnx_path, defenses=defenses, intra_op_threads=1)  # type: ignore[arg-type]
+def _victim(onnx_path: Path, defenses: list[Defense]) -> OnnxVictim:
+    return OnnxVictim(onnx_path, defenses=defenses, intra_op_threads=1)
 
 
 @pytest.mark.parametrize("share", ["file", "store", "defenses"])
@@ -201,7 +202,7 @@ def test_victims_in_threads_share_a_state_and_a_client(tmp_path, onnx_path, shar
     common = DefenseState(path)
     shared = _defenses(common)
 
-    def defenses() -> list[object]:
+    def defenses() -> list[Defense]:
         if share == "file":
             return _defenses(str(path))
         return _defenses(common) if share == "store" else shared
@@ -226,14 +227,15 @@ def test_victims_in_threads_share_a_state_and_a_client(tmp_path, onnx_path, shar
     _check_shared_state(path, [v.bills for v in victims], len(victims))
 
 
-def _process_worker(onnx_path: str, state_path: str, worker: int, start: object, results: object) -> None:
+def _process_worker(onnx_path: str, state_path: str, worker: int, start: Any, results: Any) -> None:
+    """Child process: open the (new) state at the same moment as the others, serve, report the bills."""
     try:
-        start.wait()  # type: ignore[attr-defined]
+        start.wait()
         victim = _victim(Path(onnx_path), _defenses(state_path))  # opened at once: a fresh file, a new secret
         _serve(victim, worker)
-        results.put((worker, victim.bills, None))  # type: ignore[attr-defined]
+        results.put((worker, victim.bills, None))
     except BaseException as exc:  # reported to the parent
-        results.put((worker, {}, repr(exc)))  # type: ignore[attr-defined]
+        results.put((worker, {}, repr(exc)))
 
 
 def test_victims_in_processes_share_a_state_file_and_a_client(tmp_path, onnx_path):
