@@ -10,6 +10,8 @@ builds any of them from a spec string, whose keys are exactly the config's field
 from __future__ import annotations
 
 import dataclasses
+import sqlite3
+from contextlib import AbstractContextManager
 from typing import Any, ClassVar
 
 import torch
@@ -53,6 +55,10 @@ class ConfiguredDefense:
 class StatefulDefense(ConfiguredDefense):
     """A configured defense that keeps per-client state and a secret, and may compare centred vectors.
 
+    It is :class:`~sslsteal_fast.victim.defense_api.Transactional`: a call records its state changes
+    in one transaction of ``state`` (joining the victim's, which commits only once the answer is
+    served), and re-reads what other stores sharing the file committed before it.
+
     Args:
         config / **params: the defense's ``Config``.
         center: optional 1-D vector subtracted from what the defense compares (e.g. the mean
@@ -81,3 +87,7 @@ class StatefulDefense(ConfiguredDefense):
         self.state = open_state(state)
         self.namespace = self.name if namespace is None else namespace
         self.key = secret_for(key, self.state, self.namespace)
+
+    def transaction(self) -> AbstractContextManager[sqlite3.Connection]:
+        """A transaction of this defense's state (see :meth:`DefenseState.transaction`)."""
+        return self.state.transaction()

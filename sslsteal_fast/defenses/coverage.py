@@ -21,7 +21,10 @@ queries around one task. So the API
 
 B4B's exact cost function (a calibrated exponential of coverage) is replaced by the power law
 above; ``alpha < 1`` punishes early coverage more, ``alpha > 1`` lets small users through nearly free.
-Occupied buckets and bills are kept in the :class:`~sslsteal_fast.defenses.state.DefenseState`.
+Occupied buckets and bills are kept in the :class:`~sslsteal_fast.defenses.state.DefenseState`, one
+transaction per query; at its start the client's buckets are brought up to date with what other
+defenses sharing the state file have committed, so several victims serving one client price one
+coverage.
 """
 
 from __future__ import annotations
@@ -34,7 +37,7 @@ import torch
 
 from sslsteal_fast.defenses.base import StatefulDefense
 from sslsteal_fast.defenses.perturb import KeyedNoise
-from sslsteal_fast.util.checks import check_bool, check_int, check_number
+from sslsteal_fast.util.checks import check_bool, check_client, check_int, check_number
 
 __all__ = ["CoverageConfig", "CoverageDefense", "client_transform"]
 
@@ -72,7 +75,7 @@ def _seed(key: bytes, *parts: bytes) -> int:
 def client_transform(key: bytes, client: str, dim: int) -> torch.Tensor:
     """The secret orthogonal (dim, dim) float32 matrix of ``client`` (QR of a keyed Gaussian, sign-fixed,
     then random column sign flips)."""
-    g = torch.Generator().manual_seed(_seed(key, b"transform", client.encode()))
+    g = torch.Generator().manual_seed(_seed(key, b"transform", check_client(client).encode()))
     a = torch.randn(dim, dim, generator=g, dtype=torch.float64)
     q, r = torch.linalg.qr(a)
     q = q * torch.sign(torch.diagonal(r)).where(torch.diagonal(r) != 0, torch.ones(()))
@@ -101,7 +104,7 @@ class CoverageDefense(StatefulDefense):
         self._noise = KeyedNoise(self.key, "coverage")
         self._planes: torch.Tensor | None = None
         self._transforms: dict[str, torch.Tensor] = {}
-        self._occupied: dict[str, set[int]] = self.state.buckets(self.namespace)
+        self._occupied: dict[str, set[int]] = {}
 
     def _hyperplanes(self, dim: int) -> torch.Tensor:
         if self._planes is None or self._planes.shape[1] != dim:
@@ -117,9 +120,17 @@ class CoverageDefense(StatefulDefense):
         bits = (x @ self._hyperplanes(x.shape[1]).T > 0).to(torch.int64)
         return (bits << torch.arange(self.config.n_bits)).sum(dim=1)
 
+    def _synced(self, client: str) -> set[int]:
+        """``client``'s occupied buckets, with those other defenses sharing the state have committed."""
+        occupied = self._occupied.setdefault(client, set())
+        if self.state.bucket_count(self.namespace, client) != len(occupied):
+            occupied |= self.state.client_buckets(self.namespace, client)
+        return occupied
+
     def coverage(self, client: str) -> float:
         """Fraction of buckets ``client`` has occupied so far."""
-        return len(self._occupied.get(client, ())) / self.config.buckets
+        with self.state.lock:
+            return len(self._synced(client)) / self.config.buckets
 
     def transform_for(self, client: str, dim: int) -> torch.Tensor:
         """``client``'s secret orthogonal (dim, dim) matrix (cached)."""
@@ -130,25 +141,30 @@ class CoverageDefense(StatefulDefense):
 
     def sigmas(self, outputs: torch.Tensor, client: str) -> torch.Tensor:
         """Per-row noise std (N,) after updating ``client``'s coverage with these rows (in row order)."""
-        occupied = self._occupied.setdefault(client, set())
-        new: list[int] = []
+        check_client(client)
+        ids = self.bucket_ids(outputs).tolist()
         cov = torch.empty(outputs.shape[0])
-        for i, b in enumerate(self.bucket_ids(outputs).tolist()):
-            if b not in occupied:
-                occupied.add(b)
-                new.append(b)
-            cov[i] = len(occupied) / self.config.buckets
-        self.state.add_buckets(self.namespace, client, new, int(outputs.shape[0]))
+        with self.state.transaction():
+            occupied = self._synced(client)
+            new: list[int] = []
+            self.state.on_rollback(lambda: occupied.difference_update(new))
+            for i, b in enumerate(ids):
+                if b not in occupied:
+                    occupied.add(b)
+                    new.append(b)
+                cov[i] = len(occupied) / self.config.buckets
+            self.state.add_buckets(self.namespace, client, new, int(outputs.shape[0]))
         sig = self.config.lam * cov.pow(self.config.alpha)
         if self.config.relative:
             sig = sig * outputs.detach().pow(2).mean(dim=1).sqrt()
         return sig
 
     def __call__(self, outputs: torch.Tensor, inputs: torch.Tensor, client: str) -> torch.Tensor:
-        sig = self.sigmas(outputs, client)
-        out = outputs + sig[:, None] * self._noise.normal(inputs, client, outputs.shape[1])
-        if self.config.transform:
-            out = out @ self.transform_for(client, out.shape[1])
+        with self.state.transaction():
+            sig = self.sigmas(outputs, client)
+            out = outputs + sig[:, None] * self._noise.normal(inputs, client, outputs.shape[1])
+            if self.config.transform:
+                out = out @ self.transform_for(client, out.shape[1])
         return out
 
     @property

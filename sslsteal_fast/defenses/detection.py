@@ -21,6 +21,9 @@ The per-client bank is a :class:`GrowingBank`: preallocated float32 chunks that 
 :func:`sslsteal_fast.ops.topk_similarity` (k = 1) chunk by chunk, so it holds hundreds of thousands of
 queries without copying or an N x M matrix. Scores, flags and the bank go to the
 :class:`~sslsteal_fast.defenses.state.DefenseState`, so a restarted defense continues where it was.
+Each query's bank block, scores, flags and bill are one transaction; at its start the client's bank
+is brought up to date with the blocks other detectors sharing the state file have committed, so
+several victims (threads or processes) serving one client score against one history.
 """
 
 from __future__ import annotations
@@ -37,7 +40,7 @@ import torch.nn.functional as F
 from sslsteal_fast import ops
 from sslsteal_fast.defenses.base import StatefulDefense
 from sslsteal_fast.defenses.perturb import KeyedNoise
-from sslsteal_fast.util.checks import check_choice, check_int, check_number
+from sslsteal_fast.util.checks import check_choice, check_client, check_int, check_number
 
 __all__ = [
     "FEATURES",
@@ -88,6 +91,17 @@ class GrowingBank:
             chunk[used : used + take] = rows[i : i + take]
             self._filled[-1] += take
             i += take
+
+    def truncate(self, rows: int) -> None:
+        """Keep only the first ``rows`` rows (drops what was appended after them)."""
+        check_int("GrowingBank.truncate: rows", rows, low=0, high=len(self))
+        kept = 0
+        for i, filled in enumerate(self._filled):
+            if kept + filled >= rows:
+                self._filled[i] = rows - kept
+                del self._chunks[i + 1 :], self._filled[i + 1 :]
+                return
+            kept += filled
 
     def views(self) -> list[torch.Tensor]:
         """The filled part of each chunk (views, no copy)."""
@@ -149,9 +163,6 @@ class SimilarityDetector(StatefulDefense):
         super().__init__(config, **kwargs)
         self._noise = KeyedNoise(self.key, "detection")
         self._banks: dict[str, GrowingBank] = {}
-        for client in self.state.bank_clients(self.namespace):
-            for block in self.state.bank_blocks(self.namespace, client):
-                self._bank(client, block.shape[1]).append(torch.from_numpy(block.copy()))
 
     def _bank(self, client: str, dim: int) -> GrowingBank:
         bank = self._banks.get(client)
@@ -160,6 +171,19 @@ class SimilarityDetector(StatefulDefense):
         elif bank.dim != dim:
             raise ValueError(f"SimilarityDetector: client {client!r} has {bank.dim}-d features, got {dim}-d")
         return bank
+
+    def _sync(self, client: str) -> None:
+        """Append the blocks of ``client``'s stored bank this detector has not seen (stored by a restart's
+        predecessor or by another detector sharing the state)."""
+        have = self._memory_rows(client)
+        for block in self.state.bank_blocks(self.namespace, client, start=have):
+            self._bank(client, block.shape[1]).append(torch.from_numpy(block.copy()))
+
+    def _rewind(self, client: str, rows: int) -> None:
+        if rows == 0:
+            self._banks.pop(client, None)
+        elif client in self._banks:
+            self._banks[client].truncate(rows)
 
     def features(self, outputs: torch.Tensor, inputs: torch.Tensor) -> torch.Tensor:
         """The compared vectors (N, F): outputs or flattened inputs, minus ``center``."""
@@ -174,7 +198,8 @@ class SimilarityDetector(StatefulDefense):
         return x.contiguous()
 
     def score(self, feats: torch.Tensor, client: str) -> torch.Tensor:
-        """Score (N,) rows against the bank and each other, appending them to ``client``'s bank."""
+        """Score (N,) rows against the bank and each other, appending them to ``client``'s bank in memory
+        (calling the detector also records them in the state)."""
         bank = self._bank(client, feats.shape[1])
         scores = torch.empty(feats.shape[0])
         for start in range(0, feats.shape[0], _BLOCK):
@@ -189,14 +214,18 @@ class SimilarityDetector(StatefulDefense):
         return scores
 
     def __call__(self, outputs: torch.Tensor, inputs: torch.Tensor, client: str) -> torch.Tensor:
+        check_client(client)
         feats = self.features(outputs, inputs)
-        bank_start = len(self._banks[client]) if client in self._banks else 0
-        scores = self.score(feats, client)
-        flagged = scores > self.config.threshold
-        self.state.append_bank(self.namespace, client, bank_start, feats.numpy())
-        self.state.record_detections(
-            self.namespace, client, bank_start, scores.numpy(), flagged.numpy(), int(outputs.shape[0])
-        )
+        with self.state.transaction():
+            self._sync(client)
+            bank_start = self._memory_rows(client)
+            self.state.on_rollback(lambda: self._rewind(client, bank_start))
+            scores = self.score(feats, client)
+            flagged = scores > self.config.threshold
+            self.state.append_bank(self.namespace, client, bank_start, feats.numpy())
+            self.state.record_detections(
+                self.namespace, client, bank_start, scores.numpy(), flagged.numpy(), int(outputs.shape[0])
+            )
         if not bool(flagged.any()) or self.config.policy == "monitor":
             return outputs
         out = outputs.clone()
@@ -222,7 +251,10 @@ class SimilarityDetector(StatefulDefense):
         return self.state.bills(self.namespace)
 
     def bank_size(self, client: str) -> int:
-        """Rows in ``client``'s bank."""
+        """Rows in ``client``'s bank (as stored: every committed query, from every detector sharing the state)."""
+        return self.state.bank_rows(self.namespace, client)
+
+    def _memory_rows(self, client: str) -> int:
         return len(self._banks[client]) if client in self._banks else 0
 
 

@@ -22,7 +22,7 @@ import torch
 
 from sslsteal_fast.defenses.base import ConfiguredDefense
 from sslsteal_fast.defenses.state import DefenseState, secret_for
-from sslsteal_fast.util.checks import check_int, check_number
+from sslsteal_fast.util.checks import check_client, check_int, check_number
 
 __all__ = [
     "GaussianNoise",
@@ -52,6 +52,7 @@ class KeyedNoise:
 
     def seeds(self, inputs: torch.Tensor, client: str) -> list[int]:
         """One 63-bit seed per row of ``inputs`` (float32 (N, ...)), keyed by the secret and ``client``."""
+        check_client(client)
         rows = np.ascontiguousarray(inputs.detach().cpu().numpy(), dtype=np.float32).reshape(inputs.shape[0], -1)
         prefix = client.encode() + b"\x00" + np.asarray(rows.shape[1:], dtype=np.int64).tobytes()
         out = []
@@ -133,10 +134,17 @@ class GaussianNoise(ConfiguredDefense):
         return outputs + self.config.mean + self.config.sigma * z
 
 
+#: ``decimals`` bounds: the decimal exponent range of float32, the served dtype (beyond it every
+#: answer would round to zero, or rounding would overflow to inf / NaN).
+QUANTIZE_DECIMALS = 38
+#: The most ``levels``: float32 cannot tell more than 2**24 steps of one span apart.
+QUANTIZE_LEVELS = 1 << 24
+
+
 @dataclass(frozen=True)
 class QuantizeConfig:
-    """Exactly one of: ``decimals`` (round to that many decimals) or ``levels`` (>= 2 uniform levels
-    between each row's min and max)."""
+    """Exactly one of: ``decimals`` (round to that many decimals, in [-38, 38]) or ``levels``
+    (2 to 2**24 uniform levels between each row's min and max)."""
 
     decimals: int | None = None
     levels: int | None = None
@@ -145,20 +153,24 @@ class QuantizeConfig:
         if (self.decimals is None) == (self.levels is None):
             raise ValueError("Quantize: give exactly one of decimals or levels")
         if self.decimals is not None:
-            check_int("Quantize: decimals", self.decimals)
+            check_int("Quantize: decimals", self.decimals, low=-QUANTIZE_DECIMALS, high=QUANTIZE_DECIMALS)
         if self.levels is not None:
-            check_int("Quantize: levels", self.levels, low=2)
+            check_int("Quantize: levels", self.levels, low=2, high=QUANTIZE_LEVELS)
 
 
 class Quantize(ConfiguredDefense):
-    """Round the served representations (to ``decimals``, or to ``levels`` levels per row)."""
+    """Round the served representations (to ``decimals``, or to ``levels`` levels per row).
+
+    Rounding to decimals is computed in float64, so scaling by ``10**decimals`` cannot overflow for
+    any finite float32 answer.
+    """
 
     name = "quantize"
     Config = QuantizeConfig
 
     def __call__(self, outputs: torch.Tensor, inputs: torch.Tensor, client: str) -> torch.Tensor:
         if self.config.decimals is not None:
-            return torch.round(outputs, decimals=self.config.decimals)
+            return torch.round(outputs.to(torch.float64), decimals=self.config.decimals).to(torch.float32)
         steps = float(self.config.levels - 1)
         lo = outputs.min(dim=1, keepdim=True).values
         span = (outputs.max(dim=1, keepdim=True).values - lo).clamp_min(1e-12)

@@ -2,9 +2,20 @@
 
 A defense that keeps per-client state writes it through a :class:`DefenseState`; constructing the
 same defense again with the same state path (e.g. after a server restart) reloads it, so accounting
-and detection history are not lost. Every write is one transaction (WAL journal), so a process
-killed mid-query leaves either all or none of that query's records. Several defenses may share one
-database: every row carries the defense's ``namespace``.
+and detection history are not lost. Several defenses may share one database: every row carries the
+defense's ``namespace``.
+
+Transactions. Every write happens inside :meth:`DefenseState.transaction` (``BEGIN IMMEDIATE`` on a
+WAL database): a query's records are all there or none of them is, even if the process is killed in
+the middle. Transactions nest: a defense call opens one, and a victim opens one around all its
+defenses sharing the store, so their records (and bills) for one query commit together, only once
+the answer is served. What a defense keeps in memory is undone with the store
+(:meth:`DefenseState.on_rollback`).
+
+Sharing. Several stores - in threads or in processes - may open one file: a transaction holds the
+database's write lock (others wait, up to the busy timeout), and the defenses re-read what other
+stores have committed at the start of each transaction, so every query is scored against, and
+billed with, everything committed before it.
 
 Tables::
 
@@ -20,14 +31,14 @@ from __future__ import annotations
 import os
 import sqlite3
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 
 import numpy as np
 
 from sslsteal_fast.util.sqlite import connect, transaction
 
 __all__ = ["DefenseState", "open_state", "secret_for"]
-
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS secrets (name TEXT PRIMARY KEY, value BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS bills (
@@ -50,13 +61,25 @@ class DefenseState:
 
     Args:
         path: the database file (created with its folder), or ``":memory:"`` for a throw-away store.
+        timeout: seconds to wait for another connection's transaction on the same file.
+
+    Raises:
+        ValueError: ``path`` exists but is not a SQLite database (the message names it).
     """
 
-    def __init__(self, path: str | os.PathLike[str] = ":memory:") -> None:
+    def __init__(self, path: str | os.PathLike[str] = ":memory:", *, timeout: float = 60.0) -> None:
         self.path = str(path)
         self._lock = threading.RLock()
-        self._conn = connect(self.path, synchronous="NORMAL", shared=True)
-        self._conn.executescript(_SCHEMA)
+        self._undo: list[list[Callable[[], None]]] = []  # one list per open (nested) transaction
+        try:
+            self._conn = connect(self.path, synchronous="NORMAL", shared=True, timeout=timeout)
+            self._conn.executescript(_SCHEMA)
+        except sqlite3.OperationalError as exc:
+            if "locked" in str(exc) or "busy" in str(exc):
+                raise
+            raise ValueError(f"{self.path}: cannot open the defense state database ({exc})") from None
+        except sqlite3.DatabaseError as exc:
+            raise ValueError(f"{self.path}: not a defense state database ({exc})") from None
 
     def __repr__(self) -> str:
         return f"DefenseState({self.path!r})"
@@ -72,6 +95,59 @@ class DefenseState:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    # ---------------------------------------------------------------------------- transactions
+    @property
+    def lock(self) -> threading.RLock:
+        """The store's lock, held through every transaction (hold it to read defense memory consistently)."""
+        return self._lock
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """All-or-nothing: the writes (and :meth:`on_rollback` undos) inside commit together or not at all.
+
+        The outermost transaction is ``BEGIN IMMEDIATE`` ... ``COMMIT`` (it holds the database's write
+        lock, so other connections to the file wait); a nested one is a savepoint that joins it. The
+        store's lock is held throughout, so threads sharing the store take turns.
+        """
+        with self._lock:
+            depth = len(self._undo)
+            self._undo.append([])
+            try:
+                if depth == 0:
+                    with transaction(self._conn) as conn:
+                        yield conn
+                else:
+                    with self._savepoint(depth) as conn:
+                        yield conn
+            except BaseException:
+                for undo in reversed(self._undo.pop()):
+                    undo()
+                if depth == 0 and self._conn.in_transaction:  # the COMMIT itself failed
+                    self._conn.execute("ROLLBACK")
+                raise
+            done = self._undo.pop()
+            if self._undo:
+                self._undo[-1].extend(done)  # the enclosing transaction may still roll back
+
+    @contextmanager
+    def _savepoint(self, depth: int) -> Iterator[sqlite3.Connection]:
+        name = f"nested_{depth}"
+        self._conn.execute(f"SAVEPOINT {name}")
+        try:
+            yield self._conn
+        except BaseException:
+            self._conn.execute(f"ROLLBACK TO {name}")
+            self._conn.execute(f"RELEASE {name}")
+            raise
+        self._conn.execute(f"RELEASE {name}")
+
+    def on_rollback(self, undo: Callable[[], None]) -> None:
+        """Call ``undo`` if the open transaction is rolled back (to revert what a defense keeps in memory)."""
+        with self._lock:
+            if not self._undo:
+                raise RuntimeError("DefenseState.on_rollback: no transaction is open")
+            self._undo[-1].append(undo)
+
     @staticmethod
     def _add_bill(conn: sqlite3.Connection, namespace: str, client: str, queries: int) -> None:
         conn.execute(
@@ -82,20 +158,24 @@ class DefenseState:
 
     # -------------------------------------------------------------------------------- secrets
     def secret(self, name: str, nbytes: int = 32) -> bytes:
-        """The secret called ``name``, created from ``os.urandom`` on first use and kept forever."""
+        """The secret called ``name``, created from ``os.urandom`` on first use and kept forever.
+
+        Stores opening one file at the same time agree on it: the first to commit one wins.
+        """
         with self._lock:
             row = self._conn.execute("SELECT value FROM secrets WHERE name = ?", (name,)).fetchone()
-            if row is not None:
-                return bytes(row[0])
-            value = os.urandom(nbytes)
-            with transaction(self._conn, self._lock) as conn:
-                conn.execute("INSERT INTO secrets (name, value) VALUES (?, ?)", (name, value))
-            return value
+            if row is None:
+                with self.transaction() as conn:
+                    conn.execute(
+                        "INSERT OR IGNORE INTO secrets (name, value) VALUES (?, ?)", (name, os.urandom(nbytes))
+                    )
+                    row = conn.execute("SELECT value FROM secrets WHERE name = ?", (name,)).fetchone()
+            return bytes(row[0])
 
     # ---------------------------------------------------------------------------------- bills
     def add_bill(self, namespace: str, client: str, queries: int) -> None:
         """Add ``queries`` rows to ``client``'s bill."""
-        with transaction(self._conn, self._lock) as conn:
+        with self.transaction() as conn:
             self._add_bill(conn, namespace, client, queries)
 
     def bills(self, namespace: str) -> dict[str, int]:
@@ -112,7 +192,7 @@ class DefenseState:
         rows = [
             (namespace, client, start + i, float(s), int(f)) for i, (s, f) in enumerate(zip(scores, flags, strict=True))
         ]
-        with transaction(self._conn, self._lock) as conn:
+        with self.transaction() as conn:
             conn.executemany(
                 "INSERT INTO detections (namespace, client, seq, score, flagged) VALUES (?, ?, ?, ?, ?)", rows
             )
@@ -131,7 +211,7 @@ class DefenseState:
     # -------------------------------------------------------------------------------- buckets
     def add_buckets(self, namespace: str, client: str, buckets: Iterable[int], queries: int) -> None:
         """Mark ``buckets`` occupied for ``client`` and bill ``queries`` rows, atomically."""
-        with transaction(self._conn, self._lock) as conn:
+        with self.transaction() as conn:
             conn.executemany(
                 "INSERT OR IGNORE INTO buckets (namespace, client, bucket) VALUES (?, ?, ?)",
                 [(namespace, client, int(b)) for b in buckets],
@@ -148,11 +228,27 @@ class DefenseState:
                 out.setdefault(client, set()).add(int(bucket))
         return out
 
+    def client_buckets(self, namespace: str, client: str) -> set[int]:
+        """Occupied buckets of one client."""
+        with self._lock:
+            rows = self._conn.execute(
+                "SELECT bucket FROM buckets WHERE namespace = ? AND client = ?", (namespace, client)
+            ).fetchall()
+        return {int(r[0]) for r in rows}
+
+    def bucket_count(self, namespace: str, client: str) -> int:
+        """Number of occupied buckets of one client."""
+        with self._lock:
+            row = self._conn.execute(
+                "SELECT COUNT(*) FROM buckets WHERE namespace = ? AND client = ?", (namespace, client)
+            ).fetchone()
+        return int(row[0])
+
     # ----------------------------------------------------------------------------------- bank
     def append_bank(self, namespace: str, client: str, start: int, rows: np.ndarray) -> None:
         """Store a float32 (n, dim) block of ``client``'s query bank starting at row ``start``."""
         block = np.ascontiguousarray(rows, dtype=np.float32)
-        with transaction(self._conn, self._lock) as conn:
+        with self.transaction() as conn:
             conn.execute(
                 "INSERT INTO bank (namespace, client, start, rows, dim, data) VALUES (?, ?, ?, ?, ?, ?)",
                 (namespace, client, int(start), int(block.shape[0]), int(block.shape[1]), block.tobytes()),
@@ -164,14 +260,29 @@ class DefenseState:
             rows = self._conn.execute("SELECT DISTINCT client FROM bank WHERE namespace = ?", (namespace,))
             return [r[0] for r in rows.fetchall()]
 
-    def bank_blocks(self, namespace: str, client: str) -> Iterator[np.ndarray]:
-        """``client``'s bank blocks in order (float32 (n, dim) each)."""
+    def bank_rows(self, namespace: str, client: str) -> int:
+        """Rows in ``client``'s stored bank."""
+        with self._lock:
+            row = self._conn.execute(
+                "SELECT COALESCE(SUM(rows), 0) FROM bank WHERE namespace = ? AND client = ?", (namespace, client)
+            ).fetchone()
+        return int(row[0])
+
+    def bank_blocks(self, namespace: str, client: str, start: int = 0) -> Iterator[np.ndarray]:
+        """``client``'s bank blocks in order (float32 (n, dim) each), from the one starting at row ``start``."""
         with self._lock:
             rows = self._conn.execute(
-                "SELECT rows, dim, data FROM bank WHERE namespace = ? AND client = ? ORDER BY start",
-                (namespace, client),
+                "SELECT start, rows, dim, data FROM bank WHERE namespace = ? AND client = ? AND start >= ? "
+                "ORDER BY start",
+                (namespace, client, int(start)),
             ).fetchall()
-        for n, dim, data in rows:
+        expected = int(start)
+        for first, n, dim, data in rows:
+            if first != expected:
+                raise ValueError(
+                    f"{self.path}: the bank of client {client!r} ({namespace}) has a gap or an overlap at row {expected}"
+                )
+            expected += n
             yield np.frombuffer(data, dtype=np.float32).reshape(n, dim)
 
 

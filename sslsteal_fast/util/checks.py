@@ -16,7 +16,15 @@ import math
 from collections.abc import Sequence
 from typing import Any, TypeVar
 
-__all__ = ["ArgumentTypeError", "check_bool", "check_choice", "check_int", "check_number", "check_positive_int"]
+__all__ = [
+    "ArgumentTypeError",
+    "check_bool",
+    "check_choice",
+    "check_client",
+    "check_int",
+    "check_number",
+    "check_positive_int",
+]
 
 T = TypeVar("T")
 
@@ -71,6 +79,23 @@ def check_choice(name: str, value: T, allowed: Sequence[T]) -> T:
     if value not in allowed:
         raise ValueError(f"unknown {name} {value!r}; choose one of: {', '.join(str(a) for a in allowed)}")
     return value
+
+
+def check_client(client: Any) -> str:
+    """``client`` if it is a valid client id: a non-empty ``str`` that UTF-8 can encode (no lone
+    surrogates such as ``"\\ud800"``) and without NUL characters; client ids are billed, stored and
+    hashed as UTF-8 text, so every API that takes one checks it here before doing anything."""
+    if not isinstance(client, str):
+        raise ArgumentTypeError(f"client must be a non-empty string, got {client!r}")
+    if not client:
+        raise ValueError("client must be a non-empty string, got ''")
+    try:
+        client.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError(f"client {client!r} cannot be encoded as UTF-8 (it has a lone surrogate)") from None
+    if "\x00" in client:
+        raise ValueError(f"client {client!r} must not contain NUL characters")
+    return client
 
 
 def _range(low: float | None, high: float | None, strict: bool) -> str:

@@ -3,7 +3,9 @@
 :func:`connect` opens a database in autocommit mode (``isolation_level=None``), so nothing is
 committed implicitly; every write goes through :func:`transaction`, which makes it all-or-nothing.
 In WAL mode a committed transaction survives a SIGKILL of the writer (``synchronous=FULL`` also
-survives power loss; ``NORMAL`` only process crashes, and is faster).
+survives power loss; ``NORMAL`` only process crashes, and is faster). Several processes may open
+one database at once: a busy database is waited for (``timeout``), also while switching a new file
+to WAL, which SQLite does not retry by itself.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import os
 import sqlite3
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
@@ -31,9 +34,23 @@ def connect(
         Path(path).parent.mkdir(parents=True, exist_ok=True)
     conn = sqlite3.connect(str(path), isolation_level=None, timeout=timeout, check_same_thread=not shared)
     if not memory:
-        conn.execute("PRAGMA journal_mode=WAL")
+        _enable_wal(conn, timeout)
     conn.execute(f"PRAGMA synchronous={synchronous}")
     return conn
+
+
+def _enable_wal(conn: sqlite3.Connection, timeout: float) -> None:
+    # Switching the journal mode does not call the busy handler: retry while another process holds
+    # the new file's lock (it is switching it too, or creating the schema), up to ``timeout``.
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.01)
 
 
 @contextmanager

@@ -4,22 +4,23 @@
   the rotation watermark); :mod:`.cache`: victims trained once per configuration and reused.
 * :mod:`.export`: ``export_onnx`` writes and checks the file.
 * :mod:`.serving`: :class:`OnnxVictim` serves any single-input, single-output ONNX encoder with
-  exact billing, a budget, a response cache and output defenses.
+  exact billing, a budget, a response cache, optional preprocessing (:class:`Preprocess`) and
+  output defenses.
 * :mod:`.protocol`: the :class:`Victim` interface every consumer (attacks, probes, ownership tests)
   codes against, the in-process :class:`LocalVictim`, and billed chunked querying
   (:func:`query_victim`).
-* :mod:`.defense_api`: the :class:`Defense` plug-in protocol; implementations live in
-  :mod:`sslsteal_fast.defenses`.
+* :mod:`.defense_api`: the :class:`Defense` plug-in protocol (and :class:`Transactional` for
+  defenses with state); implementations live in :mod:`sslsteal_fast.defenses`.
 """
 
 from __future__ import annotations
 
 from sslsteal_fast.config import VictimTrainConfig
 from sslsteal_fast.victim.cache import CachedVictim, trained_victim
-from sslsteal_fast.victim.defense_api import Defense, apply_defenses
+from sslsteal_fast.victim.defense_api import Defense, Transactional, apply_defenses, check_client, defense_transaction
 from sslsteal_fast.victim.export import PARITY_TOLERANCE, export_onnx, max_relative_difference, read_metadata
 from sslsteal_fast.victim.protocol import LocalVictim, Victim, query_victim
-from sslsteal_fast.victim.serving import BudgetExceeded, OnnxVictim, default_providers, physical_cores
+from sslsteal_fast.victim.serving import BudgetExceeded, OnnxVictim, Preprocess, default_providers, physical_cores
 from sslsteal_fast.victim.train import TrainHook, train_victim
 
 __all__ = [
@@ -29,11 +30,15 @@ __all__ = [
     "Defense",
     "LocalVictim",
     "OnnxVictim",
+    "Preprocess",
     "TrainHook",
+    "Transactional",
     "Victim",
     "VictimTrainConfig",
     "apply_defenses",
+    "check_client",
     "default_providers",
+    "defense_transaction",
     "export_onnx",
     "max_relative_difference",
     "physical_cores",

@@ -34,6 +34,7 @@ from typing import Literal
 import numpy as np
 import onnx
 import torch
+from google.protobuf.message import DecodeError
 from torch import nn
 
 from sslsteal_fast._version import __version__
@@ -294,6 +295,21 @@ def export_onnx(
 
 
 def read_metadata(path: str | os.PathLike[str]) -> dict[str, str]:
-    """The ``metadata_props`` of an ONNX file as a dict (empty for foreign models without any)."""
-    proto = onnx.load(str(path), load_external_data=False)
+    """The ``metadata_props`` of an ONNX file as a dict (empty for foreign models without any).
+
+    Raises:
+        FileNotFoundError: no file at ``path``.
+        ValueError: the file is not an ONNX model (the message names it).
+    """
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"no ONNX model at {path}")
+    if not path.is_file():
+        raise ValueError(f"{path} is a folder or a special file, not an ONNX model file")
+    try:
+        proto = onnx.load(str(path), load_external_data=False)
+    except DecodeError as exc:
+        raise ValueError(f"{path}: not a valid ONNX model ({exc})") from None
+    if not proto.HasField("graph"):
+        raise ValueError(f"{path}: not a valid ONNX model (it has no graph)")
     return {p.key: p.value for p in proto.metadata_props}

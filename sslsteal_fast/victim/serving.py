@@ -1,43 +1,69 @@
 """Serve an ONNX encoder as a billed API: :class:`OnnxVictim`.
 
 Any ONNX model with one image input ``(N, C, H, W)`` (float) and one output ``(N, ...)`` (flattened
-to ``(N, D)``) can be served, not only the ones :func:`~sslsteal_fast.victim.export_onnx` writes.
+to ``(N, D)``) can be served, not only the ones :func:`~sslsteal_fast.victim.export_onnx` writes. A
+graph that expects its images resized or normalised can be served with a :class:`Preprocess` step
+(applied before the model, the cache and every defense).
 
 Execution providers are explicit (after qdrant/fastembed's ``OnnxModel``): CUDA when the installed
-onnxruntime has it *and* a GPU is present, else CPU; if CUDA was asked for or expected but the
-session ended up on CPU only, a loud :class:`RuntimeWarning` says so. Threads are set for throughput
-(intra-op = physical cores, sequential execution, all graph optimisations incl. the NCHWc layout
-transformer); on CUDA the input and output are bound with IO binding.
+onnxruntime has it *and* a GPU is present, else CPU. A provider name onnxruntime does not know is an
+error (listing the available ones), as is a request none of whose providers this onnxruntime build
+has; if CUDA was asked for or expected but the session ended up on CPU only, a loud
+:class:`RuntimeWarning` says so (and why). Threads are set for throughput (intra-op = physical
+cores, sequential execution, all graph optimisations incl. the NCHWc layout transformer); on CUDA
+the input and output are bound with IO binding.
 
 Billing: every input row is one billed query, cache hits included (an API bills what it serves).
 A query either succeeds completely or changes no bill: the budget is checked before anything runs,
-and bills are only written after the model, the cache and every defense have succeeded. Queries are
-serialised by a lock (ONNX Runtime already uses every core for one batch), so a victim can be shared
-by threads. ``forward_passes`` meters compute, not money: it counts rows the model actually ran,
-which is fewer than ``queries_used`` when the cache answers (and, if a defense fails after the model
-ran, includes those rows -- they did run, and their raw outputs stay cached -- while no bill moves).
+and bills are only written after the model, the cache and every defense have succeeded and the
+answer is known to be finite. Stateful defenses record a query in one transaction that commits
+only then too (:func:`~sslsteal_fast.victim.defense_api.defense_transaction`), so a failed query
+leaves no trace in their state either. Queries are serialised by a lock (ONNX Runtime already uses
+every core for one batch), so a victim can be shared by threads. ``forward_passes`` meters compute,
+not money: it counts rows the model actually ran, which is fewer than ``queries_used`` when the
+cache answers (and, if a defense fails after the model ran, includes those rows -- they did run,
+and their raw outputs stay cached -- while no bill moves).
+
+Refused before anything runs (nothing billed): a client id :func:`~sslsteal_fast.util.checks.check_client`
+rejects; images of the wrong type, dtype or shape; NaN or infinite pixels; and numpy *masked*
+arrays. A mask has no meaning for an image query, and its values under the mask would escape the
+finiteness check (numpy's reductions skip them) while the model still saw them, so a masked array
+is refused outright instead of being silently unmasked: pass ``np.ma.filled(x, value)`` or
+``x.data`` to say which values to send. Refused after the model ran (nothing billed): an answer
+with NaN or infinite values, whether the model or a defense produced it.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 import os
 import threading
 import warnings
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import onnxruntime as ort
 import torch
+import torch.nn.functional as F
+from onnxruntime.capi import onnxruntime_pybind11_state as _ort_state
 
-from sslsteal_fast.util.checks import check_int, check_positive_int
-from sslsteal_fast.victim.defense_api import Defense, apply_defenses
+from sslsteal_fast.util.checks import (
+    ArgumentTypeError,
+    check_bool,
+    check_choice,
+    check_client,
+    check_int,
+    check_number,
+    check_positive_int,
+)
+from sslsteal_fast.victim.defense_api import Defense, apply_defenses, defense_transaction
 
-__all__ = ["BudgetExceeded", "OnnxVictim", "default_providers", "physical_cores"]
+__all__ = ["RESIZE_MODES", "BudgetExceeded", "OnnxVictim", "Preprocess", "default_providers", "physical_cores"]
 
 logger = logging.getLogger(__name__)
 
@@ -47,6 +73,18 @@ CPU = "CPUExecutionProvider"
 _ORT_FLOAT_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64}
 
 ProviderSpec = str | tuple[str, dict[str, Any]]
+
+_NO_CUDA = "this onnxruntime build has no CUDA provider (install onnxruntime-gpu instead of onnxruntime)"
+# What onnxruntime raises for a file that is not a loadable model (each a plain Exception subclass).
+_MODEL_ERRORS = tuple(
+    getattr(_ort_state, name)
+    for name in ("Fail", "InvalidArgument", "InvalidGraph", "InvalidProtobuf", "NoModel", "NotImplemented")
+    if hasattr(_ort_state, name)
+)
+
+#: ``torch.nn.functional.interpolate`` modes :class:`Preprocess` may resize with.
+RESIZE_MODES = ("bilinear", "bicubic", "area", "nearest", "nearest-exact")
+_ANTIALIAS_MODES = ("bilinear", "bicubic")
 
 
 class BudgetExceeded(RuntimeError):
@@ -95,6 +133,179 @@ def _provider_name(p: ProviderSpec) -> str:
     return p if isinstance(p, str) else p[0]
 
 
+def _check_providers(providers: Sequence[ProviderSpec] | None) -> list[ProviderSpec]:
+    """The provider request, checked: well-formed, known to onnxruntime, at least one available here."""
+    requested = list(providers) if providers is not None else default_providers()
+    if not requested:
+        raise ValueError("providers must name at least one execution provider")
+    known, available = ort.get_all_providers(), ort.get_available_providers()
+    names = []
+    for p in requested:
+        ok = isinstance(p, str) or (
+            isinstance(p, (tuple, list)) and len(p) == 2 and isinstance(p[0], str) and isinstance(p[1], Mapping)
+        )
+        if not ok:
+            raise ArgumentTypeError(f"an execution provider must be a name or (name, options dict), got {p!r}")
+        name = _provider_name(p)
+        if name not in known:
+            short = {k.lower().removesuffix("executionprovider"): k for k in known}
+            hint = f" (did you mean {short[name.lower()]!r}?)" if name.lower() in short else ""
+            raise ValueError(
+                f"unknown ONNX Runtime execution provider {name!r}{hint}; this onnxruntime {ort.__version__} "
+                f"has: {', '.join(available)}"
+            )
+        names.append(name)
+    if not any(n in available for n in names):
+        why = f" -- {_NO_CUDA}" if CUDA in names else ""
+        raise ValueError(
+            f"none of the execution providers {names} is available in this onnxruntime {ort.__version__} "
+            f"(available: {', '.join(available)}){why}"
+        )
+    return requested
+
+
+def _refuse_masked(name: str, value: object) -> None:
+    if np.ma.isMaskedArray(value):
+        raise ArgumentTypeError(
+            f"{name} must not be a numpy masked array (its masked values would escape the checks); "
+            "pass np.ma.filled(x, value) or x.data"
+        )
+
+
+def _per_channel(name: str, value: Any) -> tuple[float, ...]:
+    """A number or a non-empty sequence of numbers -> a tuple of finite floats (float32-representable)."""
+    _refuse_masked(name, value)
+    if isinstance(value, np.ndarray):
+        value = value.tolist()
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        values: Sequence[Any] = (value,)
+    elif isinstance(value, Sequence) and not isinstance(value, (str, bytes)):
+        values = value
+    else:
+        raise ArgumentTypeError(f"{name} must be a number or a sequence of numbers (one per channel), got {value!r}")
+    if not values:
+        raise ValueError(f"{name} must have at least one entry (one per channel), got {value!r}")
+    out = []
+    for i, v in enumerate(values):
+        f = check_number(f"{name}[{i}]", v.item() if isinstance(v, np.generic) else v)
+        if not np.isfinite(np.float32(f)):
+            raise ValueError(f"{name}[{i}] must fit in float32, got {f!r}")
+        out.append(f)
+    return tuple(out)
+
+
+@dataclasses.dataclass(frozen=True)
+class Preprocess:
+    """What a served graph does not do itself: resize and normalise every query before the model.
+
+    Applied to each query after uint8 images are scaled to [0, 1] (float queries are taken as
+    they are), in this order:
+
+    1. resize to ``size`` with :func:`torch.nn.functional.interpolate` (``mode``, ``antialias``;
+       ``align_corners=False``), unless the images already have that size;
+    2. normalise per channel: ``(x - mean) / std``.
+
+    The model, the response cache and every defense see the result (``inputs`` of a defense are
+    the preprocessed images); billing does not change (one query per row).
+
+    Args:
+        mean: one number (every channel) or one per channel.
+        std: likewise; every entry > 0.
+        size: ``(H, W)`` or ``S`` for ``(S, S)``; ``"model"`` for the model's declared input size
+            (the model must declare one); None: no resizing. With a size, the victim accepts
+            images of any spatial size (its ``input_shape`` says ``(C, None, None)``).
+        mode: one of :data:`RESIZE_MODES`; needs a ``size``.
+        antialias: antialiased downsampling (``bilinear`` and ``bicubic`` only; like PIL's and
+            torchvision's resizing); pass False with the other modes.
+
+    Raises:
+        ValueError / ArgumentTypeError: any argument out of range or of the wrong type (masked
+            arrays included); the victim also refuses a ``mean``/``std`` with neither 1 nor C entries
+            and a ``size`` unlike a model's fixed one.
+    """
+
+    mean: float | Sequence[float] = 0.0
+    std: float | Sequence[float] = 1.0
+    size: int | tuple[int, int] | str | None = None
+    mode: str = "bilinear"
+    antialias: bool = True
+
+    def __post_init__(self) -> None:
+        mean = _per_channel("Preprocess: mean", self.mean)
+        std = _per_channel("Preprocess: std", self.std)
+        if not all(s > 0 and np.float32(s) > 0 for s in std):
+            raise ValueError(f"Preprocess: std must be positive (and not 0 in float32), got {std!r}")
+        if len(mean) > 1 and len(std) > 1 and len(mean) != len(std):
+            raise ValueError(f"Preprocess: mean and std have {len(mean)} and {len(std)} entries; give one or C each")
+        object.__setattr__(self, "mean", mean)
+        object.__setattr__(self, "std", std)
+        object.__setattr__(self, "size", self._size(self.size))
+        check_choice("Preprocess mode", self.mode, RESIZE_MODES)
+        check_bool("Preprocess: antialias", self.antialias)
+        if self.size is None and (self.mode != "bilinear" or not self.antialias):
+            raise ValueError("Preprocess: mode and antialias say how to resize; give a size to resize to")
+        if self.antialias and self.mode not in _ANTIALIAS_MODES:
+            raise ValueError(
+                f"Preprocess: antialias applies to bilinear and bicubic resizing only; pass antialias=False "
+                f"with mode={self.mode!r}"
+            )
+
+    def _entries(self, name: str) -> tuple[float, ...]:
+        """``mean`` or ``std`` as normalised by ``__post_init__`` (a tuple of floats)."""
+        return cast(tuple[float, ...], getattr(self, name))
+
+    @staticmethod
+    def _size(size: Any) -> tuple[int, int] | str | None:
+        if size is None or size == "model":
+            return size
+        if isinstance(size, str):
+            raise ValueError(f"Preprocess: size must be (H, W), an int, 'model' or None, got {size!r}")
+        if isinstance(size, Sequence):
+            if len(size) != 2:
+                raise ValueError(f"Preprocess: size must be (H, W), got {size!r}")
+            return (check_int("Preprocess: size[0]", size[0], low=1), check_int("Preprocess: size[1]", size[1], low=1))
+        side = check_int("Preprocess: size", size, low=1)
+        return (side, side)
+
+    def for_model(self, model_shape: tuple[int | None, int | None, int | None]) -> Preprocess:
+        """This step checked against a model taking ``(C, H, W)`` (None: any), with ``size='model'`` resolved."""
+        c, h, w = model_shape
+        for name, values in (("mean", self._entries("mean")), ("std", self._entries("std"))):
+            if c is not None and len(values) not in (1, c):
+                raise ValueError(f"Preprocess: {name} has {len(values)} entries but the model takes {c} channels")
+        if self.size == "model":
+            if h is None or w is None:
+                raise ValueError(
+                    f"Preprocess: size='model' needs a model with a fixed input size, this one takes "
+                    f"{'*' if h is None else h}x{'*' if w is None else w} images; give size=(H, W)"
+                )
+            return dataclasses.replace(self, size=(h, w))
+        if isinstance(self.size, tuple) and (
+            (h is not None and self.size[0] != h) or (w is not None and self.size[1] != w)
+        ):
+            raise ValueError(f"Preprocess: resizes to {self.size[0]}x{self.size[1]} but the model takes {h}x{w} images")
+        return self
+
+    def __call__(self, images: np.ndarray) -> np.ndarray:
+        """float32 (N, C, H, W) -> float32 (N, C, H', W'), C-contiguous, as the model takes it."""
+        if self.size == "model":
+            raise ValueError("Preprocess: size='model' is resolved by the victim (Preprocess.for_model)")
+        x = images
+        if self.size is not None and tuple(x.shape[2:]) != self.size:
+            align = {"align_corners": False} if self.mode in _ANTIALIAS_MODES else {}
+            t = F.interpolate(torch.from_numpy(x), size=self.size, mode=self.mode, antialias=self.antialias, **align)
+            x = t.numpy()
+        means, stds = self._entries("mean"), self._entries("std")
+        if any(m != 0.0 for m in means) or any(s != 1.0 for s in stds):
+            mean = np.asarray(means, dtype=np.float32).reshape(1, -1, 1, 1)
+            std = np.asarray(stds, dtype=np.float32).reshape(1, -1, 1, 1)
+            with np.errstate(over="ignore", invalid="ignore"):  # the victim refuses non-finite results
+                x = (x - mean) / std
+        return np.ascontiguousarray(x, dtype=np.float32)
+
+
 class OnnxVictim:
     """A victim encoder behind an API: validated, billed, cached and defended ONNX Runtime inference.
 
@@ -109,11 +320,20 @@ class OnnxVictim:
         cache_size: most rows the response cache keeps (least recently used evicted first); 0
             disables the cache (and the hashing of inputs).
         intra_op_threads: ONNX Runtime intra-op threads; None means :func:`physical_cores`.
+        preprocess: a :class:`Preprocess` step (resize, normalise) run on every query before the
+            model, the cache and the defenses; None: the images go to the model as they are.
 
     Attributes:
-        input_shape: ``(C, H, W)`` the model takes; a dimension is None where the model accepts any.
+        input_shape: ``(C, H, W)`` of the images a query may have; a dimension is None where any
+            size is accepted (the model's, or any H and W when ``preprocess`` resizes).
+        model_input_shape: ``(C, H, W)`` the model itself takes (None where it accepts any).
         output_dim: D of the served ``(N, D)`` outputs.
         providers: the providers the session really uses.
+
+    Raises:
+        FileNotFoundError: no file at ``path``.
+        ValueError: ``path`` is not a loadable ONNX model (the message names it) or not one this
+            victim can serve; an unknown or unavailable execution provider; a bad argument.
     """
 
     def __init__(
@@ -126,10 +346,13 @@ class OnnxVictim:
         *,
         cache_size: int = 16384,
         intra_op_threads: int | None = None,
+        preprocess: Preprocess | None = None,
     ) -> None:
         path = Path(path)
-        if not path.is_file():
+        if not path.exists():
             raise FileNotFoundError(f"no ONNX model at {path}")
+        if not path.is_file():
+            raise ValueError(f"{path} is a folder or a special file, not an ONNX model file")
         if budget is not None:
             check_int("OnnxVictim: budget", budget, low=0)
         check_positive_int("OnnxVictim: batch_size", batch_size)
@@ -137,6 +360,8 @@ class OnnxVictim:
         for d in defenses:
             if not callable(d):
                 raise TypeError(f"every defense must be callable as defense(outputs, inputs, client); got {d!r}")
+        if preprocess is not None and not isinstance(preprocess, Preprocess):
+            raise ArgumentTypeError(f"OnnxVictim: preprocess must be a Preprocess or None, got {preprocess!r}")
         threads = (
             physical_cores()
             if intra_op_threads is None
@@ -149,9 +374,7 @@ class OnnxVictim:
         self.defenses: tuple[Defense, ...] = tuple(defenses)
         self.cache_size = cache_size
 
-        requested = list(providers) if providers is not None else default_providers()
-        if not requested:
-            raise ValueError("providers must name at least one execution provider")
+        requested = _check_providers(providers)
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
@@ -160,7 +383,11 @@ class OnnxVictim:
         with warnings.catch_warnings():
             # onnxruntime warns (UserWarning) about unavailable providers; we say it louder below.
             warnings.simplefilter("ignore", UserWarning)
-            self._session = ort.InferenceSession(str(path), sess_options=options, providers=requested)
+            try:
+                self._session = ort.InferenceSession(str(path), sess_options=options, providers=requested)
+            except _MODEL_ERRORS as exc:
+                first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+                raise ValueError(f"{path}: not a valid ONNX model ({first})") from None
         self.providers: list[str] = list(self._session.get_providers())
         self._check_fallback(requested)
         self._on_cuda = CUDA in self.providers
@@ -181,7 +408,12 @@ class OnnxVictim:
         self._in_dtype = _ORT_FLOAT_TYPES[inp.type]
         self._model_batch: int | None = inp.shape[0] if isinstance(inp.shape[0], int) and inp.shape[0] > 0 else None
         dims = tuple(d if isinstance(d, int) and d > 0 else None for d in inp.shape[1:])
-        self.input_shape: tuple[int | None, int | None, int | None] = (dims[0], dims[1], dims[2])
+        self.model_input_shape: tuple[int | None, int | None, int | None] = (dims[0], dims[1], dims[2])
+        self.preprocess = None if preprocess is None else preprocess.for_model(self.model_input_shape)
+        resizes = self.preprocess is not None and self.preprocess.size is not None
+        self.input_shape: tuple[int | None, int | None, int | None] = (
+            (dims[0], None, None) if resizes else self.model_input_shape
+        )
         self.output_dim: int = self._find_output_dim(out.shape)
 
         self._lock = threading.RLock()
@@ -195,15 +427,23 @@ class OnnxVictim:
     def _check_fallback(self, requested: list[ProviderSpec]) -> None:
         # CUDA is "expected" exactly when it is in the request: the default request has it whenever
         # onnxruntime-gpu and a GPU are present, and an explicit CPU-only request is respected.
-        if CUDA in [_provider_name(p) for p in requested] and CUDA not in self.providers:
-            why = (
-                "this onnxruntime build has no CUDA provider (install onnxruntime-gpu instead of onnxruntime)"
-                if CUDA not in ort.get_available_providers()
-                else "the CUDA provider failed to load (CUDA/cuDNN libraries missing or mismatched?)"
-            )
+        available = ort.get_available_providers()
+        for name in dict.fromkeys(_provider_name(p) for p in requested):
+            if name in self.providers:
+                continue
+            if name == CUDA:
+                why = (
+                    _NO_CUDA
+                    if CUDA not in available
+                    else "the CUDA provider failed to load (CUDA/cuDNN libraries missing or mismatched?)"
+                )
+                label, cost = "CUDA", " Serving will be much slower than on the GPU."
+            else:
+                why = f"this onnxruntime build has no {name}" if name not in available else f"{name} failed to load"
+                label, cost = name, ""
             message = (
-                f"OnnxVictim({self.path.name}): CUDA was requested or expected but the session runs on "
-                f"{self.providers} only -- {why}. Serving will be much slower than on the GPU."
+                f"OnnxVictim({self.path.name}): {label} was requested or expected but the session runs on "
+                f"{self.providers} only -- {why}.{cost}"
             )
             logger.warning(message)
             warnings.warn(message, RuntimeWarning, stacklevel=3)
@@ -219,7 +459,7 @@ class OnnxVictim:
         if rest and all(isinstance(d, int) and d > 0 for d in rest):
             return int(np.prod(rest))
         # Symbolic feature dims: run one zero image (not metered: it is not a query).
-        c, h, w = (d if d is not None else 32 for d in self.input_shape)
+        c, h, w = (d if d is not None else 32 for d in self.model_input_shape)
         probe = np.zeros((self._model_batch or 1, c, h, w), dtype=np.float32)
         return int(self._run(probe).shape[1])
 
@@ -267,8 +507,9 @@ class OnnxVictim:
         return f"(N, {c}, {h}, {w})"
 
     def _as_model_input(self, x: Any) -> np.ndarray:
-        """Validate a query and return it as a C-contiguous float32 (N, C, H, W) array (a copy)."""
+        """Validate a query and return it, preprocessed, as a C-contiguous float32 (N, C, H, W) array (a copy)."""
         expected = self._expected()
+        _refuse_masked("query", x)
         if isinstance(x, torch.Tensor):
             if x.dtype not in (torch.float32, torch.uint8):
                 raise ValueError(f"query dtype must be float32 or uint8 with shape {expected}, got {x.dtype}")
@@ -287,10 +528,17 @@ class OnnxVictim:
         if 0 in arr.shape[1:]:
             raise ValueError(f"query must have shape {expected} with non-empty images, got {tuple(arr.shape)}")
         if arr.dtype == np.uint8:
-            return np.ascontiguousarray(arr, dtype=np.float32) / np.float32(255.0)
-        if not np.isfinite(arr).all():
+            images = np.ascontiguousarray(arr, dtype=np.float32) / np.float32(255.0)
+        elif not np.isfinite(arr).all():
             raise ValueError("query contains NaN or infinite values")
-        return np.array(arr, dtype=np.float32, order="C", copy=True)
+        else:
+            images = np.array(arr, dtype=np.float32, order="C", copy=True)
+        if self.preprocess is None or images.shape[0] == 0:
+            return images
+        images = self.preprocess(images)
+        if not np.isfinite(images).all():
+            raise ValueError("preprocessing produced non-finite values (NaN or inf) from this query (a tiny std?)")
+        return images
 
     def _run(self, batch: np.ndarray) -> np.ndarray:
         """One model run on (n, C, H, W) float32; returns (n, D) float32."""
@@ -317,6 +565,14 @@ class OnnxVictim:
         parts = [self._run(rows[i : i + step]) for i in range(0, len(rows), step)]
         return np.concatenate(parts) if len(parts) > 1 else parts[0]
 
+    def _run_checked(self, rows: np.ndarray) -> np.ndarray:
+        """Run the model on ``rows`` (metered) and refuse non-finite outputs before they are cached."""
+        out = self._run_chunked(rows)
+        self._forward_passes += len(rows)
+        if not np.isfinite(out).all():
+            raise ValueError("the model produced non-finite outputs (NaN or inf) for this query; nothing was served")
+        return out
+
     def _key(self, row: np.ndarray) -> bytes:
         h = hashlib.blake2b(digest_size=20)
         h.update(np.asarray(row.shape, dtype=np.int64).tobytes())
@@ -333,15 +589,16 @@ class OnnxVictim:
             client: whom to bill.
 
         Returns:
-            float32 CPU tensor (N, D), after the defenses.
+            float32 CPU tensor (N, D), after the defenses; every value finite.
 
         Raises:
-            TypeError: ``x`` is not a tensor/array.
-            ValueError: wrong rank, channels, spatial size or dtype, or NaN/inf; nothing billed.
+            TypeError: ``x`` is not a tensor/array, or is a numpy masked array.
+            ValueError: a client id :func:`~sslsteal_fast.util.checks.check_client` refuses; wrong
+                rank, channels, spatial size or dtype, or NaN/inf; an answer (from the model or a
+                defense) with NaN/inf values. Nothing is billed or recorded by a defense.
             BudgetExceeded: the rows would pass the budget; nothing served or billed.
         """
-        if not isinstance(client, str) or not client:
-            raise ValueError(f"client must be a non-empty string, got {client!r}")
+        check_client(client)
         xs = self._as_model_input(x)
         n = xs.shape[0]
         if n == 0:
@@ -351,7 +608,9 @@ class OnnxVictim:
             if remaining is not None and n > remaining:
                 raise BudgetExceeded(n, remaining, client)
             out, ran, hits = self._serve_raw(xs)
-            served = apply_defenses(self.defenses, torch.from_numpy(out), torch.from_numpy(xs), client)
+            # The defenses' records commit when this block ends without an error, just before the bill.
+            with defense_transaction(self.defenses):
+                served = apply_defenses(self.defenses, torch.from_numpy(out), torch.from_numpy(xs), client)
             # Commit the bill only now that everything succeeded.
             self._queries_used += n
             self._bills[client] = self._bills.get(client, 0) + n
@@ -363,8 +622,7 @@ class OnnxVictim:
         """Raw model outputs for ``xs`` via the cache; returns (outputs, rows run, cache hits)."""
         n = xs.shape[0]
         if self.cache_size == 0:
-            out = self._run_chunked(xs)
-            self._forward_passes += n
+            out = self._run_checked(xs)
             return out, n, 0
         keys = [self._key(xs[i]) for i in range(n)]
         out = np.empty((n, self.output_dim), dtype=np.float32)
@@ -378,8 +636,7 @@ class OnnxVictim:
                 miss_rows.setdefault(key, []).append(i)
         if miss_rows:
             first = [rows[0] for rows in miss_rows.values()]
-            fresh = self._run_chunked(xs[first])
-            self._forward_passes += len(first)
+            fresh = self._run_checked(xs[first])
             for (key, rows), value in zip(miss_rows.items(), fresh, strict=True):
                 out[rows] = value
                 self._cache[key] = value.copy()
