@@ -27,7 +27,7 @@ import torch
 from sslsteal_fast.config import HONEST_CLIENT, THIEF_CLIENT
 from sslsteal_fast.defenses import SimilarityDetector
 from sslsteal_fast.models import build_encoder
-from sslsteal_fast.probes import ProbeScores, extract_features, probe_features
+from sslsteal_fast.probes import ProbeScores, check_disjoint, extract_features, probe_features
 from sslsteal_fast.sweep.artifacts import PreparedVictim
 from sslsteal_fast.sweep.cell import build_defenses, cached_tensors, defense_key
 from sslsteal_fast.sweep.config import DatasetRef, SweepConfig
@@ -51,11 +51,21 @@ HEADER = "sweep"
 
 
 def probe_data(cfg: SweepConfig, out: Path) -> tuple[Path, dict[str, Any]]:
-    """The probe task's images and labels in one file; returns ``(path, {num_classes, train_size, test_size})``."""
+    """The probe task's images and labels in one file; returns ``(path, {num_classes, train_size, test_size})``.
+
+    Train and test sets that share an image are refused (:func:`~sslsteal_fast.probes.check_disjoint`),
+    whether they are loaded now or were cached by an earlier run.
+    """
     key = stable_hash({"train": cfg.probe.train.key(), "test": cfg.probe.test.key()})
     path = out / "data" / f"probe-{key}.safetensors"
+    names = {
+        "train_name": f"probe.train {cfg.probe.train.describe()}",
+        "test_name": f"probe.test {cfg.probe.test.describe()}",
+    }
     if path.is_file():
-        return path, load_tensors(path, header=HEADER)[1]
+        tensors, meta = load_tensors(path, header=HEADER)
+        check_disjoint(tensors["train_images"], tensors["test_images"], **names)
+        return path, meta
     train, test = cfg.probe.train.load(), cfg.probe.test.load()
     if train.num_classes != test.num_classes:
         raise ValueError(
@@ -65,6 +75,7 @@ def probe_data(cfg: SweepConfig, out: Path) -> tuple[Path, dict[str, Any]]:
     for where, ds in (("probe.train", train), ("probe.test", test)):
         if bool((ds.labels < 0).any()):
             raise ValueError(f"{where}: dataset {ds.name!r} has unlabeled rows; probes need labels")
+    check_disjoint(train, test, **names)
     meta = {"num_classes": train.num_classes, "train_size": len(train), "test_size": len(test)}
     tensors = {
         "train_images": train.images,
