@@ -26,6 +26,7 @@ import torch
 
 from sslsteal_fast.config import HONEST_CLIENT, THIEF_CLIENT
 from sslsteal_fast.defenses import SimilarityDetector
+from sslsteal_fast.defenses.base import StatefulDefense
 from sslsteal_fast.models import build_encoder
 from sslsteal_fast.probes import ProbeScores, check_disjoint, extract_features, probe_features
 from sslsteal_fast.sweep.artifacts import PreparedVictim
@@ -146,9 +147,14 @@ def victim_answers(
     """The victim's answers to a query set's images, queried once (billed to the thief) and cached.
 
     A file with at least the needed rows is reused as is (no forward passes); a shorter one (the
-    largest budget grew) is extended by querying only the missing rows. The metadata keeps the
-    cumulative billed queries and forward passes spent on this file. Under a
-    :class:`~sslsteal_fast.defenses.SimilarityDetector` the per-row ``scores`` and ``flags`` are kept.
+    largest budget grew) is extended by querying only the missing rows - except under a stateful
+    defense (:class:`~sslsteal_fast.defenses.base.StatefulDefense`: a detector, the coverage defense),
+    whose answer to a row depends on every row the client sent before it: there the whole file is
+    queried again through a fresh defense, as a fresh sweep would (a defense's answers to the first
+    rows never depend on later ones, so the cells already computed from them stay valid; this is
+    checked). The metadata keeps the cumulative billed queries and forward passes spent on this
+    file. Under a :class:`~sslsteal_fast.defenses.SimilarityDetector` the per-row ``scores`` and
+    ``flags`` are kept.
     """
     count = max(cfg.grid.budgets)
     center = None if cfg.defense_center is None else cfg.defense_center.key()
@@ -163,17 +169,20 @@ def victim_answers(
     if have < count:
         images = cached_tensors(queries_path)["images"]
         defenses = build_defenses(defense, defense_key(victim.sha256, defense), _str(center_path))
-        api = OnnxVictim(victim.onnx, budget=count - have, batch_size=cfg.victim.batch_size, defenses=defenses)
+        start = 0 if any(isinstance(d, StatefulDefense) for d in defenses) else have
+        api = OnnxVictim(victim.onnx, budget=count - start, batch_size=cfg.victim.batch_size, defenses=defenses)
         _check_images(api.input_shape, images, q.name)
-        log(f"sweep: querying the victim with {count - have} images of {q.name!r} (defense {defense})")
+        log(f"sweep: querying the victim with {count - start} images of {q.name!r} (defense {defense})")
         fresh = query_victim(
-            api, images[have:count], batch_size=cfg.victim.batch_size, client=THIEF_CLIENT, progress=progress
+            api, images[start:count], batch_size=cfg.victim.batch_size, client=THIEF_CLIENT, progress=progress
         )
         new = {"answers": fresh}
         if defenses and isinstance(defenses[0], SimilarityDetector):
             scores, flags = defenses[0].history(THIEF_CLIENT)
             new.update(scores=torch.from_numpy(scores), flags=torch.from_numpy(flags))
-        tensors = new if have == 0 else {k: torch.cat([tensors[k], v]) for k, v in new.items()}
+        if start == 0 and have:
+            _check_same_prefix(tensors, new, have, path)
+        tensors = new if start == 0 else {k: torch.cat([tensors[k], v]) for k, v in new.items()}
         new_passes = api.forward_passes
         meta = {
             "query_dataset": q.name,
@@ -194,6 +203,16 @@ def victim_answers(
         "forward_passes_this_run": new_passes,
         "output_dim": int(tensors["answers"].shape[1]),
     }
+
+
+def _check_same_prefix(old: dict[str, torch.Tensor], new: dict[str, torch.Tensor], rows: int, path: Path) -> None:
+    """The re-queried file's first ``rows`` must be the old file's: cells computed from those stand."""
+    for name, tensor in new.items():
+        if name not in old or not torch.equal(old[name], tensor[:rows]):
+            raise RuntimeError(
+                f"{path}: querying again through a fresh defense changed the answers to the first {rows} rows "
+                f"({name}); the cells computed from them would no longer hold: delete this file and results.sqlite"
+            )
 
 
 def _check_images(input_shape: tuple[int | None, ...], images: torch.Tensor, name: str) -> None:
