@@ -10,7 +10,15 @@ import torch.nn.functional as F
 
 from sslsteal_fast.util.checks import check_int
 
-__all__ = ["ImageDataset", "convert_channels", "image_digests", "resize_images", "to_float", "to_uint8"]
+__all__ = [
+    "ImageDataset",
+    "convert_channels",
+    "image_digests",
+    "images_sha256",
+    "resize_images",
+    "to_float",
+    "to_uint8",
+]
 
 
 @dataclass
@@ -74,6 +82,14 @@ def image_digests(images: torch.Tensor) -> list[bytes]:
     """
     rows = images.detach().cpu().contiguous().reshape(images.shape[0], -1).numpy()
     return [hashlib.blake2b(row.tobytes(), digest_size=16).digest() for row in rows]
+
+
+def images_sha256(images: torch.Tensor) -> str:
+    """SHA-256 (hex) of a whole image tensor: its dtype, shape and bytes (the identity of a dataset's images)."""
+    array = images.detach().cpu().contiguous().numpy()
+    h = hashlib.sha256(f"{array.dtype}{tuple(array.shape)}".encode())
+    h.update(array.tobytes())
+    return h.hexdigest()
 
 
 def to_float(images: torch.Tensor) -> torch.Tensor:

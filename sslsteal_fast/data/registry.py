@@ -32,7 +32,15 @@ from sslsteal_fast.data.dataset import ImageDataset, convert_channels, resize_im
 from sslsteal_fast.data.shapes import shapes_dataset
 from sslsteal_fast.util.checks import check_bool, check_choice, check_int
 
-__all__ = ["BUILTIN_DATASETS", "DATASETS", "DISK_DATASETS", "check_dataset", "load_dataset", "parse_spec"]
+__all__ = [
+    "BUILTIN_DATASETS",
+    "DATASETS",
+    "DISK_DATASETS",
+    "check_dataset",
+    "load_dataset",
+    "parse_spec",
+    "resolve_spec",
+]
 
 COMMON_OPTIONS = ("size", "channels", "count", "seed")
 
@@ -87,6 +95,18 @@ def parse_spec(spec: str) -> tuple[str, Path | None]:
     if not entry.needs_path and sep:
         raise ValueError(f"dataset {name!r} is built in and takes no path (write just '{name}')")
     return name, (Path(rest).expanduser() if rest else None)
+
+
+def resolve_spec(spec: str, base: str | Path = ".") -> str:
+    """``spec`` with its path (if any) made absolute, a relative one taken from ``base``.
+
+    ``resolve_spec("npz:data/x.npz", "/exp")`` -> ``"npz:/exp/data/x.npz"``; built-ins are returned as is.
+    The path need not exist.
+    """
+    name, path = parse_spec(spec)
+    if path is None:
+        return spec
+    return f"{name}:{(path if path.is_absolute() else Path(base).expanduser() / path).absolute()}"
 
 
 @dataclass(frozen=True)

@@ -67,7 +67,7 @@ from sslsteal_fast.config import (
     WatermarkConfig,
     check_seed,
 )
-from sslsteal_fast.data import ImageDataset, check_dataset, load_dataset, parse_spec
+from sslsteal_fast.data import ImageDataset, check_dataset, load_dataset, parse_spec, resolve_spec
 from sslsteal_fast.defenses import make_defense
 from sslsteal_fast.util.checks import check_bool, check_choice, check_positive_int
 
@@ -466,18 +466,15 @@ def _resolve_spec(where: str, spec: str, base_dir: Path) -> str:
     A path that does not exist is a ``FileNotFoundError`` now, before any victim is trained or queried.
     """
     try:
-        name, path = parse_spec(spec)
+        resolved = resolve_spec(spec, base_dir)
     except ValueError as exc:
         raise ValueError(f"{where}: {exc}") from None
-    if path is None:
-        return spec
-    if not path.is_absolute():
-        path = (base_dir / path).absolute()
-    if not path.exists():
+    name, path = parse_spec(resolved)
+    if path is not None and not path.exists():
         raise FileNotFoundError(
             f"{where}: {name} data not found at {path} (relative paths start at the config's folder)"
         )
-    return f"{name}:{path}"
+    return resolved
 
 
 def _check_dataset(where: str, spec: str, split: str, options: dict[str, Any]) -> None:

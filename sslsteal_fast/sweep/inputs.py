@@ -16,7 +16,6 @@ Every file is written atomically and named by a content hash of what determines 
 
 from __future__ import annotations
 
-import hashlib
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -25,6 +24,7 @@ from typing import Any
 import torch
 
 from sslsteal_fast.config import HONEST_CLIENT, THIEF_CLIENT
+from sslsteal_fast.data import image_digests, images_sha256
 from sslsteal_fast.defenses import SimilarityDetector
 from sslsteal_fast.defenses.base import StatefulDefense
 from sslsteal_fast.models import build_encoder
@@ -105,17 +105,39 @@ def query_images(q: DatasetRef, count: int, out: Path) -> Path:
     return path
 
 
-def overlap_with_victim_train(cfg: SweepConfig, query_paths: dict[str, Path]) -> dict[str, int]:
-    """Query images that are byte-identical to a victim training image (only when the sweep trains the victim)."""
-    ref = cfg.victim.train_data()
-    if ref is None:
+def overlap_with_victim_train(
+    cfg: SweepConfig, victim: PreparedVictim, query_paths: dict[str, Path], *, log: Log
+) -> dict[str, int]:
+    """Per query set, its images that are byte-identical to one of the victim's training images.
+
+    The training images are the sweep's own ``[victim.train]`` run's, or those a checkpoint (or a
+    cached victim) records in its metadata (:meth:`PreparedVictim.train_data`). Empty when they are
+    unknown, or when the recorded images cannot be loaded as they were (their hash differs): then
+    the reason is logged.
+    """
+    recorded = victim.train_data()
+    if recorded is None:
+        ref = cfg.victim.train_data()
+        if ref is None:
+            return {}
+        recorded = (ref, None)
+    ref, sha = recorded
+    try:
+        images = ref.load().images
+    except (FileNotFoundError, ValueError) as exc:
+        log(f"sweep: cannot check queries against the victim's training images ({exc})")
         return {}
-    seen = {hashlib.blake2b(img.numpy().tobytes(), digest_size=16).digest() for img in ref.load().images}
-    overlap = {}
-    for name, path in query_paths.items():
-        images = cached_tensors(path)["images"]
-        overlap[name] = sum(hashlib.blake2b(img.numpy().tobytes(), digest_size=16).digest() in seen for img in images)
-    return overlap
+    if sha is not None and images_sha256(images) != sha:
+        log(
+            f"sweep: cannot check queries against the victim's training images: {ref.spec} (split {ref.split!r}) "
+            "no longer holds the images it was trained on"
+        )
+        return {}
+    seen = set(image_digests(images))
+    return {
+        name: sum(d in seen for d in image_digests(cached_tensors(path)["images"]))
+        for name, path in query_paths.items()
+    }
 
 
 def defense_center(cfg: SweepConfig, victim: PreparedVictim, out: Path, *, log: Log) -> Path | None:

@@ -98,7 +98,7 @@ def run_sweep(cfg: SweepConfig, out: str | Path, *, progress: bool = True, log: 
         t = time.perf_counter()
         center_path = inputs.defense_center(cfg, victim, out, log=log)
         timings["data_s"] += time.perf_counter() - t
-        overlap = inputs.overlap_with_victim_train(cfg, query_paths)
+        overlap = inputs.overlap_with_victim_train(cfg, victim, query_paths, log=log)
         for name, count in overlap.items():
             if count:
                 log(f"sweep: WARNING {count} query images of {name!r} are also victim training images")
