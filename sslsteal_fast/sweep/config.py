@@ -338,8 +338,8 @@ def _parse_victim(v: dict[str, Any], base_dir: Path) -> VictimSource:
             raise ValueError(f"victim.train.dataset: expected a load_dataset spec string, got {t['dataset']!r}")
         t["dataset"] = _resolve_spec("victim.train.dataset", t["dataset"], base_dir)
         train = _build("victim.train", VictimTrainConfig, {**t, "device": "auto"})
-        options = {"size": train.image_size, "seed": train.data_seed}
-        _check_dataset("victim.train", train.dataset, "train", {**options, "count": train.count})
+        options = {"size": train.image_size, "seed": train.data_seed, "count": train.count}
+        _check_dataset("victim.train", train.dataset, "train", options)
         if wm is not None:
             if not isinstance(wm, dict):
                 raise ValueError("victim.train.watermark: expected a table of WatermarkConfig fields")
