@@ -32,6 +32,10 @@ __all__ = [
     "DEFAULT_LRS",
     "HONEST_CLIENT",
     "LOSSES",
+    "MAX_DATASET_BYTES",
+    "MAX_IMAGES",
+    "MAX_IMAGE_SIZE",
+    "MAX_SEED",
     "OPTIMIZERS",
     "REP_DIMS",
     "STRATEGIES",
@@ -42,6 +46,7 @@ __all__ = [
     "StealConfig",
     "VictimTrainConfig",
     "WatermarkConfig",
+    "check_seed",
 ]
 
 # ------------------------------------------------------------------------------------------ names
@@ -67,6 +72,30 @@ OPTIMIZERS = ("lbfgs", "adam")
 #: The client names experiments bill: a legitimate downstream user and the attacker.
 HONEST_CLIENT = "honest"
 THIEF_CLIENT = "thief"
+
+# ------------------------------------------------------------------------------------------ bounds
+
+#: Largest seed: results stores keep seeds in SQLite INTEGER columns (signed 64-bit) and torch
+#: generators take at most 2**64 - 1, so 2**63 - 1 is the largest value both accept.
+MAX_SEED = 2**63 - 1
+#: Largest side (pixels) a dataset's images may be loaded at: datasets are held in memory as uint8
+#: (N, C, H, W) tensors; the paper's encoders take 32 px, ImageNet's 224 px.
+MAX_IMAGE_SIZE = 1024
+#: Most images one dataset may hold (held in memory; the largest standard set read here, SVHN
+#: ``extra``, has 531,131).
+MAX_IMAGES = 10_000_000
+#: Most memory one dataset's images may take once loaded (N x C x size x size bytes).
+MAX_DATASET_BYTES = 64 * 2**30
+
+
+def check_seed(name: str, value: Any) -> int:
+    """``value`` if it is an int in ``[0, MAX_SEED]``; else an error naming ``name``."""
+    check_int(name, value)
+    if not 0 <= value <= MAX_SEED:
+        raise ValueError(
+            f"{name} must be an int >= 0 and <= 2**63 - 1 (seeds are stored as signed 64-bit integers), got {value!r}"
+        )
+    return int(value)
 
 
 # ------------------------------------------------------------------------------------------ victim
@@ -112,8 +141,8 @@ class VictimTrainConfig:
         for field in ("epochs", "image_size", "proj_dim"):
             check_positive_int(f"{name}.{field}", getattr(self, field))
         check_int(f"{name}.batch_size", self.batch_size, low=2)  # contrastive learning needs negatives
-        check_int(f"{name}.seed", self.seed, low=0)
-        check_int(f"{name}.data_seed", self.data_seed, low=0)
+        check_seed(f"{name}.seed", self.seed)
+        check_seed(f"{name}.data_seed", self.data_seed)
         if self.count is not None:
             check_int(f"{name}.count", self.count, low=2)
         self.lr = check_number(f"{name}.lr", self.lr, low=0.0, strict=True)
@@ -157,7 +186,7 @@ class WatermarkConfig:
         check_number("WatermarkConfig.weight", self.weight, low=0.0, strict=True)
         check_int("WatermarkConfig.batch_size", self.batch_size, low=2)
         check_positive_int("WatermarkConfig.hidden", self.hidden)
-        check_int("WatermarkConfig.data_seed", self.data_seed, low=0)
+        check_seed("WatermarkConfig.data_seed", self.data_seed)
         if self.count is not None:
             check_int("WatermarkConfig.count", self.count, low=2)
 
@@ -215,7 +244,7 @@ class StealConfig:
         check_choice("architecture", self.arch, ARCHITECTURES)
         for field in ("budget", "epochs", "victim_batch_size"):
             check_positive_int(f"StealConfig.{field}", getattr(self, field))
-        check_int("StealConfig.seed", self.seed, low=0)
+        check_seed("StealConfig.seed", self.seed)
         if self.batch_size is not None:
             check_positive_int("StealConfig.batch_size", self.batch_size)
         if self.lr is not None:
@@ -281,4 +310,4 @@ class ProbeConfig:
         check_positive_int("ProbeConfig.knn_k", self.knn_k)
         check_number("ProbeConfig.knn_temperature", self.knn_temperature, low=0.0, strict=True)
         check_positive_int("ProbeConfig.batch_size", self.batch_size)
-        check_int("ProbeConfig.seed", self.seed, low=0)
+        check_seed("ProbeConfig.seed", self.seed)

@@ -8,8 +8,24 @@
 from __future__ import annotations
 
 from sslsteal_fast.data.augment import SimCLRAugment, blur_kernel_size
-from sslsteal_fast.data.dataset import ImageDataset, convert_channels, resize_images, to_float, to_uint8
-from sslsteal_fast.data.registry import BUILTIN_DATASETS, DATASETS, DISK_DATASETS, load_dataset, parse_spec
+from sslsteal_fast.data.dataset import (
+    ImageDataset,
+    convert_channels,
+    image_digests,
+    images_sha256,
+    resize_images,
+    to_float,
+    to_uint8,
+)
+from sslsteal_fast.data.registry import (
+    BUILTIN_DATASETS,
+    DATASETS,
+    DISK_DATASETS,
+    check_dataset,
+    load_dataset,
+    parse_spec,
+    resolve_spec,
+)
 from sslsteal_fast.data.shapes import SHAPE_CLASSES, render_shapes
 
 __all__ = [
@@ -20,11 +36,15 @@ __all__ = [
     "ImageDataset",
     "SimCLRAugment",
     "blur_kernel_size",
+    "check_dataset",
     "convert_channels",
+    "image_digests",
+    "images_sha256",
     "load_dataset",
     "parse_spec",
     "render_shapes",
     "resize_images",
+    "resolve_spec",
     "to_float",
     "to_uint8",
 ]

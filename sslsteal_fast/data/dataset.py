@@ -2,12 +2,23 @@
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
-__all__ = ["ImageDataset", "convert_channels", "resize_images", "to_float", "to_uint8"]
+from sslsteal_fast.util.checks import check_int
+
+__all__ = [
+    "ImageDataset",
+    "convert_channels",
+    "image_digests",
+    "images_sha256",
+    "resize_images",
+    "to_float",
+    "to_uint8",
+]
 
 
 @dataclass
@@ -16,6 +27,7 @@ class ImageDataset:
 
     ``images``: uint8 (N, C, H, W); ``labels``: int64 (N,), in ``[0, num_classes)`` or ``-1`` for
     unlabeled rows (e.g. STL-10's ``unlabeled`` split); ``name``: where it came from (e.g. ``"shapes"``).
+    Both are checked on construction (a label outside that range is a ``ValueError``).
     """
 
     images: torch.Tensor
@@ -35,6 +47,14 @@ class ImageDataset:
             raise ValueError(
                 f"ImageDataset {self.name!r}: {self.images.shape[0]} images but {self.labels.shape[0]} labels"
             )
+        check_int(f"ImageDataset {self.name!r}: num_classes", self.num_classes, low=0)
+        if self.labels.numel():
+            low, high = int(self.labels.min()), int(self.labels.max())
+            if low < -1 or high >= self.num_classes:
+                raise ValueError(
+                    f"ImageDataset {self.name!r}: labels must lie in [0, {self.num_classes}) (or be -1 for "
+                    f"unlabeled rows), found {low}..{high}"
+                )
 
     def __len__(self) -> int:
         return int(self.images.shape[0])
@@ -52,6 +72,24 @@ class ImageDataset:
     def to(self, device: torch.device | str) -> ImageDataset:
         """The same dataset with both tensors on ``device``."""
         return ImageDataset(self.images.to(device), self.labels.to(device), self.num_classes, self.name)
+
+
+def image_digests(images: torch.Tensor) -> list[bytes]:
+    """A 16-byte BLAKE2b digest of each image's bytes (N, ...) -> N digests: equal images, equal digests.
+
+    Used to find the same image in two sets (a probe's train and test splits, queries and a victim's
+    training set) without comparing pixels pairwise.
+    """
+    rows = images.detach().cpu().contiguous().reshape(images.shape[0], -1).numpy()
+    return [hashlib.blake2b(row.tobytes(), digest_size=16).digest() for row in rows]
+
+
+def images_sha256(images: torch.Tensor) -> str:
+    """SHA-256 (hex) of a whole image tensor: its dtype, shape and bytes (the identity of a dataset's images)."""
+    array = images.detach().cpu().contiguous().numpy()
+    h = hashlib.sha256(f"{array.dtype}{tuple(array.shape)}".encode())
+    h.update(array.tobytes())
+    return h.hexdigest()
 
 
 def to_float(images: torch.Tensor) -> torch.Tensor:

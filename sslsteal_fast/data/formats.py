@@ -2,7 +2,9 @@
 
 Each reader takes the dataset's directory (or file, for ``npz``) and a split, and returns an
 :class:`ImageDataset` with uint8 (N, C, H, W) images. A path without the expected files raises
-``FileNotFoundError`` naming them.
+``FileNotFoundError`` naming them. What a file holds is checked before it is returned: a file that
+cannot be parsed (a corrupt image, archive or pickle), pixel values that do not fit uint8, or a
+label outside ``[0, num_classes)`` is one ``ValueError`` naming the file.
 
 CIFAR's official "python version" is a set of pickled dicts. We unpickle those files only, with
 ``encoding="bytes"`` (they were written by Python 2) and through a restricted unpickler that can
@@ -12,10 +14,11 @@ in the package uses pickle.
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import pickle
 import struct
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -44,16 +47,56 @@ def _check_split(name: str, split: str, splits: Sequence[str]) -> None:
         raise ValueError(f"{name}: unknown split {split!r}; valid: {', '.join(splits)}")
 
 
-def _dataset(images: np.ndarray, labels: np.ndarray, num_classes: int, name: str) -> ImageDataset:
-    images = np.ascontiguousarray(images, dtype=np.uint8)
+@contextlib.contextmanager
+def _parsing(path: Path, what: str) -> Iterator[None]:
+    """Turn a parser's failure on ``path`` into one ``ValueError`` naming the file.
+
+    A missing or unreadable file keeps its ``FileNotFoundError`` / ``PermissionError``.
+    """
+    try:
+        yield
+    except (FileNotFoundError, PermissionError, MemoryError):
+        raise
+    except Exception as exc:  # noqa: BLE001 - PIL, zipfile, pickle, scipy, gzip: each has its own errors
+        raise ValueError(f"{path}: not a readable {what} ({type(exc).__name__}: {exc})") from None
+
+
+def _pixels(images: np.ndarray, source: Path) -> np.ndarray:
+    """``images`` as uint8, refusing values that do not fit (no silent wrap-around)."""
+    if images.dtype == np.uint8:
+        return images
+    if not (np.issubdtype(images.dtype, np.integer) or images.dtype == np.bool_):
+        raise ValueError(f"{source}: pixel values must be integers in [0, 255] (uint8), got dtype {images.dtype}")
+    if images.size:
+        low, high = int(images.min()), int(images.max())
+        if low < 0 or high > 255:
+            raise ValueError(f"{source}: pixel values must fit uint8 [0, 255], found {low}..{high}")
+    return images.astype(np.uint8)
+
+
+def _labels(labels: np.ndarray, n: int, num_classes: int, source: Path) -> np.ndarray:
+    """``labels`` as int64 (n,), every one in ``[0, num_classes)``; else a ``ValueError`` naming ``source``."""
+    labels = np.asarray(labels)
+    if not np.issubdtype(labels.dtype, np.integer) or labels.size != n:
+        raise ValueError(f"{source}: expected {n} integer labels, got {labels.size} of dtype {labels.dtype}")
+    labels = labels.reshape(-1).astype(np.int64)
+    bad = (labels < 0) | (labels >= num_classes)
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raise ValueError(
+            f"{source}: {int(bad.sum())} label(s) outside [0, {num_classes}) (the first: {int(labels[i])} at row {i})"
+        )
+    return labels
+
+
+def _dataset(images: np.ndarray, labels: np.ndarray | None, num_classes: int, name: str, source: Path) -> ImageDataset:
+    """Checked uint8 images and labels (None: unlabeled, every label -1) read from ``source``."""
+    images = np.ascontiguousarray(_pixels(np.asarray(images), source))
     if not images.flags.writeable:  # e.g. np.frombuffer over an idx file's bytes
         images = images.copy()
-    return ImageDataset(
-        torch.from_numpy(images),
-        torch.from_numpy(np.asarray(labels, dtype=np.int64).reshape(-1).copy()),
-        num_classes,
-        name,
-    )
+    n = images.shape[0]
+    labels = np.full(n, -1, dtype=np.int64) if labels is None else _labels(labels, n, num_classes, source)
+    return ImageDataset(torch.from_numpy(images), torch.from_numpy(labels.copy()), num_classes, name)
 
 
 def _find_dir(path: Path, subdirs: Sequence[str], required: Sequence[str], name: str) -> Path:
@@ -83,7 +126,8 @@ def load_digits(split: str = "train") -> ImageDataset:
     index = np.arange(len(bunch.target))
     train_idx, test_idx = train_test_split(index, test_size=0.2, random_state=0, stratify=bunch.target)
     idx = np.sort(train_idx if split == "train" else test_idx)
-    return _dataset(images[idx], bunch.target[idx], 10, "digits")
+    images, labels = np.ascontiguousarray(images[idx]), bunch.target[idx].astype(np.int64)
+    return ImageDataset(torch.from_numpy(images), torch.from_numpy(labels), 10, "digits")
 
 
 # ---------------------------------------------------------------------------------------------- CIFAR
@@ -109,7 +153,7 @@ class _ArrayUnpickler(pickle.Unpickler):
 
 
 def _read_cifar_batch(path: Path) -> dict[str, Any]:
-    with open(path, "rb") as f:
+    with open(path, "rb") as f, _parsing(path, "CIFAR batch (a pickled dict of arrays)"):
         raw = _ArrayUnpickler(f, encoding="bytes").load()
     if not isinstance(raw, dict):
         raise ValueError(f"{path}: not a CIFAR batch (expected a pickled dict)")
@@ -120,14 +164,16 @@ def _cifar(
     path: Path, files: Sequence[str], subdirs: Sequence[str], label_key: str, name: str, classes: int
 ) -> ImageDataset:
     root = _find_dir(path, subdirs, files, name)
-    images, labels = [], []
+    parts = []
     for file in files:
         batch = _read_cifar_batch(root / file)
         if "data" not in batch or label_key not in batch:
             raise ValueError(f"{root / file}: a {name} batch needs 'data' and {label_key!r} entries")
-        images.append(np.asarray(batch["data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
-        labels.append(np.asarray(batch[label_key], dtype=np.int64))
-    return _dataset(np.concatenate(images), np.concatenate(labels), classes, name)
+        data = np.asarray(batch["data"])
+        if data.ndim != 2 or data.shape[1] != 3 * 32 * 32:
+            raise ValueError(f"{root / file}: 'data' must be (N, 3072), got {data.shape}")
+        parts.append(_dataset(data.reshape(-1, 3, 32, 32), batch[label_key], classes, name, root / file))
+    return ImageDataset(torch.cat([p.images for p in parts]), torch.cat([p.labels for p in parts]), classes, name)
 
 
 def load_cifar10(path: Path, split: str = "train") -> ImageDataset:
@@ -158,12 +204,13 @@ def load_svhn(path: Path, split: str = "train") -> ImageDataset:
 
     file = f"{split}_32x32.mat"
     root = _find_dir(path, (), (file,), "svhn")
-    mat = loadmat(str(root / file))
-    if "X" not in mat or "y" not in mat:
-        raise ValueError(f"{root / file}: an SVHN file needs arrays 'X' and 'y'")
+    with _parsing(root / file, "MATLAB file"):
+        mat = loadmat(str(root / file))
+    if "X" not in mat or "y" not in mat or np.ndim(mat["X"]) != 4:
+        raise ValueError(f"{root / file}: an SVHN file needs arrays 'X' (32, 32, 3, N) and 'y' (N, 1)")
     images = np.transpose(mat["X"], (3, 2, 0, 1))
-    labels = np.asarray(mat["y"], dtype=np.int64).reshape(-1) % 10
-    return _dataset(images, labels, 10, "svhn")
+    y = _labels(mat["y"], images.shape[0], 11, root / file)  # 1..10, 10 (or 0) meaning the digit 0
+    return _dataset(images, y % 10, 10, "svhn", root / file)
 
 
 # ---------------------------------------------------------------------------------------------- STL10
@@ -183,12 +230,11 @@ def load_stl10(path: Path, split: str = "train") -> ImageDataset:
         raise ValueError(f"{root / files[0]}: size {raw.size} is not a multiple of 3*96*96")
     images = raw.reshape(-1, 3, 96, 96).transpose(0, 1, 3, 2)
     if split == "unlabeled":
-        labels = np.full(images.shape[0], -1, dtype=np.int64)
-    else:
-        labels = np.fromfile(root / files[1], dtype=np.uint8).astype(np.int64) - 1
-        if labels.shape[0] != images.shape[0]:
-            raise ValueError(f"stl10: {images.shape[0]} images but {labels.shape[0]} labels in {root}")
-    return _dataset(images, labels, 10, "stl10")
+        return _dataset(images, None, 10, "stl10", root / files[0])
+    labels = np.fromfile(root / files[1], dtype=np.uint8).astype(np.int64) - 1
+    if labels.shape[0] != images.shape[0]:
+        raise ValueError(f"stl10: {images.shape[0]} images but {labels.shape[0]} labels in {root}")
+    return _dataset(images, labels, 10, "stl10", root / files[1])
 
 
 # ------------------------------------------------------------------------------------ MNIST (idx files)
@@ -198,13 +244,16 @@ def _read_idx(path: Path) -> np.ndarray:
     """An idx file (big-endian header: 2 zero bytes, dtype code, rank, dims), gzipped or not."""
     data = path.read_bytes()
     if data[:2] == b"\x1f\x8b":
-        data = gzip.decompress(data)
+        with _parsing(path, "gzip file"):
+            data = gzip.decompress(data)
     if len(data) < 4 or data[:2] != b"\x00\x00":
         raise ValueError(f"{path}: not an idx file")
     dtypes = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
     code, rank = data[2], data[3]
     if code not in dtypes:
         raise ValueError(f"{path}: unknown idx dtype code {code:#x}")
+    if len(data) < 4 + 4 * rank:
+        raise ValueError(f"{path}: not an idx file (its header is cut short)")
     dims = struct.unpack(f">{rank}I", data[4 : 4 + 4 * rank])
     arr = np.frombuffer(data, dtype=dtypes[code], offset=4 + 4 * rank)
     if arr.size != int(np.prod(dims)):
@@ -234,19 +283,24 @@ def load_mnist(path: Path, split: str = "train", *, name: str = "mnist") -> Imag
     labels = _read_idx(found[1])  # type: ignore[arg-type]
     if images.ndim != 3 or labels.ndim != 1 or images.shape[0] != labels.shape[0]:
         raise ValueError(f"{name}: image array {images.shape} does not match label array {labels.shape}")
-    return _dataset(images[:, None], labels, 10, name)
+    images = _pixels(images, found[0])  # type: ignore[arg-type]
+    return _dataset(images[:, None], labels, 10, name, found[1])  # type: ignore[arg-type]
 
 
 # ------------------------------------------------------------------------------------------ imagefolder
 
 
-def load_imagefolder(path: Path, split: str = "train", *, size: int | None = None) -> ImageDataset:
+def load_imagefolder(
+    path: Path, split: str = "train", *, size: int | None = None, follow_symlinks: bool = False
+) -> ImageDataset:
     """A folder per class (``PATH/<class>/*.png``), or ``PATH/<split>/<class>/*`` when that exists.
 
     Classes are the sorted sub-folder names (label = position). Without a ``PATH/<split>`` folder the
     whole tree is the ``train`` split and other splits are an error (so a "test" set never silently
     equals the training set). Images are read with Pillow as RGB; they must share one size unless
-    ``size`` is given (then each is resized to size x size, bilinear).
+    ``size`` is given (then each is resized to size x size, bilinear). A symbolic link (class folder
+    or image) that leads outside PATH is refused unless ``follow_symlinks`` is True; a file Pillow
+    cannot read is a ``ValueError`` naming it.
     """
     from PIL import Image
 
@@ -257,18 +311,27 @@ def load_imagefolder(path: Path, split: str = "train", *, size: int | None = Non
         if split != "train":
             raise FileNotFoundError(f"imagefolder: split {split!r} needs a folder {root} of class folders")
         root = path
+    inside = path.resolve()
+
+    def check_link(p: Path) -> None:
+        if not follow_symlinks and not p.resolve().is_relative_to(inside):
+            raise ValueError(
+                f"imagefolder: {p} leads outside {path} (to {p.resolve()}); pass follow_symlinks=True to read it"
+            )
+
     classes = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
-    files = [
-        (f, label)
-        for label, cls in enumerate(classes)
-        for f in sorted((root / cls).iterdir())
-        if f.suffix.lower() in IMAGE_EXTENSIONS
-    ]
+    files = []
+    for label, cls in enumerate(classes):
+        check_link(root / cls)
+        for f in sorted((root / cls).iterdir()):
+            if f.suffix.lower() in IMAGE_EXTENSIONS:
+                check_link(f)
+                files.append((f, label))
     if not files:
         raise FileNotFoundError(f"imagefolder: no images ({', '.join(IMAGE_EXTENSIONS)}) in class folders under {root}")
     arrays = []
     for file, _ in files:
-        with Image.open(file) as im:
+        with _parsing(file, "image"), Image.open(file) as im:
             im = im.convert("RGB")
             if size is not None:
                 im = im.resize((size, size), Image.Resampling.BILINEAR)
@@ -277,7 +340,7 @@ def load_imagefolder(path: Path, split: str = "train", *, size: int | None = Non
     if len(shapes) > 1:
         raise ValueError(f"imagefolder: images in {root} have different sizes {sorted(shapes)}; pass size=N")
     images = np.stack(arrays).transpose(0, 3, 1, 2)
-    return _dataset(images, np.array([label for _, label in files]), len(classes), "imagefolder")
+    return _dataset(images, np.array([label for _, label in files]), len(classes), "imagefolder", root)
 
 
 # ------------------------------------------------------------------------------------------------ npz
@@ -290,7 +353,11 @@ def load_npz(path: Path, split: str = "train") -> ImageDataset:
     """
     if not path.is_file():
         raise FileNotFoundError(f"npz: expected a file {path} with arrays 'images' and (optional) 'labels'")
-    with np.load(path, allow_pickle=False) as f:
+    with _parsing(path, "npz archive"):
+        archive = np.load(path, allow_pickle=False)
+    if not isinstance(archive, np.lib.npyio.NpzFile):
+        raise ValueError(f"{path}: not an npz archive (a single .npy array); save it with numpy.savez")
+    with archive as f:
         keys = set(f.files)
         if f"{split}_images" in keys:
             img_key, lab_key = f"{split}_images", f"{split}_labels"
@@ -301,19 +368,22 @@ def load_npz(path: Path, split: str = "train") -> ImageDataset:
                 f"npz: {path} has no {split!r} images (found arrays {sorted(keys)}; expected "
                 f"'{split}_images'" + (" or 'images'" if split == "train" else "") + ")"
             )
-        images = np.asarray(f[img_key])
-        labels = np.asarray(f[lab_key]) if lab_key in keys else None
-        num_classes = int(f["num_classes"]) if "num_classes" in keys else None
+        with _parsing(path, "npz archive"):
+            images = np.asarray(f[img_key])
+            labels = np.asarray(f[lab_key]) if lab_key in keys else None
+            classes = np.asarray(f["num_classes"]) if "num_classes" in keys else None
     images = _npz_images(images, path)
-    if labels is None:
-        labels = np.full(images.shape[0], -1, dtype=np.int64)
-    if labels.shape != (images.shape[0],) or not np.issubdtype(labels.dtype, np.integer):
+    if labels is not None and (labels.shape != (images.shape[0],) or not np.issubdtype(labels.dtype, np.integer)):
         raise ValueError(
             f"npz: labels must be integers of shape ({images.shape[0]},), got {labels.dtype} {labels.shape}"
         )
-    if num_classes is None:
-        num_classes = int(labels.max()) + 1 if labels.size else 0
-    return _dataset(images, labels, num_classes, "npz")
+    if classes is not None:
+        if classes.ndim != 0 or not np.issubdtype(classes.dtype, np.integer) or int(classes) < 0:
+            raise ValueError(f"{path}: 'num_classes' must be one integer >= 0, got {classes!r}")
+        num_classes = int(classes)
+    else:
+        num_classes = int(labels.max()) + 1 if labels is not None and labels.size else 0
+    return _dataset(images, labels, num_classes, "npz", path)
 
 
 def _npz_images(images: np.ndarray, path: Path) -> np.ndarray:
@@ -329,4 +399,6 @@ def _npz_images(images: np.ndarray, path: Path) -> np.ndarray:
         if images.size and (np.nanmin(images) < 0 or np.nanmax(images) > 1 or np.isnan(images).any()):
             raise ValueError(f"npz: float images in {path} must lie in [0, 1]")
         return np.rint(images * 255.0).astype(np.uint8)
+    if np.issubdtype(images.dtype, np.integer):
+        return _pixels(images, path)
     raise ValueError(f"npz: images in {path} must be uint8 or float in [0, 1], got {images.dtype}")

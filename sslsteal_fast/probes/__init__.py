@@ -3,7 +3,8 @@
 >>> res = evaluate_encoder(stolen, load_dataset("shapes", "train"), load_dataset("shapes", "test"), victim=victim)
 >>> res["probe_top1"], res["knn_top1"], res["fidelity_cosine"]
 
-Every evaluation goes through one pipeline: :func:`probe_features` with a :class:`ProbeConfig`.
+Every evaluation goes through one pipeline: :func:`probe_features` with a :class:`ProbeConfig`. A
+probe's test split may not share an image with its train split (:func:`check_disjoint`).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from sslsteal_fast.probes.classifiers import OPTIMIZERS, ProbeResult, knn_probe,
 from sslsteal_fast.probes.evaluate import EncoderFeatures, ProbeScores, evaluate_encoder, probe_encoder, probe_features
 from sslsteal_fast.probes.features import extract_features
 from sslsteal_fast.probes.fidelity import Fidelity, fidelity
+from sslsteal_fast.probes.splits import check_disjoint
 
 __all__ = [
     "OPTIMIZERS",
@@ -21,6 +23,7 @@ __all__ = [
     "ProbeConfig",
     "ProbeResult",
     "ProbeScores",
+    "check_disjoint",
     "evaluate_encoder",
     "extract_features",
     "fidelity",

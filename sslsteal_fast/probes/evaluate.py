@@ -19,6 +19,7 @@ from sslsteal_fast.data import ImageDataset
 from sslsteal_fast.probes.classifiers import ProbeResult, knn_probe, linear_probe
 from sslsteal_fast.probes.features import extract_features
 from sslsteal_fast.probes.fidelity import fidelity
+from sslsteal_fast.probes.splits import check_disjoint
 from sslsteal_fast.util.checks import ArgumentTypeError
 from sslsteal_fast.victim import Victim
 
@@ -100,6 +101,7 @@ def _check_datasets(train: ImageDataset, test: ImageDataset) -> None:
         raise ValueError(
             f"train images are {tuple(train.images.shape[1:])} but test images are {tuple(test.images.shape[1:])}"
         )
+    check_disjoint(train, test)
 
 
 def probe_encoder(
@@ -113,7 +115,8 @@ def probe_encoder(
 ) -> EncoderFeatures:
     """Features of ``train`` and ``test`` (computed once, eval mode) and both probes on them.
 
-    A victim (``OnnxVictim``) is queried - and billed - for every image of both splits.
+    A victim (``OnnxVictim``) is queried - and billed - for every image of both splits. Splits that
+    share an image are refused (:func:`~sslsteal_fast.probes.check_disjoint`).
     """
     _check_datasets(train, test)
     train_x = extract_features(encoder, train.images, config.batch_size, device, progress=progress)

@@ -15,7 +15,7 @@ from typing import Any
 
 from sslsteal_fast.models import checkpoint_paths, load_checkpoint
 from sslsteal_fast.ownership import WatermarkHook
-from sslsteal_fast.sweep.config import VictimSource
+from sslsteal_fast.sweep.config import DatasetRef, VictimSource
 from sslsteal_fast.util.files import atomic_write, file_sha256
 from sslsteal_fast.victim import export_onnx, read_metadata, trained_victim
 
@@ -43,6 +43,28 @@ class PreparedVictim:
     train_time_s: float = 0.0
     metadata: dict[str, Any] = field(default_factory=dict)
     checkpoint: Path | None = None
+
+    def train_data(self) -> tuple[DatasetRef, str | None] | None:
+        """Its training images as recorded in its metadata, and their recorded hash (None if not recorded).
+
+        ``train_victim`` records them (``train_data``: spec, split, options, ``images_sha256``);
+        checkpoints written before that record give the same from ``dataset``, ``image_size``,
+        ``count`` and ``data_seed``. None when the metadata does not say (a foreign ONNX model, a
+        checkpoint saved by other code).
+        """
+        meta = self.metadata
+        record = meta.get("train_data")
+        if isinstance(record, dict) and isinstance(record.get("spec"), str):
+            options = {k: v for k, v in dict(record.get("options") or {}).items() if v is not None}
+            ref = DatasetRef(record["spec"], record["spec"], str(record.get("split", "train")), options)
+            sha = record.get("images_sha256")
+            return ref, sha if isinstance(sha, str) else None
+        if isinstance(meta.get("dataset"), str) and isinstance(meta.get("image_size"), int):
+            options = {"size": meta["image_size"], "seed": int(meta.get("data_seed", 0))}
+            if isinstance(meta.get("count"), int):
+                options["count"] = meta["count"]
+            return DatasetRef(meta["dataset"], meta["dataset"], str(meta.get("split", "train")), options), None
+        return None
 
 
 def prepare_victim(

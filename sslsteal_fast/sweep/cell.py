@@ -9,11 +9,15 @@ and its measured bill and forward passes are recorded.
 
 from __future__ import annotations
 
+import ctypes
 import dataclasses
 import hashlib
 import json
 import math
 import os
+import signal
+import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,7 +34,21 @@ from sslsteal_fast.sweep.store import DETECTION_COLUMNS
 from sslsteal_fast.util.files import load_tensors
 from sslsteal_fast.victim import OnnxVictim
 
-__all__ = ["CachedAnswers", "CellTask", "cached_tensors", "defense_key", "init_worker", "run_cell", "stable_json"]
+__all__ = [
+    "CachedAnswers",
+    "CellTask",
+    "cached_tensors",
+    "defense_key",
+    "die_with_parent",
+    "init_worker",
+    "run_cell",
+    "stable_json",
+]
+
+#: ``prctl`` option: the signal the kernel sends this process when its parent exits (linux/prctl.h).
+_PR_SET_PDEATHSIG = 1
+#: Seconds between two looks of the parent watchdog.
+_WATCH_INTERVAL_S = 0.5
 
 
 @dataclass
@@ -83,10 +101,39 @@ def cached_tensors(path: str | Path) -> dict[str, torch.Tensor]:
     return _FILES[key]
 
 
-def init_worker(threads: int) -> None:
-    """Pool initializer: this worker's share of the cores."""
+def init_worker(threads: int, parent: int | None = None) -> None:
+    """Pool initializer: this worker's share of the cores, and its death with ``parent`` (the sweep's pid)."""
     torch.set_num_threads(threads)
     os.environ["OMP_NUM_THREADS"] = str(threads)
+    if parent is not None:
+        die_with_parent(parent)
+
+
+def die_with_parent(parent: int) -> None:
+    """End this process as soon as ``parent`` (the pid that started it) is gone, however it died.
+
+    A pool worker outlives a parent killed by SIGKILL (or the OOM killer): it is re-parented and
+    waits forever for work, holding its memory. On Linux the kernel is asked to SIGKILL this process
+    when its parent exits (``prctl(PR_SET_PDEATHSIG)``); everywhere, a daemon thread also checks
+    every half second that the parent is still ``parent`` and exits if not. The check also runs
+    once now, for a parent that died before this was called. A worker has nothing to save: the
+    parent is the only writer of results.
+    """
+    if sys.platform.startswith("linux"):
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
+        except (OSError, AttributeError):  # no prctl to call: the watchdog alone
+            pass
+    if os.getppid() != parent:
+        os._exit(1)
+    threading.Thread(target=_watch_parent, args=(parent,), name="sslsteal-parent-watch", daemon=True).start()
+
+
+def _watch_parent(parent: int) -> None:
+    while os.getppid() == parent:
+        time.sleep(_WATCH_INTERVAL_S)
+    os._exit(1)
 
 
 def defense_key(victim_sha: str, defense: str) -> str:

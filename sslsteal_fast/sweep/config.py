@@ -5,7 +5,8 @@ A sweep file has these tables (only ``[victim]``, ``[probe]`` and ``[grid]`` are
     name = "demo"                        # label used in the table and plot titles
 
     [datasets.probe-train]               # named datasets, referenced by name below
-    spec = "shapes"                      # anything sslsteal_fast.data.load_dataset accepts
+    spec = "shapes"                      # anything sslsteal_fast.data.load_dataset accepts; a
+                                         # path in it ("npz:data/x.npz") is relative to this file
     split = "train"                      # default "train"
     slice = [0, 2000]                    # optional [start, stop) rows taken after loading
     count = 5000                         # every other key is passed to load_dataset as an option
@@ -21,6 +22,7 @@ A sweep file has these tables (only ``[victim]``, ``[probe]`` and ``[grid]`` are
 
     [probe]                              # downstream task for linear / kNN probes and fidelity
     train = "probe-train"; test = "probe-test"; epochs = 100; knn_k = 200   # + any ProbeConfig field
+                                         # the two may not share an image (checked by content)
 
     [grid]                               # the cells: losses x budgets x query sets x seeds x defenses
     losses = ["mse", "info_nce"]; budgets = [250, 500, 1000]
@@ -36,8 +38,15 @@ A sweep file has these tables (only ``[victim]``, ``[probe]`` and ``[grid]`` are
     workers = 2                          # parallel cells (process pool, spawn context)
 
 A dataset reference that is not a key of ``[datasets]`` is read as a plain ``load_dataset`` spec
-(split ``"train"``, no options). Every error is a ``ValueError`` naming the offending key; field
-values are checked by the configuration objects themselves (:mod:`sslsteal_fast.config`).
+with no options, and its split is ``"train"`` except for ``probe.test``, where it is ``"test"`` (as
+in ``sslsteal probe``; so is an inline table's without a ``split``). A ``[datasets]`` table's split
+is its own (default ``"train"``).
+
+Everything that can be checked without reading data is checked at load, before any victim is
+trained or queried: every error is a ``ValueError`` naming the offending key (a dataset path that
+does not exist: ``FileNotFoundError``); field values are checked by the configuration objects
+themselves (:mod:`sslsteal_fast.config`), dataset options and their bounds by
+:func:`sslsteal_fast.data.check_dataset`.
 """
 
 from __future__ import annotations
@@ -48,10 +57,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sslsteal_fast.config import LOSSES, THIEF_CLIENT, ProbeConfig, StealConfig, VictimTrainConfig, WatermarkConfig
-from sslsteal_fast.data import ImageDataset, load_dataset
+from sslsteal_fast.config import (
+    LOSSES,
+    MAX_IMAGES,
+    THIEF_CLIENT,
+    ProbeConfig,
+    StealConfig,
+    VictimTrainConfig,
+    WatermarkConfig,
+    check_seed,
+)
+from sslsteal_fast.data import ImageDataset, check_dataset, load_dataset, parse_spec, resolve_spec
 from sslsteal_fast.defenses import make_defense
-from sslsteal_fast.util.checks import check_bool, check_choice, check_int, check_positive_int
+from sslsteal_fast.util.checks import check_bool, check_choice, check_positive_int
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -92,6 +110,18 @@ class DatasetRef:
     def key(self) -> dict[str, Any]:
         """Everything that determines the images (not the label): used in cache and cell ids."""
         return {"spec": self.spec, "split": self.split, "options": self.options, "slice": self.slice}
+
+    @property
+    def rows(self) -> int | None:
+        """How many images it holds, when the config says (its slice or its ``count``); else None."""
+        if self.slice is not None:
+            return self.slice[1] - self.slice[0]
+        count = self.options.get("count")
+        return count if isinstance(count, int) else None
+
+    def describe(self) -> str:
+        """``name (spec, split)``: how errors name it."""
+        return f"{self.name!r} ({self.spec}, split {self.split!r})"
 
     def load(self) -> ImageDataset:
         """Load the dataset, applying the row slice if any."""
@@ -232,13 +262,16 @@ def parse_config(raw: dict[str, Any], base_dir: str | Path = ".", source: Path |
     if not isinstance(name, str) or not name:
         raise ValueError("name: expected a non-empty string")
 
-    named = {key: _parse_dataset(f"datasets.{key}", key, value) for key, value in _table(raw, "datasets").items()}
+    named = {
+        key: _parse_dataset(f"datasets.{key}", key, value, base_dir) for key, value in _table(raw, "datasets").items()
+    }
 
-    def ref(where: str, value: Any) -> DatasetRef:
+    def ref(where: str, value: Any, split: str = "train") -> DatasetRef:
+        """A ``[datasets]`` name, or else a spec string or inline table (of split ``split`` unless it says)."""
         if isinstance(value, str) and value:
-            return named.get(value) or DatasetRef(name=value, spec=value)
+            return named.get(value) or _parse_dataset(where, value, value, base_dir, split)
         if isinstance(value, dict):
-            return _parse_dataset(where, str(value.get("name", value.get("spec", where))), value)
+            return _parse_dataset(where, str(value.get("name", value.get("spec", where))), value, base_dir, split)
         raise ValueError(f"{where}: expected a dataset name or a table with a 'spec' key, got {value!r}")
 
     victim = _parse_victim(_table(raw, "victim"), base_dir)
@@ -251,11 +284,23 @@ def parse_config(raw: dict[str, Any], base_dir: str | Path = ".", source: Path |
             raise ValueError(f"probe.{required}: required (the downstream {required} dataset)")
     probe = ProbeTask(
         train=ref("probe.train", p["train"]),
-        test=ref("probe.test", p["test"]),
+        test=ref("probe.test", p["test"], split="test"),
         config=_build("probe", ProbeConfig, {k: v for k, v in p.items() if k in probe_fields}),
     )
+    if probe.train.key() == probe.test.key():
+        raise ValueError(
+            f"probe.test: the same images as probe.train ({probe.train.describe()}); score the probes on a held-out "
+            "set, e.g. the dataset's 'test' split"
+        )
 
     grid = _parse_grid(_table(raw, "grid"), ref)
+    largest = max(grid.budgets)
+    for i, q in enumerate(grid.query_datasets):
+        if q.rows is not None and q.rows < largest:
+            raise ValueError(
+                f"grid.query_datasets[{i}]: {q.name!r} has {q.rows} images but the largest budget is {largest}; give "
+                "it more images (e.g. a larger 'count' in its [datasets] table) or lower grid.budgets"
+            )
 
     s = _table(raw, "steal")
     _check_keys("steal", s, {f.name for f in dataclasses.fields(StealConfig)} - set(GRID_OWNED))
@@ -291,12 +336,21 @@ def _parse_victim(v: dict[str, Any], base_dir: Path) -> VictimSource:
             raise ValueError("victim.train.dataset: required (the load_dataset spec the victim is trained on)")
         if not isinstance(t["dataset"], str) or not t["dataset"]:
             raise ValueError(f"victim.train.dataset: expected a load_dataset spec string, got {t['dataset']!r}")
+        t["dataset"] = _resolve_spec("victim.train.dataset", t["dataset"], base_dir)
         train = _build("victim.train", VictimTrainConfig, {**t, "device": "auto"})
+        options = {"size": train.image_size, "seed": train.data_seed, "count": train.count}
+        _check_dataset("victim.train", train.dataset, "train", options)
         if wm is not None:
             if not isinstance(wm, dict):
                 raise ValueError("victim.train.watermark: expected a table of WatermarkConfig fields")
             _check_keys("victim.train.watermark", wm, {f.name for f in dataclasses.fields(WatermarkConfig)})
+            wm = dict(wm)
+            if isinstance(wm.get("dataset"), str):
+                wm["dataset"] = _resolve_spec("victim.train.watermark.dataset", wm["dataset"], base_dir)
             watermark = _build("victim.train.watermark", WatermarkConfig, wm)
+            if watermark.dataset is not None:
+                wm_options = {"size": train.image_size, "seed": watermark.data_seed, "count": watermark.count}
+                _check_dataset("victim.train.watermark", watermark.dataset, watermark.split, wm_options)
     return VictimSource(
         onnx=_path("victim.onnx", v["onnx"], base_dir) if "onnx" in v else None,
         checkpoint=_path("victim.checkpoint", v["checkpoint"], base_dir) if "checkpoint" in v else None,
@@ -318,12 +372,16 @@ def _parse_grid(g: dict[str, Any], ref: Any) -> GridConfig:
     budgets = tuple(
         check_positive_int(f"grid.budgets[{i}]", x) for i, x in enumerate(_list("grid.budgets", g["budgets"]))
     )
+    for i, b in enumerate(budgets):
+        if b > MAX_IMAGES:
+            raise ValueError(
+                f"grid.budgets[{i}] = {b:,} is too large: a budget counts distinct query images, at most {MAX_IMAGES:,} "
+                "(a query set is held in memory)"
+            )
     queries = tuple(
         ref(f"grid.query_datasets[{i}]", x) for i, x in enumerate(_list("grid.query_datasets", g["query_datasets"]))
     )
-    seeds = tuple(
-        check_int(f"grid.seeds[{i}]", x, low=0) for i, x in enumerate(_list("grid.seeds", g.get("seeds", [0])))
-    )
+    seeds = tuple(check_seed(f"grid.seeds[{i}]", x) for i, x in enumerate(_list("grid.seeds", g.get("seeds", [0]))))
     defenses = tuple(
         _defense_spec(f"grid.defenses[{i}]", x)
         for i, x in enumerate(_list("grid.defenses", g.get("defenses", ["none"])))
@@ -367,14 +425,15 @@ def _build(where: str, make: Any, values: dict[str, Any]) -> Any:
         raise ValueError(f"{where}: {message}") from None
 
 
-def _parse_dataset(where: str, name: str, value: Any) -> DatasetRef:
+def _parse_dataset(where: str, name: str, value: Any, base_dir: Path, default_split: str = "train") -> DatasetRef:
+    """A dataset reference, checked (spec, split, options and their bounds) without reading any data."""
     if isinstance(value, str):
-        return DatasetRef(name=name, spec=value)
+        value = {"spec": value}
     if not isinstance(value, dict):
         raise ValueError(f"{where}: expected a table with a 'spec' key (or a spec string), got {value!r}")
     if "spec" not in value or not isinstance(value["spec"], str) or not value["spec"]:
         raise ValueError(f"{where}.spec: required, a load_dataset spec such as 'shapes' or 'cifar10:PATH'")
-    split = value.get("split", "train")
+    split = value.get("split", default_split)
     if not isinstance(split, str) or not split:
         raise ValueError(f"{where}.split: expected a split name such as 'train' or 'test', got {split!r}")
     rows = None
@@ -387,9 +446,43 @@ def _parse_dataset(where: str, name: str, value: Any) -> DatasetRef:
             or not 0 <= sl[0] < sl[1]
         ):
             raise ValueError(f"{where}.slice: expected [start, stop] with 0 <= start < stop, got {sl!r}")
+        if sl[1] > MAX_IMAGES:
+            raise ValueError(f"{where}.slice: stop = {sl[1]:,} is past the {MAX_IMAGES:,} images a dataset may hold")
         rows = (sl[0], sl[1])
     options = {k: x for k, x in value.items() if k not in ("spec", "split", "slice", "name")}
-    return DatasetRef(name=name, spec=value["spec"], split=split, options=options, slice=rows)
+    spec = _resolve_spec(f"{where}.spec", value["spec"], base_dir)
+    _check_dataset(where, spec, split, options)
+    if rows is not None and isinstance(options.get("count"), int) and rows[1] > options["count"]:
+        raise ValueError(
+            f"{where}.slice: [{rows[0]}, {rows[1]}) goes past its {options['count']} images; lower the slice or raise "
+            "its count"
+        )
+    return DatasetRef(name=name, spec=spec, split=split, options=options, slice=rows)
+
+
+def _resolve_spec(where: str, spec: str, base_dir: Path) -> str:
+    """``spec`` with a relative dataset path made relative to the config's folder (as ``victim.onnx`` is).
+
+    A path that does not exist is a ``FileNotFoundError`` now, before any victim is trained or queried.
+    """
+    try:
+        resolved = resolve_spec(spec, base_dir)
+    except ValueError as exc:
+        raise ValueError(f"{where}: {exc}") from None
+    name, path = parse_spec(resolved)
+    if path is not None and not path.exists():
+        raise FileNotFoundError(
+            f"{where}: {name} data not found at {path} (relative paths start at the config's folder)"
+        )
+    return resolved
+
+
+def _check_dataset(where: str, spec: str, split: str, options: dict[str, Any]) -> None:
+    options = {k: v for k, v in options.items() if v is not None}
+    try:
+        check_dataset(spec, split, **options)
+    except ValueError as exc:
+        raise ValueError(f"{where}: {exc}") from None
 
 
 def _table(parent: dict[str, Any], key: str, where: str | None = None) -> dict[str, Any]:

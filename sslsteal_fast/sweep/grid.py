@@ -127,7 +127,12 @@ def execute(
                 torch.set_num_threads(previous)
             return failed
         ctx = multiprocessing.get_context("spawn")
-        pool = ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=init_worker, initargs=(threads,))
+        # Workers die with this process, even SIGKILLed (init_worker -> die_with_parent). The kernel's
+        # parent-death signal follows the thread that started them: here, submit() in this call, which
+        # outlives the pool (shut down below), and no worker is started later (no max_tasks_per_child).
+        pool = ProcessPoolExecutor(
+            max_workers=workers, mp_context=ctx, initializer=init_worker, initargs=(threads, os.getpid())
+        )
         try:
             running: dict[Future[dict[str, Any]], CellTask] = {pool.submit(run_cell, t): t for t in tasks}
             while running:

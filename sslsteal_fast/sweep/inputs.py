@@ -16,7 +16,6 @@ Every file is written atomically and named by a content hash of what determines 
 
 from __future__ import annotations
 
-import hashlib
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -25,9 +24,11 @@ from typing import Any
 import torch
 
 from sslsteal_fast.config import HONEST_CLIENT, THIEF_CLIENT
+from sslsteal_fast.data import image_digests, images_sha256
 from sslsteal_fast.defenses import SimilarityDetector
+from sslsteal_fast.defenses.base import StatefulDefense
 from sslsteal_fast.models import build_encoder
-from sslsteal_fast.probes import ProbeScores, extract_features, probe_features
+from sslsteal_fast.probes import ProbeScores, check_disjoint, extract_features, probe_features
 from sslsteal_fast.sweep.artifacts import PreparedVictim
 from sslsteal_fast.sweep.cell import build_defenses, cached_tensors, defense_key
 from sslsteal_fast.sweep.config import DatasetRef, SweepConfig
@@ -51,11 +52,21 @@ HEADER = "sweep"
 
 
 def probe_data(cfg: SweepConfig, out: Path) -> tuple[Path, dict[str, Any]]:
-    """The probe task's images and labels in one file; returns ``(path, {num_classes, train_size, test_size})``."""
+    """The probe task's images and labels in one file; returns ``(path, {num_classes, train_size, test_size})``.
+
+    Train and test sets that share an image are refused (:func:`~sslsteal_fast.probes.check_disjoint`),
+    whether they are loaded now or were cached by an earlier run.
+    """
     key = stable_hash({"train": cfg.probe.train.key(), "test": cfg.probe.test.key()})
     path = out / "data" / f"probe-{key}.safetensors"
+    names = {
+        "train_name": f"probe.train {cfg.probe.train.describe()}",
+        "test_name": f"probe.test {cfg.probe.test.describe()}",
+    }
     if path.is_file():
-        return path, load_tensors(path, header=HEADER)[1]
+        tensors, meta = load_tensors(path, header=HEADER)
+        check_disjoint(tensors["train_images"], tensors["test_images"], **names)
+        return path, meta
     train, test = cfg.probe.train.load(), cfg.probe.test.load()
     if train.num_classes != test.num_classes:
         raise ValueError(
@@ -65,6 +76,7 @@ def probe_data(cfg: SweepConfig, out: Path) -> tuple[Path, dict[str, Any]]:
     for where, ds in (("probe.train", train), ("probe.test", test)):
         if bool((ds.labels < 0).any()):
             raise ValueError(f"{where}: dataset {ds.name!r} has unlabeled rows; probes need labels")
+    check_disjoint(train, test, **names)
     meta = {"num_classes": train.num_classes, "train_size": len(train), "test_size": len(test)}
     tensors = {
         "train_images": train.images,
@@ -93,17 +105,39 @@ def query_images(q: DatasetRef, count: int, out: Path) -> Path:
     return path
 
 
-def overlap_with_victim_train(cfg: SweepConfig, query_paths: dict[str, Path]) -> dict[str, int]:
-    """Query images that are byte-identical to a victim training image (only when the sweep trains the victim)."""
-    ref = cfg.victim.train_data()
-    if ref is None:
+def overlap_with_victim_train(
+    cfg: SweepConfig, victim: PreparedVictim, query_paths: dict[str, Path], *, log: Log
+) -> dict[str, int]:
+    """Per query set, its images that are byte-identical to one of the victim's training images.
+
+    The training images are the sweep's own ``[victim.train]`` run's, or those a checkpoint (or a
+    cached victim) records in its metadata (:meth:`PreparedVictim.train_data`). Empty when they are
+    unknown, or when the recorded images cannot be loaded as they were (their hash differs): then
+    the reason is logged.
+    """
+    recorded = victim.train_data()
+    if recorded is None:
+        ref = cfg.victim.train_data()
+        if ref is None:
+            return {}
+        recorded = (ref, None)
+    ref, sha = recorded
+    try:
+        images = ref.load().images
+    except (FileNotFoundError, ValueError) as exc:
+        log(f"sweep: cannot check queries against the victim's training images ({exc})")
         return {}
-    seen = {hashlib.blake2b(img.numpy().tobytes(), digest_size=16).digest() for img in ref.load().images}
-    overlap = {}
-    for name, path in query_paths.items():
-        images = cached_tensors(path)["images"]
-        overlap[name] = sum(hashlib.blake2b(img.numpy().tobytes(), digest_size=16).digest() in seen for img in images)
-    return overlap
+    if sha is not None and images_sha256(images) != sha:
+        log(
+            f"sweep: cannot check queries against the victim's training images: {ref.spec} (split {ref.split!r}) "
+            "no longer holds the images it was trained on"
+        )
+        return {}
+    seen = set(image_digests(images))
+    return {
+        name: sum(d in seen for d in image_digests(cached_tensors(path)["images"]))
+        for name, path in query_paths.items()
+    }
 
 
 def defense_center(cfg: SweepConfig, victim: PreparedVictim, out: Path, *, log: Log) -> Path | None:
@@ -135,9 +169,14 @@ def victim_answers(
     """The victim's answers to a query set's images, queried once (billed to the thief) and cached.
 
     A file with at least the needed rows is reused as is (no forward passes); a shorter one (the
-    largest budget grew) is extended by querying only the missing rows. The metadata keeps the
-    cumulative billed queries and forward passes spent on this file. Under a
-    :class:`~sslsteal_fast.defenses.SimilarityDetector` the per-row ``scores`` and ``flags`` are kept.
+    largest budget grew) is extended by querying only the missing rows - except under a stateful
+    defense (:class:`~sslsteal_fast.defenses.base.StatefulDefense`: a detector, the coverage defense),
+    whose answer to a row depends on every row the client sent before it: there the whole file is
+    queried again through a fresh defense, as a fresh sweep would (a defense's answers to the first
+    rows never depend on later ones, so the cells already computed from them stay valid; this is
+    checked). The metadata keeps the cumulative billed queries and forward passes spent on this
+    file. Under a :class:`~sslsteal_fast.defenses.SimilarityDetector` the per-row ``scores`` and
+    ``flags`` are kept.
     """
     count = max(cfg.grid.budgets)
     center = None if cfg.defense_center is None else cfg.defense_center.key()
@@ -152,17 +191,20 @@ def victim_answers(
     if have < count:
         images = cached_tensors(queries_path)["images"]
         defenses = build_defenses(defense, defense_key(victim.sha256, defense), _str(center_path))
-        api = OnnxVictim(victim.onnx, budget=count - have, batch_size=cfg.victim.batch_size, defenses=defenses)
+        start = 0 if any(isinstance(d, StatefulDefense) for d in defenses) else have
+        api = OnnxVictim(victim.onnx, budget=count - start, batch_size=cfg.victim.batch_size, defenses=defenses)
         _check_images(api.input_shape, images, q.name)
-        log(f"sweep: querying the victim with {count - have} images of {q.name!r} (defense {defense})")
+        log(f"sweep: querying the victim with {count - start} images of {q.name!r} (defense {defense})")
         fresh = query_victim(
-            api, images[have:count], batch_size=cfg.victim.batch_size, client=THIEF_CLIENT, progress=progress
+            api, images[start:count], batch_size=cfg.victim.batch_size, client=THIEF_CLIENT, progress=progress
         )
         new = {"answers": fresh}
         if defenses and isinstance(defenses[0], SimilarityDetector):
             scores, flags = defenses[0].history(THIEF_CLIENT)
             new.update(scores=torch.from_numpy(scores), flags=torch.from_numpy(flags))
-        tensors = new if have == 0 else {k: torch.cat([tensors[k], v]) for k, v in new.items()}
+        if start == 0 and have:
+            _check_same_prefix(tensors, new, have, path)
+        tensors = new if start == 0 else {k: torch.cat([tensors[k], v]) for k, v in new.items()}
         new_passes = api.forward_passes
         meta = {
             "query_dataset": q.name,
@@ -183,6 +225,16 @@ def victim_answers(
         "forward_passes_this_run": new_passes,
         "output_dim": int(tensors["answers"].shape[1]),
     }
+
+
+def _check_same_prefix(old: dict[str, torch.Tensor], new: dict[str, torch.Tensor], rows: int, path: Path) -> None:
+    """The re-queried file's first ``rows`` must be the old file's: cells computed from those stand."""
+    for name, tensor in new.items():
+        if name not in old or not torch.equal(old[name], tensor[:rows]):
+            raise RuntimeError(
+                f"{path}: querying again through a fresh defense changed the answers to the first {rows} rows "
+                f"({name}); the cells computed from them would no longer hold: delete this file and results.sqlite"
+            )
 
 
 def _check_images(input_shape: tuple[int | None, ...], images: torch.Tensor, name: str) -> None:

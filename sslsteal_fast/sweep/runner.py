@@ -3,8 +3,10 @@
 Order of work (everything before the cells is computed once and cached in ``--out``, see
 :mod:`.inputs`):
 
-1. **Victim**: resolve the config's victim to an ONNX file (:mod:`.artifacts`).
-2. **Data**: the probe train/test sets and, per query set, its first ``max(budgets)`` images.
+1. **Data**: the probe train/test sets and, per query set, its first ``max(budgets)`` images (first,
+   so that a mistake in the data - a probe test set that shares images with its train set, a query
+   set smaller than the largest budget - stops the sweep before any victim is trained).
+2. **Victim**: resolve the config's victim to an ONNX file (:mod:`.artifacts`).
 3. **Answers** (query-once): per query set and defense, the victim answers those images once.
 4. **Evaluations**: the victim's own probes, the untrained floor, the honest user per defense.
 5. **Cells**: each (loss, budget, query set, seed, defense) steals and probes in a worker
@@ -75,6 +77,11 @@ def run_sweep(cfg: SweepConfig, out: str | Path, *, progress: bool = True, log: 
     t_start = time.perf_counter()
 
     t = time.perf_counter()
+    probe_path, probe_meta = inputs.probe_data(cfg, out)
+    query_paths = {q.name: inputs.query_images(q, max(cfg.grid.budgets), out) for q in cfg.grid.query_datasets}
+    timings["data_s"] = time.perf_counter() - t
+
+    t = time.perf_counter()
     victim = prepare_victim(cfg.victim, out, progress=progress, log=log)
     timings["victim_prepare_s"] = time.perf_counter() - t
     timings["victim_train_s"] = victim.train_time_s
@@ -89,11 +96,9 @@ def run_sweep(cfg: SweepConfig, out: str | Path, *, progress: bool = True, log: 
             log(f"sweep: resuming, {resumed} of {len(cells)} cells already done")
 
         t = time.perf_counter()
-        probe_path, probe_meta = inputs.probe_data(cfg, out)
-        query_paths = {q.name: inputs.query_images(q, max(cfg.grid.budgets), out) for q in cfg.grid.query_datasets}
         center_path = inputs.defense_center(cfg, victim, out, log=log)
-        timings["data_s"] = time.perf_counter() - t
-        overlap = inputs.overlap_with_victim_train(cfg, query_paths)
+        timings["data_s"] += time.perf_counter() - t
+        overlap = inputs.overlap_with_victim_train(cfg, victim, query_paths, log=log)
         for name, count in overlap.items():
             if count:
                 log(f"sweep: WARNING {count} query images of {name!r} are also victim training images")

@@ -41,7 +41,7 @@ from torch import nn
 
 from sslsteal_fast import ops
 from sslsteal_fast.config import VICTIM_LOSSES, VictimTrainConfig
-from sslsteal_fast.data import ImageDataset, SimCLRAugment, load_dataset, to_float
+from sslsteal_fast.data import ImageDataset, SimCLRAugment, images_sha256, load_dataset, resolve_spec, to_float
 from sslsteal_fast.models import SimCLRModel, build_encoder, checkpoint_paths, save_checkpoint
 from sslsteal_fast.util.checks import ArgumentTypeError
 from sslsteal_fast.util.files import load_tensors, save_tensors
@@ -349,6 +349,12 @@ def train_victim(
         "torch": torch.__version__,
         "trained_by": "sslsteal train-victim (SimCLR" + "".join(f" + {h.name}" for h in hooks) + ")",
         "train_config": cfg.identity(),
+        "train_data": {  # how to load the training images again, and their hash to check it
+            "spec": resolve_spec(cfg.dataset),
+            "split": "train",
+            "options": {"size": cfg.image_size, "count": cfg.count, "seed": cfg.data_seed},
+            "images_sha256": images_sha256(data.images),
+        },
         "device": str(device),
     }
     if hooks:

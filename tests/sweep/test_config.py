@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from sslsteal_fast.sweep import demo_config, load_config, parse_config
+from sslsteal_fast.sweep import demo_config, load_config, parse_config, run_sweep
 
 
 def base() -> dict[str, Any]:
@@ -153,3 +153,132 @@ def test_defense_specs_are_accepted_as_an_axis() -> None:
     raw = copy.deepcopy(base())
     _set(raw, "grid.defenses", ["none", "noise:sigma=0.5", "detection:threshold=0.6"])
     assert parse_config(raw).grid.defenses == ("none", "noise:sigma=0.5", "detection:threshold=0.6")
+
+
+# ------------------------------------------------------------------------------ the probe's splits
+
+
+def test_plain_probe_test_name_reads_the_test_split() -> None:
+    # `test = "digits"` used to read the train split: probes fitted and scored on the same images.
+    raw = copy.deepcopy(base())
+    raw["probe"] = {"train": "digits", "test": "digits"}
+    probe = parse_config(raw).probe
+    assert (probe.train.split, probe.test.split) == ("train", "test")
+    raw["probe"] = {"train": "digits", "test": {"spec": "digits", "size": 8}}
+    assert parse_config(raw).probe.test.split == "test"
+    raw["probe"] = {"train": "digits", "test": {"spec": "digits", "split": "train"}}
+    with pytest.raises(ValueError, match="probe.test: the same images as probe.train"):
+        parse_config(raw)
+    raw["datasets"]["t"] = {"spec": "digits"}  # a [datasets] table keeps its own split (default train)
+    raw["probe"] = {"train": "digits", "test": "t"}
+    with pytest.raises(ValueError, match="probe.test: the same images as probe.train"):
+        parse_config(raw)
+
+
+def test_probe_sets_sharing_images_stop_the_sweep_before_the_victim(tmp_path: Path) -> None:
+    raw = copy.deepcopy(base())
+    raw["datasets"]["a"] = {"spec": "shapes", "count": 30, "size": 16, "slice": [0, 20]}
+    raw["datasets"]["b"] = {"spec": "shapes", "count": 30, "size": 16, "slice": [10, 30]}
+    raw["probe"] = {"train": "a", "test": "b"}  # different tables, 10 shared images
+    cfg = parse_config(raw, base_dir=tmp_path)  # its victim.onnx does not even exist
+    with pytest.raises(
+        ValueError, match=r"probe.train 'a' .* and test set probe.test 'b' .* share 10 of the test set's 20"
+    ):
+        run_sweep(cfg, tmp_path / "out", progress=False, log=lambda _: None)
+    assert not (tmp_path / "out" / "victim").exists()
+
+
+# --------------------------------------------------------------------- mistakes caught at load
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "message"),
+    [
+        # a temperature for a loss that has none (any loss of the grid)
+        ("steal.temperature", 0.5, "steal: loss 'mse' has no temperature"),
+        # seeds past what SQLite (signed 64-bit) and torch both take
+        ("grid.seeds", [0, 2**63], r"grid.seeds\[1\] must be an int >= 0 and <= 2\*\*63 - 1"),
+        ("probe.seed", 2**64, r"probe.seed must be an int >= 0 and <= 2\*\*63 - 1"),
+        ("datasets.q.seed", 2**63, r"datasets.q: shapes: option seed must be an int >= 0 and <= 2\*\*63 - 1"),
+        # sizes and counts no machine holds in memory
+        ("datasets.q.count", 10**12, "datasets.q: shapes: option count = 1,000,000,000,000 is too large: at most"),
+        ("datasets.q.size", 100_000, "datasets.q: shapes: option size = 100000 is too large: at most 1024 px"),
+        ("datasets.q.slice", [0, 10**9], "datasets.q.slice: stop = 1,000,000,000 is past"),
+        ("datasets.q.slice", [0, 60], r"datasets.q.slice: \[0, 60\) goes past its 50 images"),
+        ("datasets.q.colour", "red", "datasets.q: shapes: unknown option"),
+        ("datasets.q.split", "val", "datasets.q: shapes: unknown split 'val'"),
+        ("grid.budgets", [10, 10**9], r"grid.budgets\[1\] = 1,000,000,000 is too large"),
+        ("grid.budgets", [10, 60], r"grid.query_datasets\[0\]: 'q' has 50 images but the largest budget is 60"),
+        (
+            "probe.test",
+            {"spec": "shapes", "count": 5_000_000, "size": 128},
+            "probe.test: shapes: count = 5,000,000 .* 229 GiB",
+        ),
+    ],
+)
+def test_mistakes_fail_at_load(key: str, value: Any, message: str) -> None:
+    raw = copy.deepcopy(base())
+    raw["grid"]["losses"] = ["info_nce", "mse"]
+    _set(raw, key, value)
+    with pytest.raises(ValueError, match=message):
+        parse_config(raw)
+
+
+@pytest.mark.parametrize(
+    ("train", "message"),
+    [
+        ({"count": 10**9}, "victim.train: shapes: option count = 1,000,000,000 is too large"),
+        ({"image_size": 5000}, "victim.train: shapes: option size = 5000 is too large"),
+        ({"seed": 2**63}, r"victim.train.seed must be an int >= 0 and <= 2\*\*63 - 1"),
+        ({"watermark": {"dataset": "digits", "count": 10**9}}, "victim.train.watermark: digits: option count"),
+    ],
+)
+def test_victim_train_mistakes_fail_at_load(train: dict[str, Any], message: str) -> None:
+    raw = copy.deepcopy(base())
+    raw["victim"] = {"train": {"dataset": "shapes", **train}}
+    with pytest.raises(ValueError, match=message):
+        parse_config(raw)
+
+
+def test_the_seed_bound_is_what_the_store_and_torch_take(tmp_path: Path) -> None:
+    import sqlite3
+
+    import torch
+
+    from sslsteal_fast.config import MAX_SEED
+
+    raw = copy.deepcopy(base())
+    raw["grid"]["seeds"] = [MAX_SEED]
+    assert parse_config(raw).grid.seeds == (MAX_SEED,)
+    torch.Generator().manual_seed(MAX_SEED)
+    with sqlite3.connect(tmp_path / "s.sqlite") as conn:
+        conn.execute("CREATE TABLE t (seed INTEGER NOT NULL)")
+        conn.execute("INSERT INTO t VALUES (?)", (MAX_SEED,))
+        with pytest.raises(OverflowError):
+            conn.execute("INSERT INTO t VALUES (?)", (MAX_SEED + 1,))
+
+
+def test_dataset_paths_resolve_against_the_config_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import numpy as np
+
+    folder = tmp_path / "experiment"
+    (folder / "data").mkdir(parents=True)
+    np.savez(folder / "data" / "toy.npz", images=np.zeros((4, 3, 8, 8), np.uint8), labels=np.arange(4) % 2)
+    config = folder / "sweep.toml"
+    config.write_text(
+        'victim.onnx = "victim.onnx"\n'
+        'probe = { train = "npz:data/toy.npz", test = "shapes" }\n'
+        '[datasets.q]\nspec = "npz:data/toy.npz"\n'
+        '[grid]\nlosses = ["mse"]\nbudgets = [2]\nquery_datasets = ["q", "npz:./data/toy.npz"]\n'
+    )
+    monkeypatch.chdir(tmp_path)  # not the config's folder: paths still start there, like victim.onnx's
+    cfg = load_config(Path("experiment") / "sweep.toml")
+    expected = f"npz:{(folder / 'data' / 'toy.npz').absolute()}"
+    assert cfg.probe.train.spec == expected
+    assert [q.spec for q in cfg.grid.query_datasets] == [expected, f"npz:{folder.absolute() / 'data' / 'toy.npz'}"]
+    assert cfg.victim.onnx == Path("experiment") / "victim.onnx"
+    assert len(cfg.grid.query_datasets[0].load()) == 4
+
+    config.write_text(config.read_text().replace('spec = "npz:data/toy.npz"', 'spec = "npz:toy.npz"'))
+    with pytest.raises(FileNotFoundError, match=r"datasets.q.spec: npz data not found at .*experiment/toy.npz"):
+        load_config(config)

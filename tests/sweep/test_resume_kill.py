@@ -1,4 +1,5 @@
-"""A sweep SIGKILLed mid-run (parent and pool workers) resumes with no lost and no duplicated cells."""
+"""A sweep SIGKILLed mid-run takes its pool workers with it, and resumes with no lost and no duplicated
+cells (and no leftover workers)."""
 
 from __future__ import annotations
 
@@ -29,9 +30,34 @@ def committed(db: Path) -> int:
         return 0
 
 
-@pytest.mark.skipif(not hasattr(os, "killpg"), reason="needs POSIX process groups")
-def test_sigkill_mid_sweep_then_resume(write_config: Callable[..., Path], tmp_path: Path) -> None:
-    config = write_config(losses=("mse", "info_nce", "soft_nn", "wasserstein"), budgets=(8, 16, 32), workers=2)
+def pool_workers(parent: int) -> list[int]:
+    """Pids of the spawn workers whose parent is ``parent`` (from /proc)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            cmdline = (entry / "cmdline").read_bytes()
+        except (OSError, IndexError, ValueError):  # gone meanwhile
+            continue
+        if ppid == parent and b"spawn_main" in cmdline:
+            found.append(int(entry.name))
+    return found
+
+
+def alive(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie waiting to be reaped has died)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state not in ("Z", "X")
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="finds the workers through Linux /proc")
+def test_sigkill_mid_sweep_kills_workers_then_resume(write_config: Callable[..., Path], tmp_path: Path) -> None:
+    config = write_config(losses=("mse", "info_nce"), budgets=(8, 16, 32), workers=2)
     out = tmp_path / "out"
     db = out / "results.sqlite"
     env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
@@ -39,6 +65,7 @@ def test_sigkill_mid_sweep_then_resume(write_config: Callable[..., Path], tmp_pa
     proc = subprocess.Popen(
         cmd, env=env, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True
     )
+    workers: list[int] = []
     try:
         deadline = time.monotonic() + 120
         while committed(db) < 2:
@@ -47,9 +74,21 @@ def test_sigkill_mid_sweep_then_resume(write_config: Callable[..., Path], tmp_pa
             if time.monotonic() > deadline:
                 pytest.fail("no cell was committed within 120 s")
             time.sleep(0.02)
-    finally:
-        os.killpg(proc.pid, signal.SIGKILL)  # the parent and its pool workers, mid-cell
+        workers = pool_workers(proc.pid)
+        assert len(workers) == 2
+        proc.kill()  # the parent alone, mid-cell (as `kill -9` or the OOM killer would)
         proc.wait()
+        deadline = time.monotonic() + 15
+        while any(alive(w) for w in workers) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        survivors = [w for w in workers if alive(w)]
+        assert not survivors, f"pool workers {survivors} outlived their killed parent"
+    finally:
+        for pid in [w for w in workers if alive(w)]:
+            os.kill(pid, signal.SIGKILL)
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
         proc.stderr.close()
     assert proc.returncode == -signal.SIGKILL
 
@@ -58,8 +97,10 @@ def test_sigkill_mid_sweep_then_resume(write_config: Callable[..., Path], tmp_pa
     before = committed(db)
     assert 2 <= before < total, "the kill should land mid-sweep"
 
-    resumed = run_sweep(cfg.with_workers(1), out, progress=False, log=lambda _: None)
+    resumed = run_sweep(cfg, out, progress=False, log=lambda _: None)  # two workers again
+    assert resumed.workers == 2
     assert resumed.resumed == before and resumed.ran == total - before and not resumed.failed
+    assert pool_workers(os.getpid()) == []  # the resumed run's workers are gone with its pool
     with ResultStore(db) as store:
         ids = [c["cell_id"] for c in store.cells()]
     assert len(ids) == len(set(ids)) == total

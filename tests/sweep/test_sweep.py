@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from sslsteal_fast.sweep import ResultStore, load_config, run_sweep, write_outputs
+from sslsteal_fast.sweep import ResultStore, load_config, parse_config, run_sweep, write_outputs
+from tests.helpers import write_toy_npz
 
 REQUIRED_COLUMNS = {
     "loss",
@@ -120,8 +121,22 @@ def test_growing_the_largest_budget_queries_only_new_rows(write_config: Callable
 
 
 def test_budget_above_query_set_is_a_clear_error(write_config: Callable[..., Path], tmp_path: Path) -> None:
-    cfg = load_config(write_config(budgets=(8, 64), query_count=40))
-    with pytest.raises(ValueError, match=r"grid.query_datasets: 'q-in' has 40 images but the largest budget is 64"):
+    # Known from the config (the query set's count): refused at load, before any victim is trained.
+    with pytest.raises(
+        ValueError, match=r"grid.query_datasets\[0\]: 'q-in' has 40 images but the largest budget is 64"
+    ):
+        load_config(write_config(budgets=(8, 64), query_count=40))
+    # Known only once loaded (a file's length): refused before the victim is looked at (here: missing).
+    write_toy_npz(tmp_path / "toy.npz", size=16, train=10, test=5)
+    raw = {
+        "victim": {"onnx": "missing.onnx"},
+        "probe": {"train": {"spec": "shapes", "count": 20}, "test": {"spec": "shapes", "count": 20}},
+        "grid": {"losses": ["mse"], "budgets": [8, 12], "query_datasets": ["npz:toy.npz"]},
+    }
+    cfg = parse_config(raw, base_dir=tmp_path)
+    with pytest.raises(
+        ValueError, match=r"grid.query_datasets: 'npz:toy.npz' has 10 images but the largest budget is 12"
+    ):
         run_sweep(cfg, tmp_path / "out", progress=False, log=lambda _: None)
 
 
