@@ -17,7 +17,7 @@ measuring defenses on an honest user and a thief is an experiment (:mod:`sslstea
 
 from __future__ import annotations
 
-from sslsteal_fast.defenses.base import ConfiguredDefense
+from sslsteal_fast.defenses.base import ConfiguredDefense, StatefulDefense
 from sslsteal_fast.defenses.coverage import CoverageConfig, CoverageDefense, client_transform
 from sslsteal_fast.defenses.detection import (
     DetectionMetrics,
@@ -55,6 +55,7 @@ __all__ = [
     "Quantize",
     "QuantizeConfig",
     "SimilarityDetector",
+    "StatefulDefense",
     "TopKConfig",
     "TopKSparsify",
     "client_transform",

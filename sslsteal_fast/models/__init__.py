@@ -11,6 +11,7 @@ from __future__ import annotations
 from sslsteal_fast.models.checkpoint import (
     build_from_metadata,
     check_metadata,
+    checkpoint_metadata,
     checkpoint_paths,
     load_checkpoint,
     save_checkpoint,
@@ -41,6 +42,7 @@ __all__ = [
     "build_encoder",
     "build_from_metadata",
     "check_metadata",
+    "checkpoint_metadata",
     "checkpoint_paths",
     "is_builtin_encoder",
     "load_checkpoint",

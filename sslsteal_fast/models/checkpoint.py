@@ -45,6 +45,7 @@ __all__ = [
     "MAX_DIM",
     "build_from_metadata",
     "check_metadata",
+    "checkpoint_metadata",
     "checkpoint_paths",
     "load_checkpoint",
     "model_metadata",
@@ -184,6 +185,18 @@ def save_checkpoint(prefix: str | Path, model: nn.Module, metadata: dict[str, An
     weights_path, meta_path = checkpoint_paths(prefix)
     save_tensors(weights_path, dict(model.state_dict()), meta)
     write_text(meta_path, text + "\n")
+
+
+def checkpoint_metadata(prefix: str | Path) -> dict[str, Any]:
+    """A checkpoint's JSON metadata, validated (:func:`check_metadata`) without reading any tensor.
+
+    Raises ``FileNotFoundError`` when ``<prefix>.json`` is missing and ``ValueError`` naming it when
+    it is not valid JSON or fails the checks.
+    """
+    meta_path = checkpoint_paths(prefix)[1]
+    if not meta_path.is_file():
+        raise FileNotFoundError(f"checkpoint metadata {meta_path} does not exist")
+    return _read_metadata(meta_path)
 
 
 def _read_metadata(meta_path: Path) -> dict[str, Any]:

@@ -28,7 +28,6 @@ import torch
 from sslsteal_fast.attacks import StealConfig, steal
 from sslsteal_fast.config import ProbeConfig
 from sslsteal_fast.defenses import SimilarityDetector, detection_metrics, make_defense
-from sslsteal_fast.models import save_checkpoint
 from sslsteal_fast.probes import extract_features, fidelity, probe_features
 from sslsteal_fast.sweep.store import DETECTION_COLUMNS
 from sslsteal_fast.util.files import load_tensors
@@ -72,6 +71,7 @@ class CellTask:
     queries_path: str
     answers_path: str | None
     onnx_path: str
+    victim_sha256: str
     victim_batch_size: int
     defense_key: str
     center_path: str | None
@@ -160,9 +160,11 @@ class CachedAnswers:
     cached answers, so a query here would be an accounting bug.
     """
 
-    def __init__(self, input_shape: tuple[int, int, int], output_dim: int) -> None:
+    def __init__(self, input_shape: tuple[int, int, int], output_dim: int, sha256: str | None = None) -> None:
         self.input_shape = input_shape
         self.output_dim = output_dim
+        self.sha256 = sha256  # the served victim's, so a saved stolen encoder names what it was stolen from
+        self.remaining = None  # nothing is billed here: the answers were paid for when they were cached
         self.queries_used = 0
         self.forward_passes = 0
 
@@ -181,7 +183,7 @@ def run_cell(task: CellTask) -> dict[str, Any]:
         answers = cached["answers"]
         c, h, w = (int(v) for v in queries.shape[1:])
         result = steal(
-            CachedAnswers((c, h, w), int(answers.shape[1])),
+            CachedAnswers((c, h, w), int(answers.shape[1]), task.victim_sha256),
             queries,
             cfg,
             targets=answers[: task.budget],
@@ -223,7 +225,7 @@ def run_cell(task: CellTask) -> dict[str, Any]:
     probe_time = time.perf_counter() - t
 
     if task.encoder_prefix is not None:
-        save_checkpoint(task.encoder_prefix, result.stolen.encoder, {"cell_id": task.cell_id, "config": result.config})
+        result.save(task.encoder_prefix, {"cell_id": task.cell_id})  # head included; provenance under "steal"
     final = result.history[-1] if result.history else None
     return {
         "cell_id": task.cell_id,

@@ -25,8 +25,7 @@ import torch
 
 from sslsteal_fast.config import HONEST_CLIENT, THIEF_CLIENT
 from sslsteal_fast.data import image_digests, images_sha256
-from sslsteal_fast.defenses import SimilarityDetector
-from sslsteal_fast.defenses.base import StatefulDefense
+from sslsteal_fast.defenses import SimilarityDetector, StatefulDefense
 from sslsteal_fast.models import build_encoder
 from sslsteal_fast.probes import ProbeScores, check_disjoint, extract_features, probe_features
 from sslsteal_fast.sweep.artifacts import PreparedVictim
@@ -170,7 +169,7 @@ def victim_answers(
 
     A file with at least the needed rows is reused as is (no forward passes); a shorter one (the
     largest budget grew) is extended by querying only the missing rows - except under a stateful
-    defense (:class:`~sslsteal_fast.defenses.base.StatefulDefense`: a detector, the coverage defense),
+    defense (:class:`~sslsteal_fast.defenses.StatefulDefense`: a detector, the coverage defense),
     whose answer to a row depends on every row the client sent before it: there the whole file is
     queried again through a fresh defense, as a fresh sweep would (a defense's answers to the first
     rows never depend on later ones, so the cells already computed from them stay valid; this is

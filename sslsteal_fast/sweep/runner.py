@@ -136,6 +136,7 @@ def run_sweep(cfg: SweepConfig, out: str | Path, *, progress: bool = True, log: 
                 queries_path=str(query_paths[c.query.name]),
                 answers_path=answers[answers_group(c.query.name, c.defense)]["path"] if answers else None,
                 onnx_path=str(victim.onnx),
+                victim_sha256=victim.sha256,
                 victim_batch_size=cfg.victim.batch_size,
                 defense_key=defense_key(victim.sha256, c.defense),
                 center_path=None if center_path is None else str(center_path),

@@ -11,7 +11,6 @@ mid-training resumes from the last finished epoch (:func:`~sslsteal_fast.victim.
 from __future__ import annotations
 
 import dataclasses
-import json
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -19,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from sslsteal_fast.config import VictimTrainConfig
-from sslsteal_fast.models import checkpoint_paths, load_checkpoint
+from sslsteal_fast.models import checkpoint_metadata, load_checkpoint
 from sslsteal_fast.util.files import atomic_write, cache_root, file_sha256, safe_filename, stable_hash
 from sslsteal_fast.victim.export import export_onnx, read_metadata
 from sslsteal_fast.victim.train import TrainHook, is_finished, run_identity, train_victim
@@ -89,5 +88,5 @@ def trained_victim(
 
 
 def _metadata(prefix: Path, onnx: Path) -> dict[str, Any]:
-    meta = json.loads(checkpoint_paths(prefix)[1].read_text())
+    meta = checkpoint_metadata(prefix)
     return {**meta, **read_metadata(onnx)}

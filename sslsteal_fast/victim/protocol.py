@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 from sslsteal_fast.data import to_float
-from sslsteal_fast.util.checks import ArgumentTypeError, check_positive_int
+from sslsteal_fast.util.checks import ArgumentTypeError, check_client, check_positive_int
 from sslsteal_fast.util.files import file_sha256
 from sslsteal_fast.util.progress import progress_bar
 
@@ -105,6 +105,7 @@ class LocalVictim:
 
         ``client`` is accepted for interface parity and not used (a local victim has no defenses).
         """
+        check_client(client)
         if not isinstance(x, torch.Tensor) or x.dim() != 4:
             raise ValueError(f"LocalVictim.query: expected images (N, C, H, W), got {getattr(x, 'shape', type(x))}")
         for got, want in zip(x.shape[1:], self.input_shape, strict=True):

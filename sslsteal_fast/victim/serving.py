@@ -61,6 +61,7 @@ from sslsteal_fast.util.checks import (
     check_number,
     check_positive_int,
 )
+from sslsteal_fast.util.files import file_sha256
 from sslsteal_fast.victim.defense_api import Defense, apply_defenses, defense_transaction
 
 __all__ = ["RESIZE_MODES", "BudgetExceeded", "OnnxVictim", "Preprocess", "default_providers", "physical_cores"]
@@ -369,6 +370,7 @@ class OnnxVictim:
         )
 
         self.path = path
+        self._sha256: str | None = None
         self.budget = budget
         self.batch_size = batch_size
         self.defenses: tuple[Defense, ...] = tuple(defenses)
@@ -462,6 +464,13 @@ class OnnxVictim:
         c, h, w = (d if d is not None else 32 for d in self.model_input_shape)
         probe = np.zeros((self._model_batch or 1, c, h, w), dtype=np.float32)
         return int(self._run(probe).shape[1])
+
+    @property
+    def sha256(self) -> str:
+        """SHA-256 (hex) of the served ONNX file, computed once (what a stolen encoder records as its victim)."""
+        if self._sha256 is None:
+            self._sha256 = file_sha256(self.path)
+        return self._sha256
 
     # ------------------------------------------------------------------ accounting
     @property

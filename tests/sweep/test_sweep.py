@@ -8,8 +8,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+import torch
 
+from sslsteal_fast.models import StolenEncoder, load_checkpoint
 from sslsteal_fast.sweep import ResultStore, load_config, parse_config, run_sweep, write_outputs
+from sslsteal_fast.util.files import file_sha256
 from tests.helpers import write_toy_npz
 
 REQUIRED_COLUMNS = {
@@ -170,3 +173,21 @@ def test_defense_axis_reports_honest_user_and_thief(write_config: Callable[..., 
     assert summary["victim_forward_passes"] <= 2 * 2 * 16
     table = (out / "table.md").read_text()
     assert "Honest user's linear-probe top-1" in table and "| noise:sigma=50 |" in table
+
+
+def test_saved_encoders_keep_their_head_and_name_the_victim(
+    write_config: Callable[..., Path], tiny_victim: Path, tmp_path: Path
+) -> None:
+    # A 512-d resnet18 thief of the 256-d victim: the saved encoder is the thief plus its linear head.
+    text = write_config(losses=("mse",), budgets=(8,)).read_text()
+    text = text.replace("[steal]\n", '[steal]\narch = "resnet18"\n').replace("[run]\n", "[run]\nsave_encoders = true\n")
+    path = tmp_path / "heads.toml"
+    path.write_text(text)
+    run = run_sweep(load_config(path), tmp_path / "out", progress=False, log=lambda _: None)
+    assert not run.failed and run.ran == 2
+    for cid in run.cell_ids:
+        model, meta = load_checkpoint(tmp_path / "out" / "encoders" / cid)
+        assert isinstance(model, StolenEncoder) and model.adapter is not None and model.backbone_dim == 512
+        assert meta["cell_id"] == cid and meta["steal"]["budget"] == 8
+        assert meta["steal"]["victim_sha256"] == file_sha256(tiny_victim)
+        assert model(torch.rand(2, 3, 16, 16)).shape == (2, 256)

@@ -13,7 +13,9 @@ import pytest
 import torch
 
 from sslsteal_fast.defenses import DefenseState, GaussianNoise, SimilarityDetector, make_defense
+from sslsteal_fast.util.files import file_sha256
 from sslsteal_fast.victim import OnnxVictim, check_client, read_metadata
+from sslsteal_fast.victim.protocol import victim_sha256
 from tests.helpers import images_for, linear_encoder, linear_onnx
 
 CPU = "CPUExecutionProvider"
@@ -184,3 +186,9 @@ def test_non_finite_model_output_is_refused_and_not_billed(tmp_path):
     with pytest.raises(ValueError, match="non-finite"):
         v.query(images_for(2))
     assert (v.queries_used, v.remaining, v.bills) == (0, 10, {})
+
+
+def test_sha256_is_the_served_files(tmp_path: Path) -> None:
+    path = linear_onnx(tmp_path / "m.onnx")
+    victim = OnnxVictim(path)
+    assert victim.sha256 == file_sha256(path) == victim_sha256(victim)
