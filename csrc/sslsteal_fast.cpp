@@ -19,6 +19,11 @@
 //     when N or M is 0. topk_similarity returns empty (0, k) values and indices for N = 0 queries
 //     and needs 1 <= k <= M, so an empty bank raises.
 //   * Metrics: the strings below, parsed once into the Metric enum of metric.h.
+//   * Numerics (numerics.h, shared by both devices): a row with a NaN or +-inf entry makes every
+//     distance, similarity, logit and log-sum-exp it enters NaN, and NaN statistics give NaN
+//     gradients; topk_similarity orders NaN like torch.topk (larger than every number) and always
+//     returns k real rows. Squared distances are taken about a common shift of the rows (no
+//     cancellation far from the origin), and top-k squared distances are recomputed directly.
 //   * Errors: RuntimeError "sslsteal_fast::<op>: <argument> ...", the same text on both devices.
 #include <torch/extension.h>
 

@@ -20,6 +20,7 @@ __all__ = [
     "EM_MONOTONE_SLACK",
     "EXPORT_RTOL",
     "F32_ATOL",
+    "FAR_FROM_ORIGIN_RTOL",
     "FOREIGN_ATOL",
     "GMM_SCORE_ATOL",
     "LOW_PRECISION_FACTOR",
@@ -27,6 +28,7 @@ __all__ = [
     "SOFT_NN_FAR_TOL",
     "TOL",
     "TOPK_CUDA_TOL",
+    "TOPK_EXACT_RTOL",
     "TOPK_TOL",
     "TRANSCRIPTION_TOL",
     "assert_close",
@@ -49,6 +51,12 @@ DISTANCE_TOL: dict[torch.dtype, float] = {torch.float32: 2e-4, torch.bfloat16: 5
 TOPK_TOL: dict[torch.dtype, float] = {torch.float32: 1e-5, torch.bfloat16: 2e-2, torch.float16: 2e-2}
 #: ... on CUDA, where float32 products run on tensor cores (TF32 / 3xTF32), relative to the largest value.
 TOPK_CUDA_TOL: dict[torch.dtype, float] = {torch.float32: 1e-4, torch.bfloat16: 2e-2}
+#: rtol of top-k squared distances against float64 ||q - b||^2 (recomputed directly for the k winners):
+#: one ulp of the output dtype, at any offset from the origin.
+TOPK_EXACT_RTOL: dict[torch.dtype, float] = {torch.float32: 2.0**-23, torch.float64: 1e-14}
+#: rtol of float32 squared distances, SoftNN losses and their gradients (relative to the largest) against
+#: float64 for rows far from the origin (offsets 1e3 and 1e5; the kernels shift the rows first).
+FAR_FROM_ORIGIN_RTOL: dict[torch.dtype, float] = {torch.float32: 1e-4}
 #: rtol of SoftNN with positives far beyond the negatives (the separate positive maxima are exercised).
 SOFT_NN_FAR_TOL: dict[torch.dtype, float] = {torch.float32: 5e-4, torch.float64: 1e-9}
 #: Absolute error below which a difference is noise for each dtype (the 2x rule is relative to PyTorch).

@@ -3,7 +3,12 @@
 // Both losses are "contrastive log-ratios" over the rows z_0..z_{n-1} of one matrix:
 //   lse_all_i = LSE_{k != i} L_ik,   lse_pos_i = LSE_{k != i, y_k = y_i} L_ik,   loss_i = lse_all_i - lse_pos_i
 // with logits L_ik = <z_i, z_k> / T on L2-normalised rows (InfoNCE, y = i mod B) or
-// L_ik = -max(0, |z_i|^2 + |z_k|^2 - 2 <z_i, z_k>) / T on raw rows (SoftNN, y given).
+// L_ik = -max(0, |z_i|^2 + |z_k|^2 - 2 <z_i, z_k>) / T on raw rows (SoftNN, y given), taken about a
+// common shift of the rows (numerics.h) so that they keep their precision far from the origin.
+//
+// NaN propagates as in PyTorch: a non-finite row has NaN logits (numerics.h), the streaming
+// log-sum-exps and vexp keep NaN, so every loss row whose sums include one is NaN, and the backward
+// turns NaN statistics into NaN gradients. Rows without a positive stay 0 and contribute nothing.
 //
 // L is symmetric, so only tiles (I, J) with J >= I are computed: each tile's product comes from
 // ATen's BLAS-backed mm, and a fused epilogue turns it into logits and folds it into the running
@@ -26,6 +31,7 @@
 #include <vector>
 
 #include "../checks.h"
+#include "../numerics.h"
 #include "vexp.h"
 
 namespace sslsteal {
@@ -34,8 +40,10 @@ namespace {
 constexpr int64_t kTile = 512;
 constexpr double kNegInf = -std::numeric_limits<double>::infinity();
 constexpr double kPosInf = std::numeric_limits<double>::infinity();
+constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
 
-// Streaming log-sum-exp: the value is m + log(s).
+// Streaming log-sum-exp: the value is m + log(s). A NaN term makes s (and so the value) NaN for good:
+// every update multiplies or adds s, and value() reports it.
 struct Lse {
   double m = kNegInf;
   double s = 0.0;
@@ -58,7 +66,7 @@ struct Lse {
       s += std::exp(v - m);
     }
   }
-  double value() const { return s > 0.0 ? m + std::log(s) : kNegInf; }
+  double value() const { return s > 0.0 ? m + std::log(s) : (s == 0.0 ? kNegInf : kNaN); }
 };
 
 template <typename T>
@@ -130,7 +138,7 @@ at::Tensor logits_tile(const Problem<T>& p, at::Tensor& buf, int64_t i0, int64_t
 #pragma omp simd
         for (int64_t c = 0; c < tj; ++c) {
           // Squared distance by the norm expansion; clamped because rounding can make it < 0.
-          const T d = std::max(T(0), si + sj[c] - T(2) * row[c]);
+          const T d = clamp0(si + sj[c] - T(2) * row[c]);
           row[c] = -d * inv_t;
         }
       }
@@ -176,6 +184,20 @@ std::vector<double> block_norms(const Problem<T>& p) {
   return out;
 }
 
+// Whether any of n values (stride apart) is NaN. Only asked when a row or column of a tile has no
+// finite logit, where the max pass cannot tell NaN from -inf.
+template <typename T>
+bool column_has_nan(const T* p, int64_t n, int64_t stride) {
+  for (int64_t i = 0; i < n; ++i)
+    if (p[i * stride] != p[i * stride]) return true;
+  return false;
+}
+
+template <typename T>
+bool has_nan(const T* p, int64_t n) {
+  return column_has_nan(p, n, 1);
+}
+
 // Folds tile logits into the statistics of its rows (and columns when the tile is off-diagonal).
 template <typename T>
 void fold_tile(const T* L, int64_t i0, int64_t ti, int64_t j0, int64_t tj, const Groups& groups, TileShift<T> shift,
@@ -192,8 +214,10 @@ void fold_tile(const T* L, int64_t i0, int64_t ti, int64_t j0, int64_t tj, const
       if (mx != -std::numeric_limits<T>::infinity()) {
         T sum = 0;
 #pragma omp simd reduction(+ : sum)
-        for (int64_t c = 0; c < tj; ++c) sum += vexp(row[c] - mx);
+        for (int64_t c = 0; c < tj; ++c) sum += vexp(row[c] - mx);  // NaN stays NaN (vexp keeps it)
         all[i0 + r].merge(double(mx), double(sum));
+      } else if (has_nan(row, tj)) {  // every entry is -inf or NaN: the max skipped the NaN
+        all[i0 + r].merge(kNaN, kNaN);
       }
       groups.for_each(i0 + r, j0, j0 + tj, [&](int64_t k) { pos[i0 + r].push(double(row[k - j0])); });
     }
@@ -222,7 +246,11 @@ void fold_tile(const T* L, int64_t i0, int64_t ti, int64_t j0, int64_t tj, const
         for (int64_t c = 0; c < nc; ++c) sum[c] += vexp(row[c] - mx[c]);
       }
       for (int64_t c = 0; c < nc; ++c) {
-        if (mx[c] != -std::numeric_limits<T>::infinity()) all[j0 + c0 + c].merge(double(mx[c]), double(sum[c]));
+        if (mx[c] != -std::numeric_limits<T>::infinity()) {
+          all[j0 + c0 + c].merge(double(mx[c]), double(sum[c]));
+        } else if (column_has_nan(L + c0 + c, ti, tj)) {
+          all[j0 + c0 + c].merge(kNaN, kNaN);
+        }
       }
       for (int64_t c = 0; c < nc; ++c) {
         const int64_t k = j0 + c0 + c;
@@ -268,7 +296,9 @@ at::Tensor backward_impl(const Problem<T>& p, const at::Tensor& grad_rows, const
                          const at::Tensor& lse_pos) {
   const int64_t n = p.n;
   // Per-row coefficients. A row without positives contributes nothing: g = 0 and +inf statistics make
-  // every exp() it appears in exactly 0 (never 0 * inf = nan).
+  // every exp() it appears in exactly 0 (never 0 * inf = nan). NaN statistics (a non-finite row in
+  // the sums) are kept, so the exp()s they enter, and with them the gradients, are NaN; a row without
+  // positives but with a NaN lse_all gets g = NaN, as autograd's 0 * NaN does (the CUDA rule too).
   at::Tensor g = grad_rows.to(p.z.scalar_type()).contiguous();
   at::Tensor la = lse_all.to(p.z.scalar_type()).contiguous().clone();
   at::Tensor lp = lse_pos.to(p.z.scalar_type()).contiguous().clone();
@@ -276,9 +306,10 @@ at::Tensor backward_impl(const Problem<T>& p, const at::Tensor& grad_rows, const
   T* lap = la.data_ptr<T>();
   T* lpp = lp.data_ptr<T>();
   for (int64_t i = 0; i < n; ++i) {
-    if (!std::isfinite(lpp[i]) || !std::isfinite(lap[i])) {
-      gp[i] = 0;
-      lap[i] = std::numeric_limits<T>::infinity();
+    if (lpp[i] == -std::numeric_limits<T>::infinity()) {
+      const bool nan_stats = lap[i] != lap[i];
+      gp[i] = nan_stats ? lap[i] : T(0);
+      if (!nan_stats) lap[i] = std::numeric_limits<T>::infinity();
       lpp[i] = std::numeric_limits<T>::infinity();
     }
   }
@@ -399,13 +430,22 @@ std::tuple<at::Tensor, at::Tensor> info_nce_bwd_cpu(const at::Tensor& grad_rows,
 
 // ---- Soft Nearest Neighbor --------------------------------------------------------------------
 
+// {z in the compute dtype minus its distance_shift, the squared norms of those rows}: the logits and
+// the gradient (-2 / T) (rowsum(W)_i z_i - (W z)_i) only see differences of rows, so both keep their
+// precision far from the origin.
+std::pair<at::Tensor, at::Tensor> shifted_rows(const at::Tensor& z, at::ScalarType compute) {
+  const at::Tensor zc = z.to(compute);
+  at::Tensor shifted = (zc - distance_shift(zc)).contiguous();
+  return {shifted, sq_norms(shifted)};
+}
+
 std::tuple<at::Tensor, at::Tensor, at::Tensor> soft_nn_fwd_cpu(const at::Tensor& z, const at::Tensor& labels,
                                                                double temperature) {
   check_soft_nn_inputs("soft_nn_fwd", z, labels, temperature);
   const at::ScalarType ct = compute_dtype(z.scalar_type());
-  at::Tensor zc = z.to(ct).contiguous();
+  at::Tensor zc, sq;
+  std::tie(zc, sq) = shifted_rows(z, ct);
   return AT_DISPATCH_FLOATING_TYPES(ct, "soft_nn_fwd_cpu", [&] {
-    at::Tensor sq = (zc * zc).sum(1).contiguous();
     Problem<scalar_t> p{zc, sq, labels.to(at::kLong).contiguous(), zc.size(0), false, scalar_t(1.0 / temperature)};
     return forward_impl<scalar_t>(p, z.scalar_type());
   });
@@ -418,9 +458,9 @@ at::Tensor soft_nn_bwd_cpu(const at::Tensor& grad_rows, const at::Tensor& z, con
   const int64_t n = z.size(0);
   check_loss_bwd_vectors(op, grad_rows, lse_all, lse_pos, n, z, "z");
   const at::ScalarType ct = compute_dtype(z.scalar_type());
-  at::Tensor zc = z.to(ct).contiguous();
+  at::Tensor zc, sq;
+  std::tie(zc, sq) = shifted_rows(z, ct);
   at::Tensor dz = AT_DISPATCH_FLOATING_TYPES(ct, "soft_nn_bwd_cpu", [&] {
-    at::Tensor sq = (zc * zc).sum(1).contiguous();
     Problem<scalar_t> p{zc, sq, labels.to(at::kLong).contiguous(), n, false, scalar_t(1.0 / temperature)};
     return backward_impl<scalar_t>(p, grad_rows, lse_all, lse_pos);
   });

@@ -2,7 +2,8 @@
 // glibc's scalar expf in a loop costs ~10x a vectorised pass. Cody-Waite range reduction
 // x = n ln2 + r with |r| <= ln2 / 2, a degree-6 Taylor polynomial for e^r (relative error ~1.2e-7,
 // about 1 ulp), and 2^n assembled in the exponent bits. Inputs below -87.3 (including -inf, which
-// the kernels use as a mask) return exactly 0; the kernels only call it on arguments <= ~0.
+// the kernels use as a mask) return exactly 0; NaN returns NaN, like std::exp (the clamps below would
+// otherwise turn it into e^-87.3); the kernels only call it on arguments <= ~0.
 #pragma once
 
 #include <cmath>
@@ -27,7 +28,7 @@ inline float vexp(float x) {
   const int32_t bits = (static_cast<int32_t>(fi) + 127) << 23;
   float scale;
   std::memcpy(&scale, &bits, sizeof(scale));
-  return x < -87.3f ? 0.0f : p * scale;
+  return x != x ? x : (x < -87.3f ? 0.0f : p * scale);
 }
 
 inline double vexp(double x) { return std::exp(x); }

@@ -23,6 +23,11 @@
 // which are O(n^2 / 128) memory (64 MiB at n = 32768, 32 GiB at n = 2^20). The backward still
 // uses the symmetry where it is free (one S tile yields both A_IJ and A_JI^T).
 //
+// Non-finite rows: their statistics make every logit they enter NaN (row_norms, logit2); exp2 of a NaN
+// logit minus the (always finite) tile maximum makes the running sum NaN, and a NaN sum stays NaN
+// through every rescale and merge, so every log-sum-exp over such a logit -- and the loss row -- is
+// NaN, as in PyTorch. The backward keeps NaN statistics, so their gradients are NaN.
+//
 // Numerics: logits are carried in base 2 (L * log2 e) so exp is one ex2; every running maximum is
 // kept separately for "all" and "positives", because a positive can sit 1e4 logits below the
 // negatives (SoftNN with far positives) and exp(L_pos - m_all) would underflow to 0. The backward
@@ -53,8 +58,8 @@ __device__ __forceinline__ int64_t row_label(const RowParams<Acc>& p, int64_t r)
 template <typename Acc>
 __device__ __forceinline__ Acc logit2(bool soft, Acc s, Acc rv_i, Acc rv_k, Acc coef) {
   if (soft) {
-    const Acc d = rv_i + rv_k - Acc(2) * s;  // |z_i - z_k|^2, clamped at 0 against cancellation
-    return -(d > Acc(0) ? d : Acc(0)) * coef;
+    // |z_i - z_k|^2, clamped at 0 against cancellation (keeping NaN); the glue shifts z (numerics.h).
+    return -clamp0(rv_i + rv_k - Acc(2) * s) * coef;
   }
   return s * rv_i * rv_k * coef;  // cosine similarity / T, normalisation folded in
 }
@@ -126,8 +131,10 @@ __global__ void __launch_bounds__(kThreads) contrastive_fwd_kernel(RowSrc<typena
 #pragma unroll
       for (int h = 0; h < 2; ++h) {
         const int64_t i = ri[mt][h];
-        // Pass 1: logits in place, the tile maxima, and a bit mask of this lane's positives.
-        Acc tmax = ninf, pmax = ninf;
+        // Pass 1: logits in place, the tile maxima, and a bit mask of this lane's positives. The maxima
+        // start at -max_finite, not -inf, so that a NaN logit (which the compares skip) still meets a
+        // finite maximum in pass 2 and turns the running sum NaN; masked (-inf) entries add exp2(-inf) = 0.
+        Acc tmax = -max_finite<Acc>(), pmax = -max_finite<Acc>();
         uint32_t pos_mask = 0;
 #pragma unroll
         for (int nt = 0; nt < C::kNT; ++nt)
@@ -147,7 +154,7 @@ __global__ void __launch_bounds__(kThreads) contrastive_fwd_kernel(RowSrc<typena
             tmax = l > tmax ? l : tmax;
           }
         // Pass 2: rescale the running sums once per tile, then add this tile's terms.
-        if (tmax != ninf) {
+        {
           const Acc mn = m_all[mt][h] > tmax ? m_all[mt][h] : tmax;
           Acc s = s_all[mt][h] * fast_exp2(m_all[mt][h] - mn);
 #pragma unroll
@@ -470,7 +477,8 @@ __global__ void __launch_bounds__(kThreads) contrastive_bwd_kernel(RowSrc<typena
   }
 }
 
-// a2 = lse_all * log2 e, p2 = lse_pos * log2 e, gg = grad (0 where the row has no positive).
+// a2 = lse_all * log2 e, p2 = lse_pos * log2 e, gg = grad (0 where the row has no positive, unless its
+// lse_all is NaN: then NaN, so that NaN statistics give NaN gradients on every row, as on the CPU).
 template <typename T>
 __global__ void __launch_bounds__(kThreads)
     bwd_vectors_kernel(int64_t n, const T* grad_rows, const typename Num<T>::Acc* lse_all,
@@ -481,7 +489,8 @@ __global__ void __launch_bounds__(kThreads)
   const Acc lp = lse_pos[i];
   const_cast<Acc*>(out.a2)[i] = lse_all[i] * Acc(kLog2e);
   const_cast<Acc*>(out.p2)[i] = lp * Acc(kLog2e);
-  const_cast<Acc*>(out.gg)[i] = isfinite(lp) ? Num<T>::to_acc(grad_rows[i]) : Acc(0);
+  const Acc la = lse_all[i];
+  const_cast<Acc*>(out.gg)[i] = lp != neg_inf<Acc>() ? Num<T>::to_acc(grad_rows[i]) : (la != la ? la : Acc(0));
 }
 
 template <class Mma>

@@ -62,6 +62,10 @@ std::tuple<Tensor, Tensor> info_nce_bwd_cuda(const Tensor& grad_rows, const Tens
   return {ga, gb};
 }
 
+// z minus its distance_shift, contiguous: SoftNN's logits and gradient only see differences of rows,
+// so shifting keeps float32 precise far from the origin (../numerics.h). Same shift forward and back.
+Tensor soft_nn_rows(const Tensor& z) { return glue::shifted(z, sslsteal::distance_shift(z)); }
+
 ContrastiveArgs soft_nn_args(const Tensor& z, const Tensor& labels64, double temperature) {
   ContrastiveArgs args{};
   args.dtype = glue::dtype_of(z, "soft_nn");
@@ -81,7 +85,7 @@ std::tuple<Tensor, Tensor, Tensor> soft_nn_fwd_cuda(const Tensor& z_in, const Te
   const char* op = "soft_nn_fwd";
   sslsteal::check_soft_nn_inputs(op, z_in, labels, temperature);
   const c10::cuda::CUDAGuard guard(z_in.device());
-  const Tensor z = z_in.contiguous();
+  const Tensor z = soft_nn_rows(z_in);
   const Tensor lab = labels.to(at::kLong).contiguous();
   const int64_t n = z.size(0);
   const auto sd = sslsteal::stat_dtype(z.scalar_type());
@@ -103,7 +107,7 @@ Tensor soft_nn_bwd_cuda(const Tensor& grad_rows, const Tensor& z_in, const Tenso
   const int64_t n = z_in.size(0);
   sslsteal::check_loss_bwd_vectors(op, grad_rows, lse_all, lse_pos, n, z_in, "z");
   const c10::cuda::CUDAGuard guard(z_in.device());
-  const Tensor z = z_in.contiguous();
+  const Tensor z = soft_nn_rows(z_in);
   const Tensor lab = labels.to(at::kLong).contiguous();
   Tensor gz = at::empty_like(z, at::MemoryFormat::Contiguous);
   const ContrastiveArgs args = soft_nn_args(z, lab, temperature);

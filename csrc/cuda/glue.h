@@ -1,6 +1,7 @@
 // Helpers shared by the CUDA torch glue files (*_cuda.cpp): dtype mapping, the float32 product mode,
 // the current stream, scratch from the caching allocator and the launch-status check. Argument
-// validation is not here: the glue calls the same checks as the CPU kernels (../checks.h).
+// validation is not here: the glue calls the same checks as the CPU kernels (../checks.h), and the
+// same ATen numerics (../numerics.h: the distance shift, the exact top-k distances).
 // Built only when torch has CUDA.
 #pragma once
 
@@ -9,6 +10,7 @@
 #include <c10/cuda/CUDAStream.h>
 
 #include "../checks.h"
+#include "../numerics.h"
 #include "kernels.h"
 
 namespace sslsteal_cuda {
@@ -43,6 +45,9 @@ inline void check_status(cudaError_t err, const char* op) {
 inline at::Tensor scratch(size_t bytes, const at::Tensor& like) {
   return at::empty({static_cast<int64_t>(bytes > 0 ? bytes : 1)}, like.options().dtype(at::kByte));
 }
+
+// t minus a shift (D,), contiguous: the rows the squared-distance kernels read (../numerics.h).
+inline at::Tensor shifted(const at::Tensor& t, const at::Tensor& shift) { return (t - shift).contiguous(); }
 
 inline cudaStream_t stream_for(const at::Tensor& t) {
   return c10::cuda::getCurrentCUDAStream(t.device().index()).stream();

@@ -49,7 +49,9 @@ using sslsteal::Metric;  // csrc/metric.h: one enum for the CPU and CUDA kernels
 // Logits for k != i:
 //   InfoNCE: L_ik = <x_i, x_k> * r_i * r_k / T, r = 1 / max(|x|, 1e-12) (F.normalize's eps), so
 //            normalisation is folded into the epilogue and no normalised copy is stored.
-//   SoftNN : L_ik = -max(0, |z_i|^2 + |z_k|^2 - 2 <z_i, z_k>) / T.
+//   SoftNN : L_ik = -max(0, |z_i|^2 + |z_k|^2 - 2 <z_i, z_k>) / T (the glue passes z shifted by its
+//            distance_shift, csrc/numerics.h, so that float32 keeps its precision far from the origin).
+// A non-finite row makes its logits NaN, and every log-sum-exp (loss row) that includes one is NaN.
 // Positives: InfoNCE row i's only positive is its partner (i + B) mod n; SoftNN uses `labels`.
 //   lse_all_i = logsumexp_{k != i} L_ik,  lse_pos_i = logsumexp_{k != i, y_k = y_i} L_ik (-inf if
 //   no such k),  loss_i = lse_all_i - lse_pos_i (0 when lse_pos_i = -inf).
@@ -73,7 +75,8 @@ size_t contrastive_fwd_workspace_bytes(const ContrastiveArgs& args);
 cudaError_t contrastive_fwd(const ContrastiveArgs& args, void* loss_rows, void* lse_all, void* lse_pos, void* workspace,
                             cudaStream_t stream);
 
-// Backward. grad_rows (n,) T: dLoss/dloss_rows (treated as 0 for rows whose lse_pos is -inf).
+// Backward. grad_rows (n,) T: dLoss/dloss_rows (treated as 0 for rows whose lse_pos is -inf, as NaN
+// when such a row's lse_all is NaN). NaN statistics give NaN gradients.
 // lse_all, lse_pos (n,) Acc: the forward's statistics. Outputs: gradient rows r < split go to
 // grad0 + r * D, rows r >= split to grad1 + (r - split) * D (T). InfoNCE: d/da, d/db; SoftNN: d/dz
 // (grad1 = grad0 + split * D, split = n).
@@ -89,7 +92,8 @@ cudaError_t contrastive_bwd(const ContrastiveArgs& args, const void* grad_rows, 
 // ---------------------------------------------------------------------------------------------
 // pairwise_distance: x (N, D), y (M, D) -> out (N, M) T.
 //   sqeuclidean: max(0, |x|^2 + |y|^2 - 2 <x, y>); euclidean: its sqrt; cosine: 1 - <x, y> r_x r_y
-//   with r = 1 / max(|.|, 1e-12) (a zero row has similarity 0).
+//   with r = 1 / max(|.|, 1e-12) (a zero row has similarity 0). NaN for a pair with a non-finite row
+//   (the clamp keeps NaN). The glue shifts x and y by a common distance_shift for the squared metrics.
 // workspace: pairwise_distance_workspace_bytes(...) bytes (row norms of x and y, Acc).
 // ---------------------------------------------------------------------------------------------
 size_t pairwise_distance_workspace_bytes(DType dtype, int64_t N, int64_t M);
@@ -99,7 +103,10 @@ cudaError_t pairwise_distance(DType dtype, Fp32Mode fp32_mode, Metric metric, co
 // ---------------------------------------------------------------------------------------------
 // topk_similarity: queries (N, D), bank (M, D) -> values (N, k) T, indices (N, k) int64, best first.
 //   metric kCosine: largest <q, b> r_q r_b; kSqEuclidean: smallest max(0, |q|^2 + |b|^2 - 2 <q, b>).
-//   Ties go to the smaller bank index. 1 <= k <= M, M < 2^31.
+//   Ties go to the smaller bank index. 1 <= k <= M, M < 2^31. torch.topk's order for non-finite rows:
+//   a NaN score counts as larger than every number (first by cosine, last by distance), and every bank
+//   row is a candidate, so all k results are real rows. The glue shifts queries and bank for
+//   kSqEuclidean and recomputes the winners' distances directly (csrc/numerics.h).
 // The bank is streamed once per query block: the grid is (query blocks) x (bank splits); each block
 // keeps a sorted per-query list of its split's k best in shared memory and writes it out, and a
 // merge kernel combines the `splits` sorted lists per query. Memory: O(N * splits * k) partials.

@@ -4,6 +4,8 @@
 //   sqeuclidean: max(0, |x_i|^2 + |y_j|^2 - 2 <x_i, y_j>)   (clamped: cancellation can go below 0)
 //   euclidean  : sqrt of the above
 //   cosine     : 1 - <x_i, y_j> r_i r_j, r = 1 / max(|.|, 1e-12)  (F.normalize's convention)
+// The clamp keeps NaN, and a non-finite row has a NaN squared norm, so its distances are NaN. The glue
+// passes rows shifted by a common distance_shift for the squared metrics (csrc/numerics.h).
 // The output N x M is the only O(N M) memory; the backward is composed from matmuls in Python.
 #include "tile_gemm.cuh"
 
@@ -36,8 +38,7 @@ __device__ __forceinline__ void store_pair<__half, float>(__half* p, float a, fl
 template <typename Acc>
 __device__ __forceinline__ Acc metric_value(int metric, Acc s, Acc xv, Acc yv) {
   if (metric == static_cast<int>(Metric::kCosine)) return Acc(1) - s * xv * yv;
-  Acc d = xv + yv - Acc(2) * s;
-  d = d > Acc(0) ? d : Acc(0);
+  const Acc d = clamp0(xv + yv - Acc(2) * s);
   return metric == static_cast<int>(Metric::kEuclidean) ? sqrt(d) : d;
 }
 

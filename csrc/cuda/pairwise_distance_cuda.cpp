@@ -10,7 +10,12 @@ at::Tensor pairwise_distance_cuda(const at::Tensor& x_in, const at::Tensor& y_in
   const char* op = "pairwise_distance";
   const Metric metric = sslsteal::check_pairwise_distance_inputs(op, x_in, y_in, metric_name);
   const c10::cuda::CUDAGuard guard(x_in.device());
-  const at::Tensor x = x_in.contiguous(), y = y_in.contiguous();
+  at::Tensor x = x_in.contiguous(), y = y_in.contiguous();
+  if (metric != Metric::kCosine && x.size(0) > 0 && y.size(0) > 0) {
+    const at::Tensor shift = sslsteal::distance_shift(x, y);  // no cancellation far from the origin
+    x = glue::shifted(x, shift);
+    y = glue::shifted(y, shift);
+  }
   const int64_t N = x.size(0), M = y.size(0), D = x.size(1);
   at::Tensor out = at::empty({N, M}, x.options());
   if (N == 0 || M == 0) return out;

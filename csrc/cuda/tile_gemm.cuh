@@ -76,6 +76,29 @@ template <typename Acc>
 __device__ __forceinline__ Acc neg_inf() {
   return -static_cast<Acc>(INFINITY);
 }
+template <typename Acc>
+__device__ __forceinline__ Acc quiet_nan() {
+  return static_cast<Acc>(NAN);
+}
+template <typename Acc>
+__device__ __forceinline__ Acc max_finite();
+template <>
+__device__ __forceinline__ float max_finite<float>() {
+  return FLT_MAX;
+}
+template <>
+__device__ __forceinline__ double max_finite<double>() {
+  return DBL_MAX;
+}
+// max(0, d) that keeps NaN, for squared distances out of the norm expansion (csrc/numerics.h). fmaxf
+// drops NaN; PTX max.NaN (sm_80+) keeps it in the one instruction fmaxf compiles to, so the epilogues
+// cost no extra register (a compare-and-select made the 16-bit loss kernels spill).
+__device__ __forceinline__ float clamp0(float d) {
+  float r;
+  asm("max.NaN.f32 %0, %1, 0f00000000;" : "=f"(r) : "f"(d));
+  return r;
+}
+__device__ __forceinline__ double clamp0(double d) { return d < 0.0 ? 0.0 : d; }
 __device__ __forceinline__ float fast_exp2(float x) { return exp2f(x); }
 __device__ __forceinline__ double fast_exp2(double x) { return exp2(x); }
 __device__ __forceinline__ float fast_log2(float x) { return log2f(x); }
@@ -399,7 +422,10 @@ __device__ __forceinline__ void gemm_nt(typename Mma::Acc (&acc)[Cfg<Mma>::kMT][
 }
 
 // Per-row norms, one warp per row with a fixed lane-stride + butterfly reduction (deterministic).
-//   mode 0: out[r] = |x_r|^2;  mode 1: out[r] = 1 / max(|x_r|, 1e-12).
+//   mode 0: out[r] = |x_r|^2, NaN when that is not finite (a NaN or +-inf entry, or an overflow), so
+//           every squared distance of a non-finite row is NaN (csrc/numerics.h);
+//   mode 1: out[r] = 1 / max(|x_r|, 1e-12) (a NaN row gives 1e12 and an inf row 0; their dot
+//           products are NaN or +-inf, so their cosines are NaN either way).
 template <typename T>
 __global__ void __launch_bounds__(kThreads) row_norms_kernel(RowSrc<T> src, int64_t D, int mode,
                                                              typename Num<T>::Acc* out) {
@@ -417,7 +443,7 @@ __global__ void __launch_bounds__(kThreads) row_norms_kernel(RowSrc<T> src, int6
   for (int o = 16; o > 0; o >>= 1) s += __shfl_xor_sync(0xffffffffu, s, o);
   if (lane == 0) {
     if (mode == 0) {
-      out[r] = s;
+      out[r] = isfinite(s) ? s : quiet_nan<Acc>();
     } else {
       const Acc nrm = sqrt(s);
       out[r] = Acc(1) / (nrm > Acc(kNormEps) ? nrm : Acc(kNormEps));

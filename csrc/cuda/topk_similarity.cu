@@ -9,7 +9,14 @@
 // (N x splits x k) and a merge kernel takes, per query, the k best heads of the `splits` sorted lists.
 // Ties: within a list a candidate must beat the k-th key strictly and is placed after equal keys;
 // the merge prefers the lower split on equal keys. Splits cover increasing index ranges, so ties
-// resolve to the smaller bank index, as in the reference. NaN scores are never selected.
+// resolve to the smaller bank index, as in the reference.
+//
+// Non-finite rows (torch.topk's order: NaN is larger than every number). Keys are never NaN: a NaN
+// cosine becomes +inf (first; real cosines are finite), and a NaN distance -max_finite (last), below
+// every real key since distances are capped at max_finite / 2 (the glue recomputes the winners'
+// distances exactly, so the cap never shows). Empty list slots hold -inf, below every real key, so each
+// list holds min(k, rows of its split) real rows and the merge always finds k of them (never
+// kNoIndex). The merge maps the two NaN sentinels back to NaN.
 #include "tile_gemm.cuh"
 
 namespace sslsteal_cuda {
@@ -87,9 +94,11 @@ __global__ void __launch_bounds__(kThreads)
               const Acc s = acc[mt][nt][2 * h + e];
               if (cosine) {
                 key = s * qi * bv[j];
+                key = key != key ? -ninf : key;
               } else {
-                const Acc d = qi + bv[j] - Acc(2) * s;
-                key = -(d > Acc(0) ? d : Acc(0));
+                const Acc d = clamp0(qi + bv[j] - Acc(2) * s);
+                const Acc cap = Acc(0.5) * max_finite<Acc>();
+                key = d != d ? -max_finite<Acc>() : -(d < cap ? d : cap);
               }
             }
             scores[lr * S::kLdS + lc] = key;
@@ -153,7 +162,10 @@ __global__ void __launch_bounds__(128)
       }
     }
     ++head[best];
-    values[q * k + j] = Num<T>::from_acc(cosine ? bv : -bv);
+    // The sentinels of NaN scores (see the top of the file) back to NaN.
+    const Acc nan = quiet_nan<Acc>();
+    values[q * k + j] =
+        Num<T>::from_acc(cosine ? (bv == -neg_inf<Acc>() ? nan : bv) : (bv == -max_finite<Acc>() ? nan : -bv));
     indices[q * k + j] = bi;
   }
 }

@@ -6,6 +6,12 @@ the plain-PyTorch reference from :mod:`sslsteal_fast.ops.reference` when the ext
 (with a one-time warning) or the device has no native kernel.
 
 The loss ops are fused and tiled: memory is O(n * D), never an n x n buffer.
+
+Non-finite input propagates as NaN, as in plain PyTorch: a row with a NaN or +-inf entry makes every
+distance, similarity and loss term it enters NaN (and the gradients that flow from them), so a
+diverging run shows up as a NaN loss instead of a plausible number. Squared distances are taken
+about a common shift of the rows, so float32 keeps its precision far from the origin (details in
+:mod:`sslsteal_fast.ops.reference`, the float64 oracle the kernels are tested against).
 """
 
 from __future__ import annotations
@@ -38,6 +44,7 @@ def pairwise_distance(x: torch.Tensor, y: torch.Tensor, metric: str = "sqeuclide
 
     ``metric``: ``"sqeuclidean"`` (||x - y||^2, clamped at 0), ``"euclidean"`` or ``"cosine"``
     (1 - cosine similarity; a zero row has similarity 0). Differentiable in ``x`` and ``y``.
+    Any pair with a non-finite row (a NaN or +-inf entry) has distance NaN.
     """
     check_matrix("x", x)
     check_matrix("y", y)
@@ -76,6 +83,7 @@ def soft_nn(
     Squared Euclidean distances ``d``; per row
     ``-log(sum_{j != i, y_j = y_i} exp(-d_ij / T) / sum_{k != i} exp(-d_ik / T))``.
     Rows with no same-label partner are left out of ``mean`` and ``sum`` (and are 0 in ``none``).
+    A non-finite row makes every row with a partner NaN (it sits in every row's denominator).
     Stealing calls it with ``z = [stolen; victim]`` and ``labels = arange(B).repeat(2)``.
     """
     check_matrix("z", z)
@@ -83,7 +91,7 @@ def soft_nn(
     temperature = _check_loss_args("soft_nn", "z", z.shape[0], temperature, reduction)
     if native_for(z):
         rows, _, lse_pos = torch.ops.sslsteal_fast.soft_nn_fwd(z, labels, temperature)
-        valid = torch.isfinite(lse_pos)
+        valid = lse_pos != float("-inf")  # -inf: no partner; NaN: a partner, and a NaN loss row
         return reference.reduce_rows(rows, valid, reduction)
     return reference.soft_nn(z, labels, temperature, reduction)
 
@@ -102,8 +110,16 @@ def topk_similarity(
     """The ``k`` best rows of ``bank`` (M, D) for each row of ``queries`` (N, D).
 
     Returns ``(values, indices)``, each (N, k), best first. ``metric="cosine"``: largest cosine
-    similarity; ``"sqeuclidean"``: smallest squared distance. Ties go to the smaller index. The bank is
+    similarity; ``"sqeuclidean"``: smallest squared distance, ranked about a common shift and then
+    recomputed directly as ``||q - b||^2`` for the k winners. Ties go to the smaller index. The bank is
     streamed in blocks, so no N x M matrix is held. ``values`` is differentiable; ``indices`` int64.
+
+    Non-finite rows follow ``torch.topk``'s order, on every device: a query or bank row with a NaN or
+    +-inf entry scores NaN, and NaN counts as larger than every number, so it ranks *first* by cosine
+    and *last* by distance. Every bank row is a candidate, so there are always k results (k <= M),
+    never a placeholder index: a NaN query row gets k NaN values with indices 0..k-1, and a query
+    with fewer than k finite scores gets its finite ones in order followed (sqeuclidean) or preceded
+    (cosine) by the NaN ones, in index order.
     """
     check_matrix("queries", queries)
     check_matrix("bank", bank)

@@ -16,6 +16,8 @@ from typing import Any
 
 import torch
 
+from sslsteal_fast.ops import reference
+
 _LOADED: bool | None = None
 _LOAD_ERROR: str | None = None
 _WARNED = False
@@ -158,14 +160,14 @@ def _register_python_parts() -> None:
 
     def _setup_topk(ctx: Any, inputs: tuple, output: tuple) -> None:
         queries, bank, _, metric = inputs
-        _, idx = output
+        values, idx = output
         ctx.metric = metric
         ctx.mark_non_differentiable(idx)
-        ctx.save_for_backward(queries, bank, idx)
+        ctx.save_for_backward(queries, bank, values, idx)
 
     def _backward_topk(ctx: Any, g_values: torch.Tensor, _g_idx: Any) -> tuple:
-        queries, bank, idx = ctx.saved_tensors
-        return (*_topk_values_grad(queries, bank, idx, g_values, ctx.metric), None, None)
+        queries, bank, values, idx = ctx.saved_tensors
+        return (*_topk_values_grad(queries, bank, values, idx, g_values, ctx.metric), None, None)
 
     register_autograd(lib + "topk_similarity", _backward_topk, setup_context=_setup_topk)
 
@@ -173,7 +175,12 @@ def _register_python_parts() -> None:
 def _pairwise_distance_grad(
     x: torch.Tensor, y: torch.Tensor, out: torch.Tensor, grad: torch.Tensor, metric: str
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Gradients of pairwise_distance written with matmuls (O(N*M) like the output itself)."""
+    """Gradients of pairwise_distance written with matmuls (O(N*M) like the output itself).
+
+    Squared metrics: about the forward's common shift (rowsum(g) x - g y cancels like the forward's
+    norm expansion), and NaN distances pass no gradient, as clamp_min's backward in the reference;
+    the non-finite entries of their rows still turn it NaN (0 * NaN), as autograd of the reference does.
+    """
     if metric == "cosine":
         xn_norm = x.norm(dim=1, keepdim=True)
         yn_norm = y.norm(dim=1, keepdim=True)
@@ -189,15 +196,24 @@ def _pairwise_distance_grad(
         # d = sqrt(s); ds = grad / (2 d), 0 where d == 0 (the subgradient we pick at coincident rows).
         safe = torch.where(out > 0, out, torch.ones_like(out))
         grad = torch.where(out > 0, grad / (2.0 * safe), torch.zeros_like(grad))
+    else:
+        grad = grad.masked_fill(torch.isnan(out), 0.0)
+    shift = reference.distance_shift(x, y)
+    x, y = x - shift, y - shift
     gx = 2.0 * (grad.sum(1, keepdim=True) * x - grad @ y)
     gy = 2.0 * (grad.sum(0)[:, None] * y - grad.T @ x)
     return gx, gy
 
 
 def _topk_values_grad(
-    queries: torch.Tensor, bank: torch.Tensor, idx: torch.Tensor, g: torch.Tensor, metric: str
+    queries: torch.Tensor, bank: torch.Tensor, values: torch.Tensor, idx: torch.Tensor, g: torch.Tensor, metric: str
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Recompute the selected values differentiably from the indices and backpropagate through them."""
+    """Recompute the selected values differentiably from the indices and backpropagate through them.
+
+    Only the selected rows get a gradient. A NaN value (a non-finite query or bank row) makes the
+    gradients of both its rows NaN, whatever the metric: the direct ||q - b||^2 of an inf row would
+    give +-inf there instead.
+    """
     with torch.enable_grad():
         q = queries.detach().requires_grad_(True)
         bk = bank.detach().requires_grad_(True)
@@ -208,5 +224,7 @@ def _topk_values_grad(
             vals = (qn * pn).sum(-1)
         else:
             vals = ((q[:, None, :] - picked) ** 2).sum(-1)
+        # A factor 1 where the value is finite and NaN where it is NaN (never 0 * NaN elsewhere).
+        vals = vals * torch.ones_like(vals).masked_fill_(torch.isnan(values), float("nan"))
         gq, gb = torch.autograd.grad(vals, (q, bk), g)
     return gq, gb

@@ -5,6 +5,17 @@ float64), the baseline the benchmarks time, and the fallback when the compiled e
 They materialise the full n x n matrix, so they are only suitable for moderate n.
 
 All functions take already-validated arguments (see :mod:`sslsteal_fast.ops`).
+
+Numerics shared with the native kernels (``csrc/numerics.h``):
+
+* **Non-finite input propagates as NaN.** A row whose squared norm is not finite (a NaN or +-inf
+  entry, or an overflow) has NaN statistics, so every squared distance it takes part in is NaN (not 0,
+  not +inf), and so is every log-sum-exp over such a distance. Cosine similarities of such a row are
+  NaN through the normalisation. ``torch.topk`` order applies: NaN counts as larger than +inf.
+* **No cancellation far from the origin.** Squared distances use |x|^2 + |y|^2 - 2 <x, y>, which in
+  float32 loses every digit once |x|^2 dwarfs the distances (rows at an offset of 1e5). Distances do
+  not change under a common shift, so :func:`distance_shift` (the mean finite row) is subtracted from
+  both sides first. It is detached: the distances do not depend on it, so their gradient does not.
 """
 
 from __future__ import annotations
@@ -13,21 +24,55 @@ import torch
 import torch.nn.functional as F
 
 __all__ = [
+    "distance_shift",
     "info_nce",
     "info_nce_paper",
     "pairwise_distance",
     "reduce_rows",
     "soft_nn",
     "soft_nn_paper",
+    "sq_norms",
     "topk_similarity",
 ]
 
 
+def distance_shift(x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+    """The common shift of a squared-distance computation: the mean of the rows of ``x`` and ``y``
+    whose entries are all finite (zeros when there is none), detached, shape (D,), in ``x``'s dtype.
+
+    Subtracting it leaves rows about as far from 0 as their spread, wherever the point cloud sits, so
+    the norm expansion keeps its precision. No data-dependent shapes or host syncs (torch.compile).
+    """
+    acc = torch.float64 if x.dtype == torch.float64 else torch.float32
+    with torch.no_grad():
+        total = torch.zeros(x.shape[1], dtype=acc, device=x.device)
+        count = torch.zeros((), dtype=acc, device=x.device)
+        for m in (x, y):
+            if m is None or m.shape[0] == 0:
+                continue
+            finite = torch.isfinite(m).all(1, keepdim=True)
+            total = total + torch.where(finite, m, 0).sum(0, dtype=acc)
+            count = count + finite.sum()
+        return (total / count.clamp_min(1)).to(x.dtype)
+
+
+def sq_norms(x: torch.Tensor) -> torch.Tensor:
+    """Squared row norms (N,), NaN for a row whose squared norm is not finite (see the module notes)."""
+    s = (x * x).sum(1)
+    return s.masked_fill(~torch.isfinite(s), float("nan"))
+
+
 def pairwise_distance(x: torch.Tensor, y: torch.Tensor, metric: str = "sqeuclidean") -> torch.Tensor:
-    """(N, D) x (M, D) -> (N, M) distances; cosine distance is 1 - cosine similarity."""
+    """(N, D) x (M, D) -> (N, M) distances; cosine distance is 1 - cosine similarity.
+
+    Squared distances are taken about :func:`distance_shift` and clamped at 0; NaN for a pair with a
+    non-finite row (``clamp_min`` keeps NaN).
+    """
     if metric == "cosine":
         return 1.0 - F.normalize(x, dim=1) @ F.normalize(y, dim=1).T
-    d = (x * x).sum(1, keepdim=True) + (y * y).sum(1)[None, :] - 2.0 * (x @ y.T)
+    shift = distance_shift(x, y)
+    x, y = x - shift, y - shift
+    d = sq_norms(x)[:, None] + sq_norms(y)[None, :] - 2.0 * (x @ y.T)
     d = d.clamp_min(0.0)
     if metric == "euclidean":
         return d.sqrt()
@@ -86,8 +131,10 @@ def topk_similarity(
     """Chunked matmul + topk: the k best bank rows per query.
 
     cosine: the k largest cosine similarities; sqeuclidean: the k smallest squared distances.
-    Across chunks ties go to the smaller bank index; within a chunk the order of tied values is
-    torch.topk's (unspecified), unlike the native op. Memory: one (N, chunk) block at a time.
+    torch.topk's order: NaN counts as the largest value, so a NaN score (a non-finite query or bank
+    row) ranks first by cosine and last by distance. Across chunks ties go to the smaller bank
+    index; within a chunk the order of tied values is torch.topk's (unspecified), unlike the native
+    op. Memory: one (N, chunk) block at a time.
     """
     largest = metric == "cosine"
     q = F.normalize(queries, dim=1) if largest else queries
