@@ -54,9 +54,18 @@ def probe_features(
     """Fit the linear and kNN probes on ``(train_x, train_y)`` and score them on ``(test_x, test_y)``.
 
     Shapes: train_x (N, D) float, train_y (N,) int64 in [0, num_classes); test_x (M, D), test_y (M,).
+    Non-finite features (an encoder that diverged) are refused: no probe can score them honestly.
     """
     if not isinstance(config, ProbeConfig):
         raise ArgumentTypeError(f"probe_features: config must be a ProbeConfig, got {type(config).__name__}")
+    for where, x in (("train", train_x), ("test", test_x)):
+        if isinstance(x, torch.Tensor) and x.is_floating_point():
+            bad = int((~torch.isfinite(x)).any(dim=-1).sum()) if x.dim() == 2 else int((~torch.isfinite(x)).sum())
+            if bad:
+                raise ValueError(
+                    f"probe_features: {bad} of the {len(x)} {where} feature rows are NaN or infinite; the encoder "
+                    "diverged or was given non-finite input, and its probe accuracy would be meaningless"
+                )
     linear = linear_probe(
         train_x,
         train_y,

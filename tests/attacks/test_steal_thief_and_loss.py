@@ -154,3 +154,26 @@ def test_loss_that_diverges_in_training_still_stops() -> None:
 
     with pytest.raises(FloatingPointError, match="loss became inf in epoch 1"):
         steal(_victim(), uint8_images(32, size=SIZE), _cfg(), loss=flaky, progress=False)
+
+
+class _DivergingThief(nn.Module):
+    """A thief whose output gets one NaN row (a diverged activation) from its ``after``-th forward on."""
+
+    def __init__(self, after: int) -> None:
+        super().__init__()
+        self.inner, self.after, self.calls = ConvThief(256), after, 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.calls += 1
+        out = self.inner(x)
+        if self.calls >= self.after:
+            out = out.clone()
+            out[0, 0] = float("nan")
+        return out
+
+
+@pytest.mark.parametrize("loss", ["info_nce", "soft_nn", "mse"])
+def test_a_diverging_thief_is_caught_by_the_named_losses(loss: str) -> None:
+    # The contrastive losses run the native ops; a NaN in one row must reach the loss, not vanish into it.
+    with pytest.raises(FloatingPointError, match=f"the {loss} loss became nan"):
+        steal(_victim(), uint8_images(32, size=SIZE), _cfg(loss=loss), thief=_DivergingThief(after=4), progress=False)

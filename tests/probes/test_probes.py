@@ -219,3 +219,14 @@ def test_probe_features_takes_a_probe_config() -> None:
         probe_features(x, y, x, y, 5, {"epochs": 3})  # type: ignore[arg-type]
     scores = probe_features(x, y, x, y, 5, ProbeConfig(epochs=20, knn_k=5))
     assert scores.as_dict()["probe_top1"] == scores.linear.top1 and 0.0 <= scores.knn.top1 <= 1.0
+
+
+@pytest.mark.parametrize("where", ["train", "test"])
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_non_finite_features_are_refused(where: str, bad: float) -> None:
+    # A diverged encoder's features: the kNN vote would turn NaN and the linear probe score garbage.
+    x = {"train": torch.randn(40, 8), "test": torch.randn(20, 8)}
+    y = {"train": torch.arange(40) % 4, "test": torch.arange(20) % 4}
+    x[where][3, 5] = bad
+    with pytest.raises(ValueError, match=f"1 of the {len(x[where])} {where} feature rows are NaN or infinite"):
+        probe_features(x["train"], y["train"], x["test"], y["test"], 4, ProbeConfig(epochs=5))
