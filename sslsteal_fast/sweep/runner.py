@@ -35,6 +35,7 @@ from sslsteal_fast.sweep.config import SweepConfig
 from sslsteal_fast.sweep.grid import Cell, cell_key, cell_memory_bytes, execute, expand_grid, plan_device_workers
 from sslsteal_fast.sweep.store import ResultStore
 from sslsteal_fast.util.files import stable_hash
+from sslsteal_fast.victim.train import resolve_device
 
 __all__ = ["SweepRun", "answers_group", "run_sweep"]
 
@@ -143,7 +144,7 @@ def run_sweep(cfg: SweepConfig, out: str | Path, *, progress: bool = True, log: 
             cfg.run.workers,
             cfg.run.threads,
             len(pending),
-            per_cell_bytes=_cell_bytes(cfg, query_paths),
+            per_cell_bytes=_cell_bytes(cfg, query_paths) if resolve_device(cfg.run.device).type == "cuda" else 0,
             cells_per_gpu=cfg.run.cells_per_gpu,
         )
         workers, threads = plan.workers, plan.threads
