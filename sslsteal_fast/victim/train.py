@@ -27,6 +27,7 @@ the call returns at once. The state file is removed once the final checkpoint is
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import logging
 import math
@@ -184,6 +185,11 @@ def gpu_visible() -> bool:
         return False
     if Path("/dev/nvidiactl").exists() or Path("/proc/driver/nvidia/gpus").is_dir():
         return True
+    return _nvidia_smi_lists_a_gpu()
+
+
+@functools.lru_cache(maxsize=1)
+def _nvidia_smi_lists_a_gpu() -> bool:
     if shutil.which("nvidia-smi") is None:
         return False
     try:
@@ -194,16 +200,25 @@ def gpu_visible() -> bool:
 
 
 def _warn_cpu_torch_on_gpu_machine() -> None:
+    """``auto`` chose the CPU: say so, once and loudly, when the machine has a GPU torch cannot use."""
     global _CPU_TORCH_WARNED
-    if _CPU_TORCH_WARNED or torch.version.cuda is not None or not gpu_visible():
+    if _CPU_TORCH_WARNED or not gpu_visible():
         return
     _CPU_TORCH_WARNED = True
-    message = (
-        f"sslsteal_fast: a GPU is visible but this torch {torch.__version__} is a CPU-only build, so "
-        "device 'auto' runs on the CPU (much slower). Install a CUDA build of torch, e.g. "
-        "`pip install torch --index-url https://download.pytorch.org/whl/cu128` (pick the CUDA version "
-        "of your driver at https://pytorch.org/get-started/locally/), then rebuild the extension."
-    )
+    if torch.version.cuda is None:
+        message = (
+            f"sslsteal_fast: a GPU is visible but this torch {torch.__version__} is a CPU-only build, so "
+            "device 'auto' runs on the CPU (much slower). Install a CUDA build of torch, e.g. "
+            "`pip install torch --index-url https://download.pytorch.org/whl/cu128` (pick the CUDA version "
+            "of your driver at https://pytorch.org/get-started/locally/), then rebuild the extension."
+        )
+    else:
+        message = (
+            f"sslsteal_fast: a GPU is visible but torch {torch.__version__} (CUDA {torch.version.cuda}) cannot "
+            "use it (torch.cuda.is_available() is False: a driver older than torch's CUDA, or no device "
+            "permissions?), so device 'auto' runs on the CPU (much slower). Check `nvidia-smi` and "
+            "`python -c 'import torch; torch.cuda.init()'`."
+        )
     logger.warning(message)
     warnings.warn(message, RuntimeWarning, stacklevel=3)
 

@@ -64,6 +64,15 @@ def test_cpu_torch_on_a_gpu_machine_warns_once(fake_gpus, monkeypatch):
         resolve_device("auto")  # once per process
 
 
+def test_cuda_torch_that_cannot_reach_the_gpu_warns(fake_gpus, monkeypatch):
+    fake_gpus(0)
+    monkeypatch.setattr(torch.version, "cuda", "12.8")
+    monkeypatch.setattr(train_mod, "gpu_visible", lambda: True)
+    monkeypatch.setattr(train_mod, "_CPU_TORCH_WARNED", False)
+    with pytest.warns(RuntimeWarning, match="cannot use it.*driver older"):
+        assert resolve_device("auto") == torch.device("cpu")
+
+
 def test_gpu_visible_respects_cuda_visible_devices(monkeypatch):
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
     assert train_mod.gpu_visible() is False
