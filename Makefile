@@ -5,6 +5,8 @@ PY     := $(VENV)/bin/python
 PIP    := $(VENV)/bin/pip
 TORCH_SPEC ?= torch==2.13.0
 STAMP  := $(VENV)/.sslsteal-installed
+# The ONNX Runtime extra: gpu (onnxruntime-gpu) where nvidia-smi sees a GPU, else cpu (onnxruntime).
+ORT_EXTRA ?= $(shell nvidia-smi -L >/dev/null 2>&1 && echo gpu || echo cpu)
 
 .PHONY: demo test bench bench-suite lint format cuda-check gpu-check dist-check install clean
 
@@ -14,7 +16,7 @@ $(STAMP): setup.py pyproject.toml $(wildcard csrc/*.cpp csrc/*.h csrc/cpu/*.cpp 
 	$(PIP) install -q --upgrade pip setuptools wheel
 	$(PY) -c "import torch" 2>/dev/null || $(PIP) install -q "$(TORCH_SPEC)"
 	$(PIP) install -q numpy pybind11 ninja
-	$(PIP) install -q --no-build-isolation -e ".[test]"
+	$(PIP) install -q --no-build-isolation -e ".[$(ORT_EXTRA),test]"
 	touch $(STAMP)
 
 install: $(STAMP)

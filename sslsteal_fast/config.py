@@ -15,6 +15,7 @@ Model Extraction* (ICML 2022), App. C, unless a field's comment says otherwise.
 from __future__ import annotations
 
 import dataclasses
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,6 +31,7 @@ __all__ = [
     "ARCHITECTURES",
     "DEFAULT_BATCH_SIZES",
     "DEFAULT_LRS",
+    "DEVICES",
     "HONEST_CLIENT",
     "LOSSES",
     "MAX_DATASET_BYTES",
@@ -46,6 +48,7 @@ __all__ = [
     "StealConfig",
     "VictimTrainConfig",
     "WatermarkConfig",
+    "check_device",
     "check_seed",
 ]
 
@@ -86,6 +89,20 @@ MAX_IMAGE_SIZE = 1024
 MAX_IMAGES = 10_000_000
 #: Most memory one dataset's images may take once loaded (N x C x size x size bytes).
 MAX_DATASET_BYTES = 64 * 2**30
+
+
+#: The device settings every stage takes: ``auto`` (CUDA when torch sees a GPU, else the CPU), ``cpu``,
+#: ``cuda`` and ``cuda:N``. Results do not depend on the device beyond float rounding, so the device
+#: never enters a run's identity (checkpoints, cache entries, sweep cell ids).
+DEVICES = ("auto", "cpu", "cuda")
+_DEVICE_SPEC = re.compile(r"auto|cpu|cuda(:\d+)?")
+
+
+def check_device(name: str, value: Any) -> str:
+    """``value`` if it is a device setting (``auto``, ``cpu``, ``cuda`` or ``cuda:N``); else an error naming ``name``."""
+    if not isinstance(value, str) or not _DEVICE_SPEC.fullmatch(value):
+        raise ValueError(f"{name} must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {value!r}")
+    return value
 
 
 def check_seed(name: str, value: Any) -> int:
@@ -153,6 +170,7 @@ class VictimTrainConfig:
         if self.temperature is not None:
             self.temperature = check_number(f"{name}.temperature", self.temperature, low=0.0, strict=True)
         check_bool(f"{name}.progress", self.progress)
+        check_device(f"{name}.device", self.device)
         self.out = str(self.out)
 
     @property
@@ -218,7 +236,9 @@ class StealConfig:
         client: the client name queries are billed to.
         seed: seeds the stolen model's initialisation, batch order and augmentations (the caller's
             global RNG state is left untouched).
-        device: where the stolen model trains.
+        device: where the stolen model trains: ``"auto"`` (CUDA when torch sees a GPU, else the
+            CPU), ``"cpu"``, ``"cuda"`` or ``"cuda:N"``. Not part of a result's identity (results
+            agree across devices up to float rounding).
     """
 
     loss: str = "info_nce"
@@ -235,7 +255,7 @@ class StealConfig:
     victim_batch_size: int = 256
     client: str = "default"
     seed: int = 0
-    device: str = "cpu"
+    device: str = "auto"
 
     def resolved(self) -> StealConfig:
         """A validated copy with every ``None`` replaced by its default; raises ValueError on bad fields."""
@@ -252,6 +272,7 @@ class StealConfig:
         check_number("StealConfig.augment_strength", self.augment_strength, low=0.0, high=1.0)
         check_number("StealConfig.weight_decay", self.weight_decay, low=0.0)
         check_bool("StealConfig.augment", self.augment)
+        check_device("StealConfig.device", self.device)
         if not isinstance(self.client, str) or not self.client:
             raise ValueError(f"StealConfig.client must be a non-empty string, got {self.client!r}")
         return dataclasses.replace(

@@ -10,7 +10,7 @@ import pytest
 
 from sslsteal_fast.config import ProbeConfig, StealConfig, VictimTrainConfig, WatermarkConfig
 from sslsteal_fast.defenses import DEFENSES
-from sslsteal_fast.sweep.config import GRID_OWNED, RunConfig
+from sslsteal_fast.sweep.config import GRID_OWNED, RUN_OWNED, RunConfig
 from sslsteal_fast.sweep.defense_study import DEFENSE_COLUMNS, OWNERSHIP_COLUMNS
 from sslsteal_fast.sweep.report import CSV_COLUMNS
 
@@ -21,7 +21,7 @@ SECTIONS = [
     ("`[victim.train]`", VictimTrainConfig, {"out", "device", "progress"}),  # `dataset` is required there
     ("`[victim.train.watermark]`", WatermarkConfig, set()),
     ("`[probe]`", ProbeConfig, set()),
-    ("`[steal]`", StealConfig, set(GRID_OWNED)),
+    ("`[steal]`", StealConfig, set(GRID_OWNED) | set(RUN_OWNED)),
     ("`[run]`", RunConfig, set()),
 ]
 

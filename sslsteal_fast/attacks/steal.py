@@ -53,6 +53,7 @@ from sslsteal_fast.util.checks import ArgumentTypeError
 from sslsteal_fast.util.progress import progress_bar
 from sslsteal_fast.victim import Victim
 from sslsteal_fast.victim.protocol import remaining_budget, victim_sha256
+from sslsteal_fast.victim.train import resolve_device
 
 __all__ = [
     "DEFAULT_BATCH_SIZES",
@@ -379,7 +380,7 @@ def steal(
         )
     _check_budget(victim, cfg, targets is not None)
 
-    device = torch.device(cfg.device)
+    device = resolve_device(cfg.device)
     queries_before, passes_before = int(victim.queries_used), int(victim.forward_passes)
     fork_devices = [device.index or 0] if device.type == "cuda" else []
     with torch.random.fork_rng(devices=fork_devices):

@@ -16,11 +16,12 @@ from __future__ import annotations
 import argparse
 import inspect
 import json
-import re
 import sys
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, Literal
+
+from sslsteal_fast.config import DEVICES, check_device
 
 __all__ = [
     "CommandLineParser",
@@ -37,8 +38,6 @@ __all__ = [
     "resolve_device",
 ]
 
-DEVICES = ("auto", "cpu", "cuda")
-_DEVICE = re.compile(r"auto|cpu|cuda(:\d+)?")
 OutKind = Literal["prefix", "file", "folder"]
 
 
@@ -96,9 +95,10 @@ def add_command(
 
 def device_spec(text: str) -> str:
     """argparse ``type`` of ``--device``: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``."""
-    if not _DEVICE.fullmatch(text):
-        raise argparse.ArgumentTypeError(f"invalid device {text!r}: choose auto, cpu, cuda or cuda:N")
-    return text
+    try:
+        return check_device("device", text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid device {text!r}: choose auto, cpu, cuda or cuda:N") from None
 
 
 def add_device(parser: argparse.ArgumentParser, what: str) -> None:
@@ -114,20 +114,13 @@ def add_device(parser: argparse.ArgumentParser, what: str) -> None:
 
 def resolve_device(spec: str) -> str:
     """``--device`` as a torch device string: ``auto`` resolved; CUDA that is not there is a ValueError."""
-    import torch  # the ML stack is loaded when a command runs, not for --help
+    # Imported here: keeps `sslsteal --help` fast (torch loads when a command runs). The one resolver every stage uses.
+    from sslsteal_fast.victim.train import resolve_device as resolve
 
-    if spec == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if spec.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise ValueError(
-                f"--device {spec}: CUDA is not available (no GPU visible, or torch built without CUDA); "
-                "use --device cpu or --device auto"
-            )
-        index = int(spec.partition(":")[2] or 0)
-        if index >= torch.cuda.device_count():
-            raise ValueError(f"--device {spec}: there are only {torch.cuda.device_count()} CUDA device(s)")
-    return spec
+    try:
+        return str(resolve(spec))
+    except ValueError as exc:
+        raise ValueError(f"--{exc}") from None
 
 
 # ------------------------------------------------------------------------------------------------ out

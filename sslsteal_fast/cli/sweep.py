@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
-from sslsteal_fast.cli.common import add_command, add_out, check_out, emit, info
+from sslsteal_fast.cli.common import add_command, add_out, check_out, device_spec, emit, info
+from sslsteal_fast.config import DEVICES
 
 __all__ = ["register"]
 
@@ -33,6 +35,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def _common(p: argparse.ArgumentParser) -> None:
     add_out(p, "folder", "output folder (created; rerunning into the same folder resumes the sweep)", required=True)
     p.add_argument("--workers", type=int, default=None, help="parallel cells (default: the config's run.workers)")
+    p.add_argument(
+        "--device",
+        type=device_spec,
+        default=None,
+        metavar="{" + ",".join(DEVICES) + "}",
+        help="where cells run: auto, cpu, cuda (every GPU, several cells each as memory allows) or cuda:N "
+        "(default: the config's run.device, auto unless set)",
+    )
 
 
 def _run(cfg: Any, args: argparse.Namespace, start: float) -> tuple[dict[str, Any], list[str]]:
@@ -42,6 +52,8 @@ def _run(cfg: Any, args: argparse.Namespace, start: float) -> tuple[dict[str, An
 
     if args.workers is not None:
         cfg = cfg.with_workers(args.workers)
+    if args.device is not None:
+        cfg = dataclasses.replace(cfg, run=dataclasses.replace(cfg.run, device=args.device))
     run = run_sweep(cfg, args.out, progress=not args.quiet, log=lambda message: info(args, message))
     written = write_outputs(run, started=start)
     summary = written["summary"]

@@ -27,6 +27,7 @@ from sslsteal_fast.util.checks import check_choice, check_int, check_number
 __all__ = [
     "METRICS",
     "REDUCTIONS",
+    "TOPK_CHUNK",
     "info_nce",
     "native_available",
     "pairwise_distance",
@@ -37,6 +38,10 @@ __all__ = [
 METRICS = ("sqeuclidean", "euclidean", "cosine")
 TOPK_METRICS = ("cosine", "sqeuclidean")
 REDUCTIONS = ("mean", "sum", "none")
+#: Bank rows per search when ``k`` exceeds them: :func:`topk_similarity` then searches the bank in
+#: blocks of this many rows (each block's ``min(k, rows)`` best) and merges the lists stably, so no
+#: single native search is asked for more than this many results.
+TOPK_CHUNK = 65536
 
 
 def pairwise_distance(x: torch.Tensor, y: torch.Tensor, metric: str = "sqeuclidean") -> torch.Tensor:
@@ -126,6 +131,36 @@ def topk_similarity(
     check_pair("queries", queries, "bank", bank, same_rows=False)
     check_choice("metric", metric, TOPK_METRICS)
     check_int("k", k, low=1, high=bank.shape[0])  # at most the bank's M rows
-    if native_for(queries):
+    if not native_for(queries):
+        return reference.topk_similarity(queries, bank, k, metric)
+    if k <= TOPK_CHUNK:
         return torch.ops.sslsteal_fast.topk_similarity(queries, bank, k, metric)
-    return reference.topk_similarity(queries, bank, k, metric)
+    return _topk_merged(queries, bank, k, metric, TOPK_CHUNK)
+
+
+def _topk_merged(
+    queries: torch.Tensor, bank: torch.Tensor, k: int, metric: str, chunk: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The native search over blocks of ``chunk`` bank rows, merged into the best ``k`` (``k > chunk``).
+
+    Each block gives its ``min(k, rows)`` best; the running list keeps at most ``k`` columns, so a
+    merge never asks for more columns than the lists hold. The merge is a stable sort over the
+    concatenated lists (earlier blocks first), so ties still go to the smaller bank index and NaN
+    keeps torch.topk's place (largest).
+    """
+    largest = metric == "cosine"
+    best_v: torch.Tensor | None = None
+    best_i: torch.Tensor | None = None
+    for start in range(0, bank.shape[0], chunk):
+        block = bank[start : start + chunk]
+        v, i = torch.ops.sslsteal_fast.topk_similarity(queries, block, min(k, block.shape[0]), metric)
+        i = i + start
+        if best_v is None or best_i is None:
+            best_v, best_i = v, i
+            continue
+        cat_v, cat_i = torch.cat([best_v, v], 1), torch.cat([best_i, i], 1)
+        keep = min(k, cat_v.shape[1])
+        order = torch.sort(cat_v.detach(), dim=1, descending=largest, stable=True).indices[:, :keep]
+        best_v, best_i = cat_v.gather(1, order), cat_i.gather(1, order)
+    assert best_v is not None and best_i is not None  # k <= M, so the bank has a row
+    return best_v, best_i

@@ -9,6 +9,7 @@ from sslsteal_fast.data import to_float
 from sslsteal_fast.util.checks import check_positive_int
 from sslsteal_fast.util.progress import progress_bar
 from sslsteal_fast.victim import Victim, query_victim
+from sslsteal_fast.victim.train import resolve_device
 
 __all__ = ["extract_features"]
 
@@ -26,7 +27,8 @@ def extract_features(
     An ``nn.Module`` is run in eval mode under ``torch.no_grad`` - BatchNorm normalises with its running
     statistics and never updates them - and its previous train/eval mode is restored afterwards. A model
     returning a tuple (``SimCLRModel``: ``(rep, proj)``) contributes its first element, the representation.
-    ``device`` None runs on the device of the module's parameters; otherwise the module is moved there.
+    ``device`` None runs on the device of the module's parameters; otherwise (``"auto"``, ``"cpu"``,
+    ``"cuda"``, ``"cuda:N"``, a torch.device) the module is moved there.
 
     A :class:`~sslsteal_fast.victim.Victim` (e.g. ``OnnxVictim``) is queried through its API, so
     every row is billed: probe a victim through an instance without a budget.
@@ -45,7 +47,7 @@ def extract_features(
         param = next(encoder.parameters(), None)
         run_on = param.device if param is not None else torch.device("cpu")
     else:
-        run_on = torch.device(device)
+        run_on = resolve_device(device)
         encoder.to(run_on)
     was_training = encoder.training
     encoder.eval()

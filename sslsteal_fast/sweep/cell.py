@@ -84,27 +84,44 @@ class CellTask:
     encoder_prefix: str | None
     progress: bool
     threads: int
+    device: str = "cpu"
 
 
-_FILES: dict[tuple[str, int, int], dict[str, torch.Tensor]] = {}
+_FILES: dict[tuple[str, int, int, str], dict[str, torch.Tensor]] = {}
+#: The device this worker runs its cells on (set once by :func:`init_worker`); None: each task's own.
+_WORKER_DEVICE: str | None = None
 
 
-def cached_tensors(path: str | Path) -> dict[str, torch.Tensor]:
-    """Load a sweep file once per process (keyed by path, size and mtime: files are replaced, never edited)."""
+def cached_tensors(path: str | Path, device: str | torch.device = "cpu") -> dict[str, torch.Tensor]:
+    """Load a sweep file once per process and device (keyed by path, size and mtime: files are replaced,
+    never edited). On a GPU the tensors move there once, and every later cell of the worker reuses them."""
     path = str(path)
+    device = str(torch.device(device))
     st = os.stat(path)
-    key = (path, st.st_size, st.st_mtime_ns)
+    key = (path, st.st_size, st.st_mtime_ns, device)
     if key not in _FILES:
-        for old in [k for k in _FILES if k[0] == path]:
+        for old in [k for k in _FILES if k[0] == path and k[1:3] != key[1:3]]:
             del _FILES[old]
-        _FILES[key] = load_tensors(path)[0]
+        if device == "cpu":
+            _FILES[key] = load_tensors(path)[0]
+        else:
+            _FILES[key] = {k: v.to(device) for k, v in cached_tensors(path).items()}
     return _FILES[key]
 
 
-def init_worker(threads: int, parent: int | None = None) -> None:
-    """Pool initializer: this worker's share of the cores, and its death with ``parent`` (the sweep's pid)."""
+def set_worker_device(device: str | None) -> None:
+    """The device this process runs cells on from now on (None: each task's ``device``)."""
+    global _WORKER_DEVICE
+    _WORKER_DEVICE = device
+
+
+def init_worker(threads: int, parent: int | None = None, devices: Any = None) -> None:
+    """Pool initializer: this worker's share of the cores, its device (one taken from the ``devices``
+    queue), and its death with ``parent`` (the sweep's pid)."""
     torch.set_num_threads(threads)
     os.environ["OMP_NUM_THREADS"] = str(threads)
+    if devices is not None:
+        set_worker_device(devices.get())
     if parent is not None:
         die_with_parent(parent)
 
@@ -175,11 +192,12 @@ class CachedAnswers:
 def run_cell(task: CellTask) -> dict[str, Any]:
     """Steal and probe one cell; returns its results row (see :data:`.store.CELL_COLUMNS`)."""
     start = time.perf_counter()
-    queries = cached_tensors(task.queries_path)["images"]
-    cfg = StealConfig(**task.steal)
+    device = _WORKER_DEVICE or task.device
+    queries = cached_tensors(task.queries_path, device)["images"]
+    cfg = StealConfig(**{**task.steal, "device": device})
     detections: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None  # thief scores, flags, truth
     if task.answers_path is not None:
-        cached = cached_tensors(task.answers_path)
+        cached = cached_tensors(task.answers_path, device)
         answers = cached["answers"]
         c, h, w = (int(v) for v in queries.shape[1:])
         result = steal(
@@ -192,7 +210,11 @@ def run_cell(task: CellTask) -> dict[str, Any]:
         billed, passes = task.budget, 0
         if "scores" in cached:  # the answers went through a detector: this cell's thief sent the first rows
             rows = slice(0, task.budget)
-            detections = (cached["scores"][rows], cached["flags"][rows], torch.zeros(task.budget, dtype=torch.bool))
+            detections = (
+                cached["scores"][rows].cpu(),
+                cached["flags"][rows].cpu(),
+                torch.zeros(task.budget, dtype=torch.bool),
+            )
     else:
         defenses = build_defenses(task.defense, task.defense_key, task.center_path)
         victim = OnnxVictim(

@@ -35,7 +35,8 @@ A sweep file has these tables (only ``[victim]``, ``[probe]`` and ``[grid]`` are
     center = "probe-train"               # their centre: the victim's mean answer on these images
 
     [run]
-    workers = 2                          # parallel cells (process pool, spawn context)
+    workers = 2                          # parallel cells on the CPU (process pool, spawn context)
+    device = "auto"                      # auto (CUDA when present), cpu, cuda (every GPU) or cuda:N
 
 A dataset reference that is not a key of ``[datasets]`` is read as a plain ``load_dataset`` spec
 with no options, and its split is ``"train"`` except for ``probe.test``, where it is ``"test"`` (as
@@ -65,6 +66,7 @@ from sslsteal_fast.config import (
     StealConfig,
     VictimTrainConfig,
     WatermarkConfig,
+    check_device,
     check_seed,
 )
 from sslsteal_fast.data import ImageDataset, check_dataset, load_dataset, parse_spec, resolve_spec
@@ -78,6 +80,7 @@ else:  # Python 3.10: the same parser, from PyPI
 
 __all__ = [
     "GRID_OWNED",
+    "RUN_OWNED",
     "DatasetRef",
     "GridConfig",
     "ProbeTask",
@@ -90,6 +93,8 @@ __all__ = [
 
 #: StealConfig fields the grid sets per cell (a ``[steal]`` table may not).
 GRID_OWNED = ("loss", "budget", "seed", "client")
+#: StealConfig fields the sweep sets per worker from ``[run]`` (a ``[steal]`` table may not).
+RUN_OWNED = ("device",)
 #: VictimTrainConfig fields a sweep config may not set (the sweep and the victim cache own them).
 _VICTIM_TRAIN_RESERVED = ("out", "device", "progress")
 
@@ -192,17 +197,28 @@ class GridConfig:
 
 @dataclass(frozen=True)
 class RunConfig:
-    """How to execute: parallel cells, threads per worker, whether to keep stolen encoders."""
+    """How to execute: parallel cells, threads per worker, whether to keep stolen encoders, the device.
+
+    ``device``: where cells steal and probe (``auto``: CUDA when torch sees a GPU; ``cuda`` uses
+    every visible GPU, ``cuda:N`` only that one). With CUDA, cells are placed several per GPU as
+    free memory allows (``cells_per_gpu`` overrides the estimate). The device never enters a cell's
+    id: results agree across devices up to float rounding, so a sweep resumes on any device.
+    """
 
     workers: int = 1
     threads: int | None = None
     save_encoders: bool = False
+    device: str = "auto"
+    cells_per_gpu: int | None = None
 
     def __post_init__(self) -> None:
         check_positive_int("RunConfig.workers", self.workers)
         if self.threads is not None:
             check_positive_int("RunConfig.threads", self.threads)
         check_bool("RunConfig.save_encoders", self.save_encoders)
+        check_device("RunConfig.device", self.device)
+        if self.cells_per_gpu is not None:
+            check_positive_int("RunConfig.cells_per_gpu", self.cells_per_gpu)
 
 
 @dataclass(frozen=True)
@@ -232,8 +248,14 @@ class SweepConfig:
         return dataclasses.replace(self.steal, loss=loss, budget=budget, seed=seed, client=THIEF_CLIENT)
 
     def steal_key(self) -> dict[str, Any]:
-        """The shared steal settings, as they enter cell ids."""
-        return {k: v for k, v in dataclasses.asdict(self.steal).items() if k not in GRID_OWNED}
+        """The shared steal settings, as they enter cell ids.
+
+        The device does not change a result beyond float rounding, so it is not the run's: it is
+        pinned to ``"cpu"``, the value every cell id was made with before the device moved to
+        ``[run]``, so that sweeps started earlier resume on any device.
+        """
+        shared = {k: v for k, v in dataclasses.asdict(self.steal).items() if k not in GRID_OWNED}
+        return {**shared, "device": "cpu"}
 
 
 # --------------------------------------------------------------------------------------------- parsing
@@ -303,6 +325,8 @@ def parse_config(raw: dict[str, Any], base_dir: str | Path = ".", source: Path |
             )
 
     s = _table(raw, "steal")
+    if "device" in s:
+        raise ValueError("[steal] device: the device is a [run] setting; write it as [run] device")
     _check_keys("steal", s, {f.name for f in dataclasses.fields(StealConfig)} - set(GRID_OWNED))
     steal = _build("steal", StealConfig, s)
     for loss in grid.losses:  # validate every cell's configuration now, not when the cell runs

@@ -8,6 +8,7 @@ hands each finished row to the caller as it lands, so the parent stays the singl
 
 from __future__ import annotations
 
+import itertools
 import multiprocessing
 import os
 import traceback
@@ -18,11 +19,31 @@ from typing import Any
 
 import torch
 
-from sslsteal_fast.sweep.cell import CellTask, init_worker, run_cell
+from sslsteal_fast.models import build_encoder
+from sslsteal_fast.sweep.cell import CellTask, init_worker, run_cell, set_worker_device
 from sslsteal_fast.sweep.config import DatasetRef, SweepConfig
 from sslsteal_fast.util.progress import progress_bar
+from sslsteal_fast.victim.train import resolve_device
 
-__all__ = ["Cell", "available_cores", "cell_key", "execute", "expand_grid", "plan_workers"]
+__all__ = [
+    "Cell",
+    "WorkerPlan",
+    "available_cores",
+    "cell_key",
+    "cell_memory_bytes",
+    "execute",
+    "expand_grid",
+    "plan_device_workers",
+    "plan_workers",
+]
+
+#: What a CUDA worker holds besides its cells' tensors (its CUDA context, cuDNN/cuBLAS workspaces).
+CUDA_WORKER_OVERHEAD_BYTES = 1 << 30
+#: Float32 activations kept for the backward pass per input value of a batch (a conservative
+#: multiple for the package's encoders at the paper's image sizes).
+ACTIVATION_FACTOR = 48
+#: Share of a GPU's free memory the planner fills (the rest absorbs the estimate's error).
+GPU_MEMORY_SHARE = 0.8
 
 Log = Callable[[str], None]
 
@@ -86,6 +107,64 @@ def plan_workers(requested: int, threads: int | None, pending: int, cores: int |
     return workers, min(threads, per) if threads is not None else per
 
 
+@dataclass(frozen=True)
+class WorkerPlan:
+    """How cells run: ``workers`` processes of ``threads`` torch threads, worker i on ``devices[i]``."""
+
+    workers: int
+    threads: int
+    devices: tuple[str, ...]
+
+
+def cell_memory_bytes(arch: str, batch_size: int, image_shape: tuple[int, int, int], budget: int, out_dim: int) -> int:
+    """An estimate of one cell's GPU memory: the thief's parameters, gradients and Adam state, the
+    activations of a batch of two views, and the cell's query images and victim answers."""
+    with torch.device("meta"):
+        params = sum(p.numel() for p in build_encoder(arch, image_shape[0]).parameters())
+    c, h, w = image_shape
+    activations = 2 * batch_size * c * h * w * 4 * ACTIVATION_FACTOR
+    data = budget * (c * h * w + 4 * out_dim)
+    return 16 * params + activations + data
+
+
+def plan_device_workers(
+    device: str,
+    requested: int,
+    threads: int | None,
+    pending: int,
+    *,
+    per_cell_bytes: int,
+    cells_per_gpu: int | None = None,
+    cores: int | None = None,
+) -> WorkerPlan:
+    """Workers and their devices for a sweep on ``device`` (``"auto"``, ``"cpu"``, ``"cuda"``, ``"cuda:N"``).
+
+    On the CPU: :func:`plan_workers`. With CUDA, ``"cuda"`` uses every visible GPU and ``"cuda:N"``
+    that one; each GPU takes ``cells_per_gpu`` workers, else as many cells of ``per_cell_bytes`` (plus
+    a worker's CUDA overhead) as fit in :data:`GPU_MEMORY_SHARE` of its free memory (at least one).
+    Workers go round-robin over the GPUs, capped by the pending cells and the cores (one core per
+    worker at least); ``requested`` (``run.workers``) is the CPU's count and is not used here.
+    """
+    resolved = resolve_device(device)
+    cores = cores or available_cores()
+    if resolved.type != "cuda":
+        workers, per = plan_workers(requested, threads, pending, cores)
+        return WorkerPlan(workers, per, ("cpu",) * workers)
+    gpus = [resolved.index] if resolved.index is not None else list(range(torch.cuda.device_count()))
+    slots: list[list[str]] = []
+    for gpu in gpus:
+        if cells_per_gpu is not None:
+            fit = cells_per_gpu
+        else:
+            free, _ = torch.cuda.mem_get_info(gpu)
+            fit = max(1, int(free * GPU_MEMORY_SHARE) // (per_cell_bytes + CUDA_WORKER_OVERHEAD_BYTES))
+        slots.append([f"cuda:{gpu}"] * fit)
+    order = [d for rnd in itertools.zip_longest(*slots) for d in rnd if d is not None]  # round-robin
+    workers = max(1, min(len(order), pending, cores))
+    per = max(1, cores // workers)
+    return WorkerPlan(workers, min(threads, per) if threads is not None else per, tuple(order[:workers]))
+
+
 def execute(
     tasks: list[CellTask],
     commit: Callable[[dict[str, Any]], None],
@@ -94,10 +173,13 @@ def execute(
     *,
     progress: bool,
     log: Log,
+    devices: tuple[str, ...] | None = None,
 ) -> list[str]:
     """Run ``tasks`` (in-process when workers == 1, else a spawn process pool), ``commit`` each finished row.
 
-    A cell that raises does not stop the others: its traceback is logged and its id returned.
+    Worker i runs its cells on ``devices[i]`` (None: each task's own ``device``); a worker keeps its
+    inputs on its device for all its cells. A cell that raises does not stop the others: its
+    traceback is logged and its id returned.
     """
     bar = progress_bar(total=len(tasks), desc="sweep cells", unit="cell", disable=not progress)
     failed: list[str] = []
@@ -115,6 +197,7 @@ def execute(
         if workers == 1:
             previous = torch.get_num_threads()
             torch.set_num_threads(threads)
+            set_worker_device(devices[0] if devices else None)
             try:
                 for task in tasks:
                     try:
@@ -125,13 +208,18 @@ def execute(
                         finish(task, row, None)
             finally:
                 torch.set_num_threads(previous)
+                set_worker_device(None)
             return failed
         ctx = multiprocessing.get_context("spawn")
         # Workers die with this process, even SIGKILLed (init_worker -> die_with_parent). The kernel's
         # parent-death signal follows the thread that started them: here, submit() in this call, which
         # outlives the pool (shut down below), and no worker is started later (no max_tasks_per_child).
+        # Each worker takes its device from this queue once, when it starts.
+        slots = ctx.Queue()
+        for d in devices if devices else (None,) * workers:
+            slots.put(d)
         pool = ProcessPoolExecutor(
-            max_workers=workers, mp_context=ctx, initializer=init_worker, initargs=(threads, os.getpid())
+            max_workers=workers, mp_context=ctx, initializer=init_worker, initargs=(threads, os.getpid(), slots)
         )
         try:
             running: dict[Future[dict[str, Any]], CellTask] = {pool.submit(run_cell, t): t for t in tasks}

@@ -27,13 +27,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from sslsteal_fast.config import REP_DIMS
 from sslsteal_fast.sweep import inputs
 from sslsteal_fast.sweep.artifacts import PreparedVictim, prepare_victim
-from sslsteal_fast.sweep.cell import CellTask, defense_key
+from sslsteal_fast.sweep.cell import CellTask, cached_tensors, defense_key
 from sslsteal_fast.sweep.config import SweepConfig
-from sslsteal_fast.sweep.grid import Cell, cell_key, execute, expand_grid, plan_workers
+from sslsteal_fast.sweep.grid import Cell, cell_key, cell_memory_bytes, execute, expand_grid, plan_device_workers
 from sslsteal_fast.sweep.store import ResultStore
 from sslsteal_fast.util.files import stable_hash
+from sslsteal_fast.victim.train import resolve_device
 
 __all__ = ["SweepRun", "answers_group", "run_sweep"]
 
@@ -58,6 +60,20 @@ class SweepRun:
     threads: int
     timings: dict[str, float] = field(default_factory=dict)
     overlap: dict[str, int] = field(default_factory=dict)
+
+
+def _cell_bytes(cfg: SweepConfig, query_paths: dict[str, Path]) -> int:
+    """The largest cell's estimated GPU memory (its largest budget, at the resolved batch size)."""
+    budget = max(cfg.grid.budgets)
+    batch = max(min(cfg.cell_steal(loss, budget, 0).resolved().batch_size or 1, budget) for loss in cfg.grid.losses)
+    shape = _image_shape(next(iter(query_paths.values())))
+    return cell_memory_bytes(cfg.steal.arch, batch, shape, budget, max(REP_DIMS.values()))  # widest answers
+
+
+def _image_shape(path: Path) -> tuple[int, int, int]:
+    images = cached_tensors(path)["images"]
+    c, h, w = (int(v) for v in images.shape[1:])
+    return c, h, w
 
 
 def answers_group(query_name: str, defense: str) -> str:
@@ -123,7 +139,15 @@ def run_sweep(cfg: SweepConfig, out: str | Path, *, progress: bool = True, log: 
         }
         timings["victim_eval_s"] = time.perf_counter() - t
 
-        workers, threads = plan_workers(cfg.run.workers, cfg.run.threads, len(pending))
+        plan = plan_device_workers(
+            cfg.run.device,
+            cfg.run.workers,
+            cfg.run.threads,
+            len(pending),
+            per_cell_bytes=_cell_bytes(cfg, query_paths) if resolve_device(cfg.run.device).type == "cuda" else 0,
+            cells_per_gpu=cfg.run.cells_per_gpu,
+        )
+        workers, threads = plan.workers, plan.threads
         tasks = [
             CellTask(
                 cell_id=cid,
@@ -149,14 +173,18 @@ def run_sweep(cfg: SweepConfig, out: str | Path, *, progress: bool = True, log: 
                 encoder_prefix=str(out / "encoders" / cid) if cfg.run.save_encoders else None,
                 progress=progress and workers == 1,
                 threads=threads,
+                device=plan.devices[0],
             )
             for cid, c in pending
         ]
         t = time.perf_counter()
         failed: list[str] = []
         if tasks:
-            log(f"sweep: {len(tasks)} cells to run on {workers} worker(s) x {threads} torch thread(s)")
-            failed = execute(tasks, store.insert_cell, workers, threads, progress=progress, log=log)
+            where = ", ".join(f"{plan.devices.count(d)} on {d}" for d in dict.fromkeys(plan.devices))
+            log(f"sweep: {len(tasks)} cells to run on {workers} worker(s) ({where}) x {threads} torch thread(s)")
+            failed = execute(
+                tasks, store.insert_cell, workers, threads, progress=progress, log=log, devices=plan.devices
+            )
         timings["cells_s"] = time.perf_counter() - t
     timings["sweep_s"] = time.perf_counter() - t_start
     return SweepRun(

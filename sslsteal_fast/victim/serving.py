@@ -13,6 +13,17 @@ has; if CUDA was asked for or expected but the session ended up on CPU only, a l
 cores, sequential execution, all graph optimisations incl. the NCHWc layout transformer); on CUDA
 the input and output are bound with IO binding.
 
+ONNX Runtime comes from one of two extras, never both (they share the ``onnxruntime`` module, and
+with both installed the CUDA provider can disappear): ``sslsteal_fast[cpu]`` (``onnxruntime``) or
+``sslsteal_fast[gpu]`` (``onnxruntime-gpu``). Without either, serving raises an ImportError saying
+so. A visible GPU served on the CPU by default (only the CPU runtime, or both installed) is a loud
+one-time RuntimeWarning with the command that fixes the install.
+
+A GPU thief's CUDA tensors are answered on their device: with a CUDA session and no host-side step
+(response cache, :class:`Preprocess`, defenses) the query is validated on the GPU and bound to the
+session in place (IO binding into a torch CUDA buffer), so neither images nor answers cross to the
+host; otherwise the query goes through the host path and the answer is moved back to the device.
+
 Billing: every input row is one billed query, cache hits included (an API bills what it serves).
 A query either succeeds completely or changes no bill: the budget is checked before anything runs,
 and bills are only written after the model, the cache and every defense have succeeded and the
@@ -37,6 +48,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import importlib.metadata
 import logging
 import os
 import threading
@@ -47,10 +59,15 @@ from pathlib import Path
 from typing import Any, cast
 
 import numpy as np
-import onnxruntime as ort
 import torch
 import torch.nn.functional as F
-from onnxruntime.capi import onnxruntime_pybind11_state as _ort_state
+
+try:  # one of the extras: sslsteal_fast[cpu] (onnxruntime) or sslsteal_fast[gpu] (onnxruntime-gpu)
+    import onnxruntime as ort
+    from onnxruntime.capi import onnxruntime_pybind11_state as _ort_state
+except ImportError:  # neither installed: the rest of the package works, serving says what to install
+    ort = None  # type: ignore[assignment]
+    _ort_state = None
 
 from sslsteal_fast.util.checks import (
     ArgumentTypeError,
@@ -63,8 +80,17 @@ from sslsteal_fast.util.checks import (
 )
 from sslsteal_fast.util.files import file_sha256
 from sslsteal_fast.victim.defense_api import Defense, apply_defenses, defense_transaction
+from sslsteal_fast.victim.train import gpu_visible
 
-__all__ = ["RESIZE_MODES", "BudgetExceeded", "OnnxVictim", "Preprocess", "default_providers", "physical_cores"]
+__all__ = [
+    "RESIZE_MODES",
+    "BudgetExceeded",
+    "OnnxVictim",
+    "Preprocess",
+    "default_providers",
+    "physical_cores",
+    "require_onnxruntime",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -76,12 +102,20 @@ _ORT_FLOAT_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, 
 ProviderSpec = str | tuple[str, dict[str, Any]]
 
 _NO_CUDA = "this onnxruntime build has no CUDA provider (install onnxruntime-gpu instead of onnxruntime)"
+_SWAP_RUNTIME = (
+    "pip uninstall -y onnxruntime onnxruntime-gpu && pip install 'sslsteal_fast[gpu]' (onnxruntime-gpu alone)"
+)
+_NO_RUNTIME = (
+    "ONNX Runtime is not installed; install exactly one of `pip install 'sslsteal_fast[cpu]'` (onnxruntime) "
+    "or `pip install 'sslsteal_fast[gpu]'` (onnxruntime-gpu, for CUDA)"
+)
 # What onnxruntime raises for a file that is not a loadable model (each a plain Exception subclass).
 _MODEL_ERRORS = tuple(
     getattr(_ort_state, name)
     for name in ("Fail", "InvalidArgument", "InvalidGraph", "InvalidProtobuf", "NoModel", "NotImplemented")
     if hasattr(_ort_state, name)
 )
+_RUNTIME_WARNED = False
 
 #: ``torch.nn.functional.interpolate`` modes :class:`Preprocess` may resize with.
 RESIZE_MODES = ("bilinear", "bicubic", "area", "nearest", "nearest-exact")
@@ -120,14 +154,50 @@ def physical_cores() -> int:
 
 
 def _gpu_present() -> bool:
-    return torch.cuda.is_available() or Path("/dev/nvidiactl").exists()
+    return torch.cuda.is_available() or gpu_visible()
+
+
+def _installed(distribution: str) -> bool:
+    try:
+        importlib.metadata.version(distribution)
+    except importlib.metadata.PackageNotFoundError:
+        return False
+    return True
+
+
+def require_onnxruntime() -> Any:
+    """The ``onnxruntime`` module; an ImportError saying which extra to install when there is none."""
+    if ort is None:
+        raise ImportError(_NO_RUNTIME)
+    return ort
 
 
 def default_providers() -> list[str]:
-    """``[CUDA, CPU]`` when onnxruntime has the CUDA provider and a GPU is present, else ``[CPU]``."""
-    if CUDA in ort.get_available_providers() and _gpu_present():
+    """``[CUDA, CPU]`` when onnxruntime has the CUDA provider and a GPU is present, else ``[CPU]``.
+
+    A GPU with only the CPU runtime (or with both ``onnxruntime`` and ``onnxruntime-gpu`` installed,
+    which share one module and can lose the CUDA provider) is a loud one-time RuntimeWarning saying
+    how to fix the install.
+    """
+    available = require_onnxruntime().get_available_providers()
+    if CUDA in available and _gpu_present():
         return [CUDA, CPU]
+    if _gpu_present():
+        if _installed("onnxruntime") and _installed("onnxruntime-gpu"):
+            why = f"both onnxruntime and onnxruntime-gpu are installed and the CUDA provider is lost; {_SWAP_RUNTIME}"
+        else:
+            why = f"only the CPU onnxruntime is installed; {_SWAP_RUNTIME}"
+        _warn_runtime_once(f"OnnxVictim: a GPU is visible but the victim is served on the CPU -- {why}")
     return [CPU]
+
+
+def _warn_runtime_once(message: str) -> None:
+    global _RUNTIME_WARNED
+    if _RUNTIME_WARNED:
+        return
+    _RUNTIME_WARNED = True
+    logger.warning(message)
+    warnings.warn(message, RuntimeWarning, stacklevel=3)
 
 
 def _provider_name(p: ProviderSpec) -> str:
@@ -136,6 +206,7 @@ def _provider_name(p: ProviderSpec) -> str:
 
 def _check_providers(providers: Sequence[ProviderSpec] | None) -> list[ProviderSpec]:
     """The provider request, checked: well-formed, known to onnxruntime, at least one available here."""
+    ort = require_onnxruntime()
     requested = list(providers) if providers is not None else default_providers()
     if not requested:
         raise ValueError("providers must name at least one execution provider")
@@ -582,6 +653,88 @@ class OnnxVictim:
             raise ValueError("the model produced non-finite outputs (NaN or inf) for this query; nothing was served")
         return out
 
+    def _serves_on_device(self, x: Any) -> bool:
+        """Whether ``x`` is answered on the GPU without a host round trip: a CUDA tensor, a CUDA session,
+        and nothing that runs on the host (the response cache, a Preprocess step, defenses)."""
+        return (
+            isinstance(x, torch.Tensor)
+            and x.is_cuda
+            and self._on_cuda
+            and self.cache_size == 0
+            and self.preprocess is None
+            and not self.defenses
+        )
+
+    def _device_input(self, x: torch.Tensor) -> torch.Tensor:
+        """A CUDA query validated on its device -> float32 (N, C, H, W), contiguous, on the session's GPU."""
+        expected = self._expected()
+        if x.dtype not in (torch.float32, torch.uint8):
+            raise ValueError(f"query dtype must be float32 or uint8 with shape {expected}, got {x.dtype}")
+        if x.dim() != 4:
+            raise ValueError(f"query must have shape {expected}, got rank {x.dim()} shape {tuple(x.shape)}")
+        for got, want in zip(x.shape[1:], self.input_shape, strict=True):
+            if want is not None and got != want:
+                raise ValueError(f"query must have shape {expected}, got {tuple(x.shape)}")
+        if 0 in x.shape[1:]:
+            raise ValueError(f"query must have shape {expected} with non-empty images, got {tuple(x.shape)}")
+        x = x.detach().to(torch.device("cuda", self._cuda_device))
+        if x.dtype == torch.uint8:
+            return (x.float() / 255.0).contiguous()
+        if not bool(torch.isfinite(x).all()):
+            raise ValueError("query contains NaN or infinite values")
+        return x.contiguous().clone()
+
+    def _run_device(self, batch: torch.Tensor) -> torch.Tensor:
+        """One model run with IO binding on the session's GPU: (n, C, H, W) CUDA float32 -> (n, D) CUDA float32."""
+        n = batch.shape[0]
+        feed = (
+            batch
+            if self._in_dtype == np.float32
+            else batch.to(torch.float16 if self._in_dtype == np.float16 else torch.float64)
+        )
+        if self._model_batch is not None and n != self._model_batch:
+            feed = torch.cat([feed, feed.new_zeros((self._model_batch - n, *feed.shape[1:]))])
+        feed = feed.contiguous()
+        out = torch.empty((feed.shape[0], self.output_dim), dtype=torch.float32, device=feed.device)
+        torch.cuda.current_stream(feed.device).synchronize()  # ORT reads the buffer on its own stream
+        binding = self._session.io_binding()
+        binding.bind_input(self._in_name, "cuda", self._cuda_device, self._in_dtype, tuple(feed.shape), feed.data_ptr())
+        binding.bind_output(self._out_name, "cuda", self._cuda_device, np.float32, self._out_shape(out), out.data_ptr())
+        self._session.run_with_iobinding(binding)
+        binding.synchronize_outputs()
+        return out[:n]
+
+    def _out_shape(self, out: torch.Tensor) -> tuple[int, ...]:
+        """The graph's output shape for a flat (B, D) buffer: its declared rank, batch B."""
+        declared = self._session.get_outputs()[0].shape
+        rest = [d for d in declared[1:]]
+        if all(isinstance(d, int) and d > 0 for d in rest):
+            return (out.shape[0], *rest)
+        return (out.shape[0], self.output_dim)
+
+    def _query_on_device(self, x: torch.Tensor, client: str) -> torch.Tensor:
+        """:meth:`query` for a CUDA tensor on a CUDA session: validated, run and checked on the GPU."""
+        xs = self._device_input(x)
+        n = xs.shape[0]
+        if n == 0:
+            return torch.empty((0, self.output_dim), dtype=torch.float32, device=xs.device)
+        with self._lock:
+            remaining = self.remaining
+            if remaining is not None and n > remaining:
+                raise BudgetExceeded(n, remaining, client)
+            step = self._model_batch or self.batch_size
+            parts = [self._run_device(xs[i : i + step]) for i in range(0, n, step)]
+            out = torch.cat(parts) if len(parts) > 1 else parts[0]
+            self._forward_passes += n
+            if not bool(torch.isfinite(out).all()):
+                raise ValueError(
+                    "the model produced non-finite outputs (NaN or inf) for this query; nothing was served"
+                )
+            self._queries_used += n
+            self._bills[client] = self._bills.get(client, 0) + n
+        logger.debug("served %d rows to %r on the GPU", n, client)
+        return out
+
     def _key(self, row: np.ndarray) -> bytes:
         h = hashlib.blake2b(digest_size=20)
         h.update(np.asarray(row.shape, dtype=np.int64).tobytes())
@@ -598,7 +751,11 @@ class OnnxVictim:
             client: whom to bill.
 
         Returns:
-            float32 CPU tensor (N, D), after the defenses; every value finite.
+            float32 tensor (N, D), after the defenses; every value finite. On the CPU, except for a
+            CUDA tensor ``x``: then the answer is on ``x``'s device. With a CUDA session and neither a
+            response cache (``cache_size=0``), a Preprocess step nor defenses, such a query is bound
+            to the session on the GPU (IO binding) and never leaves it; otherwise it goes through
+            the host and the answer is moved back. Billing is the same either way.
 
         Raises:
             TypeError: ``x`` is not a tensor/array, or is a numpy masked array.
@@ -608,6 +765,15 @@ class OnnxVictim:
             BudgetExceeded: the rows would pass the budget; nothing served or billed.
         """
         check_client(client)
+        if self._serves_on_device(x):
+            return self._query_on_device(x, client)
+        served = self._query_host(x, client)
+        if isinstance(x, torch.Tensor) and x.is_cuda:
+            return served.to(x.device)
+        return served
+
+    def _query_host(self, x: torch.Tensor | np.ndarray, client: str) -> torch.Tensor:
+        """:meth:`query` through the host: numpy validation, the cache, preprocessing and the defenses."""
         xs = self._as_model_input(x)
         n = xs.shape[0]
         if n == 0:

@@ -27,9 +27,15 @@ the call returns at once. The state file is removed once the final checkpoint is
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
+import logging
 import math
+import os
+import shutil
+import subprocess
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,17 +46,20 @@ import torch
 from torch import nn
 
 from sslsteal_fast import ops
-from sslsteal_fast.config import VICTIM_LOSSES, VictimTrainConfig
+from sslsteal_fast.config import VICTIM_LOSSES, VictimTrainConfig, check_device
 from sslsteal_fast.data import ImageDataset, SimCLRAugment, images_sha256, load_dataset, resolve_spec, to_float
 from sslsteal_fast.models import SimCLRModel, build_encoder, checkpoint_paths, save_checkpoint
 from sslsteal_fast.util.checks import ArgumentTypeError
 from sslsteal_fast.util.files import load_tensors, save_tensors
 from sslsteal_fast.util.progress import progress_bar, progress_write
 
+logger = logging.getLogger(__name__)
+
 __all__ = [
     "LOSSES",
     "TrainHook",
     "VictimTrainConfig",
+    "gpu_visible",
     "is_finished",
     "resolve_device",
     "run_identity",
@@ -136,14 +145,82 @@ def run_identity(cfg: VictimTrainConfig, hooks: Sequence[TrainHook] = ()) -> dic
     return identity
 
 
-def resolve_device(device: str) -> torch.device:
-    """``"auto"`` -> CUDA when available, else CPU; a CUDA device without CUDA is an error."""
+def resolve_device(device: str | torch.device) -> torch.device:
+    """A device setting as a torch device: ``"auto"``, ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
+
+    ``"auto"`` is CUDA whenever torch sees a GPU, else the CPU; when a GPU is visible to the system
+    (``nvidia-smi``, ``/dev/nvidiactl`` or ``CUDA_VISIBLE_DEVICES``) but this torch has no CUDA, it
+    warns once, loudly, saying how to install a CUDA build. A CUDA device that is not there is a
+    ``ValueError``. Every stage (victim training, stealing, probes, the sweep, the CLI) resolves its
+    ``device`` here.
+    """
+    if isinstance(device, torch.device):
+        device = str(device)
+    check_device("device", device)
     if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        _warn_cpu_torch_on_gpu_machine()
+        return torch.device("cpu")
     dev = torch.device(device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {device!r} requested but CUDA is not available; use --device cpu")
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(
+                f"device {device!r}: CUDA is not available (no GPU visible, or torch built without CUDA); "
+                "use device 'cpu' or 'auto'"
+            )
+        count = torch.cuda.device_count()
+        if dev.index is not None and dev.index >= count:
+            raise ValueError(f"device {device!r}: there are only {count} CUDA device(s)")
     return dev
+
+
+_CPU_TORCH_WARNED = False
+
+
+def gpu_visible() -> bool:
+    """Whether the system shows an NVIDIA GPU, whatever torch was built with."""
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None and visible.strip() in ("", "-1", "none", "NoDevFiles"):
+        return False
+    if Path("/dev/nvidiactl").exists() or Path("/proc/driver/nvidia/gpus").is_dir():
+        return True
+    return _nvidia_smi_lists_a_gpu()
+
+
+@functools.lru_cache(maxsize=1)
+def _nvidia_smi_lists_a_gpu() -> bool:
+    if shutil.which("nvidia-smi") is None:
+        return False
+    try:
+        out = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=10, check=False)
+    except (OSError, subprocess.SubprocessError):
+        return False
+    return out.returncode == 0 and "GPU" in out.stdout
+
+
+def _warn_cpu_torch_on_gpu_machine() -> None:
+    """``auto`` chose the CPU: say so, once and loudly, when the machine has a GPU torch cannot use."""
+    global _CPU_TORCH_WARNED
+    if _CPU_TORCH_WARNED or not gpu_visible():
+        return
+    _CPU_TORCH_WARNED = True
+    if torch.version.cuda is None:
+        message = (
+            f"sslsteal_fast: a GPU is visible but this torch {torch.__version__} is a CPU-only build, so "
+            "device 'auto' runs on the CPU (much slower). Install a CUDA build of torch, e.g. "
+            "`pip install torch --index-url https://download.pytorch.org/whl/cu128` (pick the CUDA version "
+            "of your driver at https://pytorch.org/get-started/locally/), then rebuild the extension."
+        )
+    else:
+        message = (
+            f"sslsteal_fast: a GPU is visible but torch {torch.__version__} (CUDA {torch.version.cuda}) cannot "
+            "use it (torch.cuda.is_available() is False: a driver older than torch's CUDA, or no device "
+            "permissions?), so device 'auto' runs on the CPU (much slower). Check `nvidia-smi` and "
+            "`python -c 'import torch; torch.cuda.init()'`."
+        )
+    logger.warning(message)
+    warnings.warn(message, RuntimeWarning, stacklevel=3)
 
 
 def _epoch_seed(seed: int, epoch: int) -> int:

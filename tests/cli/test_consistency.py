@@ -34,10 +34,11 @@ def test_every_command_has_the_output_options() -> None:
 
 def test_device_means_the_same_everywhere() -> None:
     with_device = {name for name, p in _commands().items() if "--device" in _options(p)}
-    assert with_device == {"train-victim", "steal", "probe", "verify"}
+    assert with_device == {"train-victim", "steal", "probe", "verify", "sweep", "demo"}
     for name in with_device:
         action = _options(_commands()[name])["--device"]
-        assert (action.default, action.type, action.metavar) == ("auto", device_spec, "{auto,cpu,cuda}"), name
+        default = None if name in ("sweep", "demo") else "auto"  # sweeps: the config's run.device (auto)
+        assert (action.default, action.type, action.metavar) == (default, device_spec, "{auto,cpu,cuda}"), name
     for good in ("auto", "cpu", "cuda", "cuda:1"):
         assert device_spec(good) == good
     for bad in ("bogus", "gpu", "cuda:", "CPU"):
