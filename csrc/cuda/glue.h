@@ -8,6 +8,7 @@
 #include <ATen/ATen.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
+#include <torch/version.h>
 
 #include "../checks.h"
 #include "../numerics.h"
@@ -34,8 +35,27 @@ inline DType dtype_of(const at::Tensor& t, const char* op) {
   }
 }
 
-// float32 products follow PyTorch's own setting for float32 matmuls on CUDA.
-inline Fp32Mode fp32_mode() { return at::globalContext().allowTF32CuBLAS() ? Fp32Mode::kTf32 : Fp32Mode::kTf32x3; }
+// Whether PyTorch's own float32 CUDA matmuls may use TF32. torch >= 2.9 has a per-backend precision
+// API (torch.backends.cuda.matmul.fp32_precision); once it has been used, the legacy getter
+// allowTF32CuBLAS() raises ("mix of the legacy and new APIs"), so read the new one where it exists.
+// 2.9 spells backend and precision as strings, later releases as enums.
+inline bool torch_allows_tf32_matmul() {
+#if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 10)
+  return at::globalContext().float32Precision(at::Float32Backend::CUDA, at::Float32Op::MATMUL) ==
+         at::Float32Precision::TF32;
+#elif TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR == 9
+  return at::globalContext().float32Precision("cuda", "matmul") == "tf32";
+#else
+  return at::globalContext().allowTF32CuBLAS();
+#endif
+}
+
+// float32 products follow PyTorch's own setting for float32 matmuls on CUDA. Other dtypes do not read
+// the setting at all (their kernels ignore the mode), so a bfloat16 call never depends on it.
+inline Fp32Mode fp32_mode(const at::Tensor& t) {
+  if (t.scalar_type() != at::kFloat) return Fp32Mode::kTf32x3;
+  return torch_allows_tf32_matmul() ? Fp32Mode::kTf32 : Fp32Mode::kTf32x3;
+}
 
 inline void check_status(cudaError_t err, const char* op) {
   TORCH_CHECK(err == cudaSuccess, "sslsteal_fast::", op, ": CUDA kernel launch failed: ", cudaGetErrorString(err));
