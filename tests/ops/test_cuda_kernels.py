@@ -246,6 +246,15 @@ def test_device_mix_raises_clear_errors():
         torch.ops.sslsteal_fast.soft_nn_fwd(a, torch.zeros(8, dtype=torch.long), 0.1)
     with pytest.raises(RuntimeError, match=r"^sslsteal_fast::pairwise_distance: y is on cpu but x is on cuda"):
         torch.ops.sslsteal_fast.pairwise_distance(a, b, "cosine")
+    # Every argument check names the stray tensor and the reference tensor with their own devices
+    # (never "x is on cpu but x is on cpu"), the backward's row vectors too.
+    ones = torch.ones(16, device="cuda")
+    with pytest.raises(RuntimeError, match=r"^sslsteal_fast::info_nce_bwd: lse_all is on cpu but a is on cuda"):
+        torch.ops.sslsteal_fast.info_nce_bwd(ones, a, a, ones.cpu(), ones, 0.1)
+    with pytest.raises(RuntimeError, match=r"^sslsteal_fast::info_nce_bwd: grad_rows is on cpu but a is on cuda"):
+        torch.ops.sslsteal_fast.info_nce_bwd(ones.cpu(), a, a, ones, ones, 0.1)
+    with pytest.raises(RuntimeError, match=r"^sslsteal_fast::topk_similarity: bank is on cpu but queries is on cuda"):
+        torch.ops.sslsteal_fast.topk_similarity(a, b, 2, "cosine")
 
 
 # ---- the n = 0 rule (csrc/sslsteal_fast.cpp), as on CPU (tests/ops/test_edge_cases.py) ----------------
