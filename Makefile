@@ -52,6 +52,12 @@ format: $(STAMP)
 cuda-check:
 	bash scripts/cuda_check.sh
 
+# Without a GPU: build the extension with its CUDA kernels against PyPI's CUDA torch in a separate
+# venv (.venv-cuda), then run the op tests with that build (docs/CUDA.md, "Checks").
+.PHONY: cuda-build-check
+cuda-build-check:
+	bash scripts/cuda_build_check.sh
+
 # On a machine with a GPU and CUDA torch: build, run all tests with CUDA cases on, benchmark.
 gpu-check:
 	bash scripts/gpu_check.sh

@@ -8,7 +8,9 @@ Switches (environment variables):
   SSLSTEAL_NO_CUDA=1      never build the CUDA kernels
   SSLSTEAL_DEBUG=1        -O0 -g, assertions on (for gdb / sanitizers)
   SSLSTEAL_PORTABLE=1     no -march=native for the CPU kernels (for wheels run on other machines)
-  TORCH_CUDA_ARCH_LIST    CUDA architectures (default "8.0;9.0": A100 and H100/H200)
+  TORCH_CUDA_ARCH_LIST    CUDA architectures (default "8.0;9.0+PTX": SASS for A100 (and, binary-compatible,
+                          the sm_86 / sm_89 cards) and H100/H200, plus compute_90 PTX that the driver
+                          JIT-compiles for newer GPUs such as sm_100 / sm_120)
   MAX_JOBS                parallel compile jobs (ninja)
 """
 
@@ -21,7 +23,7 @@ import sys
 from setuptools import setup
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
-DEFAULT_ARCHS = "8.0;9.0"
+DEFAULT_ARCHS = "8.0;9.0+PTX"
 
 
 def _flag(name: str) -> bool:

@@ -22,8 +22,10 @@ __all__ = [
     "F32_ATOL",
     "FAR_FROM_ORIGIN_RTOL",
     "FOREIGN_ATOL",
+    "FP16_MEAN_GRAD_FACTOR",
     "GMM_SCORE_ATOL",
     "LOW_PRECISION_FACTOR",
+    "LOW_PRECISION_GRAD_RTOL",
     "LOW_PRECISION_SLACK",
     "SOFT_NN_FAR_TOL",
     "TOL",
@@ -68,6 +70,13 @@ ABS_FLOOR: dict[torch.dtype, float] = {
 }
 #: Low precision: the kernel's error may be this many times PyTorch's own error in that dtype ...
 LOW_PRECISION_FACTOR = 2.0
+#: ... and for float16 gradients under reduction="mean" (tiny weights, where flushing to zero would show)
+#: at most this many times, with no absolute floor (the gradients are ~1e-5, below ABS_FLOOR).
+FP16_MEAN_GRAD_FACTOR = 1.5
+#: rtol (relative to the largest float64 gradient, at least 1) of a bfloat16 / float16 loss gradient where
+#: PyTorch's own path in that dtype is no baseline (an all-zero row: its F.normalize eps rounds to 0
+#: in float16, so PyTorch gives NaN everywhere).
+LOW_PRECISION_GRAD_RTOL: dict[torch.dtype, float] = {torch.bfloat16: 3e-2, torch.float16: 1e-2}
 #: ... plus this absolute slack (relative to the largest exact value) for errors that are ~0 in both.
 LOW_PRECISION_SLACK = 1e-3
 #: (rtol, atol) of a float64 loss module against a float64 loop transcription of the paper's formula.

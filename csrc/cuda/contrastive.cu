@@ -32,6 +32,8 @@
 // kept separately for "all" and "positives", because a positive can sit 1e4 logits below the
 // negatives (SoftNN with far positives) and exp(L_pos - m_all) would underflow to 0. The backward
 // reads lse_all / lse_pos, so every exponent is <= ~0 and nothing overflows.
+#include <type_traits>
+
 #include "tile_gemm.cuh"
 
 namespace sslsteal_cuda {
@@ -229,45 +231,80 @@ __global__ void __launch_bounds__(kThreads) contrastive_fwd_kernel(RowSrc<typena
 // ============================================================================================
 // Backward
 // ============================================================================================
-template <class Mma>
+// Two shared-memory layouts of the backward, picked per device (bwd_small_tiles):
+//   large (kSmall = false): 112 KiB (16-bit), 142 KiB (f32), 124 KiB (f64), for sm_80 / sm_90;
+//   small (kSmall = true):  ~46 KiB (16-bit), ~87 KiB (f32 and f64), under the 99 KiB of sm_86 / sm_89 /
+//     sm_120. W is gathered for one column block (kJS = 1), so it may alias the similarity GEMM's stages
+//     (W is written after that GEMM's last barrier and read before the next GEMM starts), and the
+//     W * Z stages are 16 rows deep. Same arithmetic in the same order per output element.
+constexpr size_t kSmemSmall = 101376;  // sm_86 / sm_89 opt-in limit: the small layout must fit it
+
+template <class Mma, bool kSmall>
 struct BwdCfg {
   using C = Cfg<Mma>;
   using T = typename Mma::Elem;
   using Acc = typename Mma::Acc;
-  static constexpr int kJS = sizeof(T) == 2 ? 2 : 1;    // column blocks gathered per W * Z pass
-  static constexpr int kWCols = kJS * C::kBN;           // 256 (16-bit), 128 (f32), 64 (f64)
+  static constexpr int kJS = (!kSmall && sizeof(T) == 2) ? 2 : 1;  // column blocks gathered per W * Z pass
+  static constexpr int kWCols = kJS * C::kBN;                       // 256 (16-bit), 128 (f32), 64 (f64)
   static constexpr int kLdW = kWCols + 16 / sizeof(T);  // odd 16-byte units (16-bit), 4 mod 32 words (f32)
   static constexpr int kDC = C::kBN;                    // D-slice of the W * Z product
-  static constexpr int kKZ = 32;                        // Z rows per pipeline stage of W * Z
+  static constexpr int kKZ = kSmall ? 16 : 32;          // Z rows per pipeline stage of W * Z
   static constexpr int kLdZ = kDC + (sizeof(T) == 8 ? 2 : 8);  // f32: 8 mod 32 words for [k][n] reads
   static_assert(kKZ % Mma::kStep == 0 && C::kBN % kKZ == 0, "W * Z stage shape");
+  static constexpr bool kAliasW = kSmall;  // W over the GEMM stages: only with one column block per pass
+  static_assert(!kAliasW || kJS == 1, "W may alias the GEMM stages only when kJS == 1");
   static constexpr size_t kZStages = 2 * kKZ * kLdZ * sizeof(T);
   static constexpr size_t kGemmStages = 2 * C::kStageElems * sizeof(T);
   static constexpr size_t kUnion = kGemmStages > kZStages ? kGemmStages : kZStages;
-  static constexpr size_t kW = kUnion;
-  static constexpr size_t kCol = kW + ((C::kBM * kLdW * sizeof(T) + 15) / 16) * 16;  // 4 Acc arrays + labels
+  static constexpr size_t kWBytes = ((C::kBM * kLdW * sizeof(T) + 15) / 16) * 16;
+  static constexpr size_t kW = kAliasW ? ((kZStages + 15) / 16) * 16 : kUnion;  // after the Z stages
+  static constexpr size_t kWEnd = kW + kWBytes;
+  static constexpr size_t kCol = kAliasW && kGemmStages > kWEnd ? kGemmStages : kWEnd;  // 4 Acc arrays + labels
   static constexpr size_t kColLab = kCol + 4 * C::kBN * sizeof(Acc);
   static constexpr size_t kRowSum = kColLab + C::kBN * sizeof(int64_t);
   static constexpr size_t kBytes = kRowSum + C::kBM * sizeof(Acc);
+  static_assert(!kSmall || kBytes <= kSmemSmall, "the small backward layout must fit 99 KiB devices");
 };
 
 template <typename Acc>
 struct BwdVectors {
-  const Acc* a2;  // lse_all * log2 e
-  const Acc* p2;  // lse_pos * log2 e
-  const Acc* gg;  // grad_rows, 0 where the row has no positive
+  const Acc* a2;        // lse_all * log2 e
+  const Acc* p2;        // lse_pos * log2 e
+  const Acc* gg;        // grad_rows, 0 where the row has no positive
+  unsigned int* gmax;   // float16 only: bits of max |gg| over the finite entries (W's scale); else nullptr
 };
 
-template <class Mma>
+// float16's W: |W_ik| <= |g_i| + |g_k| <= 2 max|g| (A's rows are g times a difference of two
+// probabilities), but with reduction="mean" (g = 1/n) W is ~1e-8..1e-11, below float16's smallest
+// subnormal, so stored as is most of it would flush to 0. W is stored times 2^s with 2^s * 2 max|g|
+// < 2^14 (no overflow, and the typical entry lands in float16's normal range), and the float32
+// workspace rows are multiplied by 2^-s in the finalize: powers of two, so nothing else is rounded.
+// Returns 2^s, or 1 when max|g| is 0.
+__device__ __forceinline__ float half_w_scale(const unsigned int* gmax) {
+  const float G = __uint_as_float(*gmax);
+  if (!(G > 0.f) || !isfinite(G)) return 1.f;
+  int e = 0;
+  frexpf(G, &e);  // G < 2^e
+  int s = 13 - e;
+  s = s < -100 ? -100 : (s > 100 ? 100 : s);
+  return ldexpf(1.f, s);
+}
+
+template <class Mma, bool kSmall>
 __global__ void __launch_bounds__(kThreads) contrastive_bwd_kernel(RowSrc<typename Mma::Elem> z,
                                                                    RowParams<typename Mma::Acc> p,
                                                                    BwdVectors<typename Mma::Acc> bv,
                                                                    typename Mma::Acc* ws, void* grad0, void* grad1,
                                                                    typename Mma::Acc inv_t, bool vec) {
   using C = Cfg<Mma>;
-  using B = BwdCfg<Mma>;
+  using B = BwdCfg<Mma, kSmall>;
   using T = typename Mma::Elem;
   using Acc = typename Mma::Acc;
+  // float16: W is scaled (half_w_scale) and InfoNCE's 1/|x_k| is applied to the staged Z rows instead of
+  // being folded into W: W_ik / |x_k| overflows float16 for a short row (an all-zero row has
+  // 1/|x| = 1e12: inf, and inf * 0 = NaN in every other row's gradient). The other types keep the fold
+  // (bfloat16, float32 and float64 have float's exponent range or more).
+  constexpr bool kHalfW = std::is_same<T, __half>::value;
   extern __shared__ __align__(16) unsigned char smem[];
   T* stages = reinterpret_cast<T*>(smem);  // similarity GEMM stages, later reused for Z slices
   T* zst = reinterpret_cast<T*>(smem);
@@ -285,6 +322,11 @@ __global__ void __launch_bounds__(kThreads) contrastive_bwd_kernel(RowSrc<typena
   const int64_t n = p.n, D = p.D;
   const int64_t n_blocks = (n + C::kBM - 1) / C::kBM;
   Acc* wsb = ws + static_cast<int64_t>(blockIdx.x) * C::kBM * D;  // this block's private D-wide rows
+  Acc wscale = Acc(1), wunscale = Acc(1);
+  if constexpr (kHalfW) {
+    wscale = half_w_scale(bv.gmax);
+    wunscale = Acc(1) / wscale;  // exact: a power of two
+  }
 
   for (int64_t rb = blockIdx.x; rb < n_blocks; rb += gridDim.x) {
     const int64_t row0 = rb * C::kBM;
@@ -346,7 +388,11 @@ __global__ void __launch_bounds__(kThreads) contrastive_bwd_kernel(RowSrc<typena
                   const Acc gk = col_gg[lc];
                   if (gk != Acc(0))
                     w += gk * (fast_exp2(l - col_a2[lc]) - (same ? fast_exp2(l - col_p2[lc]) : Acc(0)));
-                  if (!p.soft) w *= col_rv[lc];  // InfoNCE: W z_hat = (W diag(r)) x
+                  if constexpr (kHalfW) {
+                    w *= wscale;  // InfoNCE's r_k goes onto the staged Z rows below
+                  } else {
+                    if (!p.soft) w *= col_rv[lc];  // InfoNCE: W z_hat = (W diag(r)) x
+                  }
                 }
                 const T wq = Num<T>::from_acc(w);
                 Ws[lr * B::kLdW + j * C::kBN + lc] = wq;
@@ -386,6 +432,18 @@ __global__ void __launch_bounds__(kThreads) contrastive_bwd_kernel(RowSrc<typena
             cp_async_wait<0>();
           }
           __syncthreads();
+          if constexpr (kHalfW) {
+            if (!p.soft) {  // InfoNCE, float16: the staged rows x_k become z_hat_k = x_k r_k (|entries| <= 1)
+              T* zs = zst + (kz & 1) * B::kKZ * B::kLdZ;
+              for (int c = threadIdx.x; c < B::kKZ * B::kDC; c += kThreads) {
+                const int i = c / B::kDC, j = c % B::kDC;
+                const int64_t k = sb0 + static_cast<int64_t>(kz) * B::kKZ + i;
+                const Acc r = k < n ? p.rv[k] : Acc(0);
+                zs[i * B::kLdZ + j] = Num<T>::from_acc(Num<T>::to_acc(zs[i * B::kLdZ + j]) * r);
+              }
+              __syncthreads();
+            }
+          }
           const T* zb = zst + (kz & 1) * B::kKZ * B::kLdZ + warp_n * C::kNT * 8;
           const T* wa = Ws + (warp_m * 32) * B::kLdW + kz * B::kKZ;
 #pragma unroll
@@ -454,20 +512,20 @@ __global__ void __launch_bounds__(kThreads) contrastive_bwd_kernel(RowSrc<typena
       if (p.soft) {
         // dz_i = (-2/T) (rowsum_i z_i - (W z)_i)
         const Acc rs = rowsum_s[lr];
-        const Acc two_t = Acc(2) * inv_t;
+        const Acc two_t = Acc(2) * inv_t * wunscale;  // rowsum and W z carry the same scale
         for (int64_t d = lane; d < D; d += 32) out[d] = Num<T>::from_acc(two_t * (w[d] - rs * Num<T>::to_acc(x[d])));
       } else {
         // dz = W z_hat / T; x -> x / max(|x|, eps) has Jacobian (I - z_hat z_hat^T) / |x| when
         // |x| > eps and I / eps otherwise.
         const Acc r = p.rv[i];
         Acc dot = 0;
-        for (int64_t d = lane; d < D; d += 32) dot += Num<T>::to_acc(x[d]) * w[d];
+        for (int64_t d = lane; d < D; d += 32) dot += Num<T>::to_acc(x[d]) * (w[d] * wunscale);
 #pragma unroll
         for (int o = 16; o > 0; o >>= 1) dot += __shfl_xor_sync(0xffffffffu, dot, o);
         const Acc zd = r * inv_t * dot;                  // <z_hat_i, dz_i>
         const bool project = r < Acc(1.0 / kNormEps);    // |x_i| > eps
         for (int64_t d = lane; d < D; d += 32) {
-          const Acc dz = w[d] * inv_t;
+          const Acc dz = (w[d] * wunscale) * inv_t;
           const Acc v = project ? dz - Num<T>::to_acc(x[d]) * r * zd : dz;
           out[d] = Num<T>::from_acc(r * v);
         }
@@ -490,7 +548,11 @@ __global__ void __launch_bounds__(kThreads)
   const_cast<Acc*>(out.a2)[i] = lse_all[i] * Acc(kLog2e);
   const_cast<Acc*>(out.p2)[i] = lp * Acc(kLog2e);
   const Acc la = lse_all[i];
-  const_cast<Acc*>(out.gg)[i] = lp != neg_inf<Acc>() ? Num<T>::to_acc(grad_rows[i]) : (la != la ? la : Acc(0));
+  const Acc gg = lp != neg_inf<Acc>() ? Num<T>::to_acc(grad_rows[i]) : (la != la ? la : Acc(0));
+  const_cast<Acc*>(out.gg)[i] = gg;
+  // max is order-independent, so the atomic keeps the result deterministic; the bits of a non-negative
+  // float order like the float. Non-finite entries are left out (they make the gradients NaN anyway).
+  if (out.gmax != nullptr && isfinite(gg) && gg != Acc(0)) atomicMax(out.gmax, __float_as_uint(fabsf(float(gg))));
 }
 
 template <class Mma>
@@ -506,11 +568,29 @@ RowParams<typename Mma::Acc> contrastive_params(const ContrastiveArgs& a, const 
                         static_cast<Acc>(kLog2e / a.temperature), rv};
 }
 
-// Blocks of the persistent backward that fit on the device at once (= workspace row-block slots).
+// Whether the backward takes its small shared-memory layout on this device: when the large one does
+// not fit the device's opt-in limit (sm_86 / sm_89 / sm_120), or when SSLSTEAL_CUDA_SMALL_TILES=1.
 template <class Mma>
+cudaError_t bwd_small_tiles(int device, bool* small) {
+  int optin = 0;
+  SSL_CUDA_TRY(smem_optin(device, &optin));
+  *small = force_small_tiles() || BwdCfg<Mma, false>::kBytes > static_cast<size_t>(optin);
+  return cudaSuccess;
+}
+
+// f(std::integral_constant<bool, kSmall>{}) with this device's backward layout.
+template <class Mma, typename F>
+cudaError_t with_bwd_layout(int device, F&& f) {
+  bool small = false;
+  SSL_CUDA_TRY(bwd_small_tiles<Mma>(device, &small));
+  return small ? f(std::true_type{}) : f(std::false_type{});
+}
+
+// Blocks of the persistent backward that fit on the device at once (= workspace row-block slots).
+template <class Mma, bool kSmall>
 cudaError_t bwd_slots(int64_t n, int device, int64_t* slots) {
-  constexpr size_t smem = BwdCfg<Mma>::kBytes;
-  auto kernel = contrastive_bwd_kernel<Mma>;
+  constexpr size_t smem = BwdCfg<Mma, kSmall>::kBytes;
+  auto kernel = contrastive_bwd_kernel<Mma, kSmall>;
   SSL_CUDA_TRY(allow_smem(kernel, smem));
   int sms = 0, per_sm = 0;
   SSL_CUDA_TRY(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
@@ -532,6 +612,7 @@ cudaError_t contrastive_fwd(const ContrastiveArgs& args, void* loss_rows, void* 
                             void* workspace, cudaStream_t stream) {
   using namespace detail;
   if (args.n == 0) return cudaSuccess;
+  clear_stale_error();
   return dispatch_mma(args.dtype, args.fp32_mode, [&](auto mma) -> cudaError_t {
     using Mma = decltype(mma);
     using Acc = typename Mma::Acc;
@@ -552,13 +633,17 @@ cudaError_t contrastive_fwd(const ContrastiveArgs& args, void* loss_rows, void* 
 
 size_t contrastive_bwd_workspace_bytes(const ContrastiveArgs& args, int device) {
   using namespace detail;
-  const size_t vec_bytes = 4 * align256(static_cast<size_t>(args.n) * acc_size(args.dtype));
+  // rv, a2, p2, gg (n each), then the float16 W scale's max|g| (one word, 256 bytes).
+  const size_t vec_bytes = 4 * align256(static_cast<size_t>(args.n) * acc_size(args.dtype)) + 256;
   const int64_t n_blocks = (args.n + 127) / 128;
   int64_t slots = n_blocks;  // fallback if the occupancy query fails: never too small
   dispatch_mma(args.dtype, args.fp32_mode, [&](auto mma) -> cudaError_t {
-    int64_t s = 0;
-    if (bwd_slots<decltype(mma)>(args.n, device, &s) == cudaSuccess) slots = s;
-    return cudaSuccess;
+    using Mma = decltype(mma);
+    return with_bwd_layout<Mma>(device, [&](auto small) -> cudaError_t {
+      int64_t s = 0;
+      if (bwd_slots<Mma, decltype(small)::value>(args.n, device, &s) == cudaSuccess) slots = s;
+      return cudaSuccess;
+    });
   });
   return vec_bytes + static_cast<size_t>(slots) * 128 * static_cast<size_t>(args.D) * acc_size(args.dtype);
 }
@@ -568,6 +653,7 @@ cudaError_t contrastive_bwd(const ContrastiveArgs& args, const void* grad_rows, 
                             cudaStream_t stream) {
   using namespace detail;
   if (args.n == 0) return cudaSuccess;
+  clear_stale_error();
   return dispatch_mma(args.dtype, args.fp32_mode, [&](auto mma) -> cudaError_t {
     using Mma = decltype(mma);
     using T = typename Mma::Elem;
@@ -577,10 +663,13 @@ cudaError_t contrastive_bwd(const ContrastiveArgs& args, const void* grad_rows, 
     const size_t vec_bytes = align256(static_cast<size_t>(args.n) * sizeof(Acc));
     unsigned char* base = static_cast<unsigned char*>(workspace);
     Acc* rv = reinterpret_cast<Acc*>(base);
+    constexpr bool kHalfW = std::is_same<T, __half>::value;
+    unsigned int* gmax = reinterpret_cast<unsigned int*>(base + 4 * vec_bytes);
     BwdVectors<Acc> bv{reinterpret_cast<Acc*>(base + vec_bytes), reinterpret_cast<Acc*>(base + 2 * vec_bytes),
-                       reinterpret_cast<Acc*>(base + 3 * vec_bytes)};
-    Acc* ws = reinterpret_cast<Acc*>(base + 4 * vec_bytes);
+                       reinterpret_cast<Acc*>(base + 3 * vec_bytes), kHalfW ? gmax : nullptr};
+    Acc* ws = reinterpret_cast<Acc*>(base + 4 * vec_bytes + 256);
 
+    if constexpr (kHalfW) SSL_CUDA_TRY(cudaMemsetAsync(gmax, 0, sizeof(unsigned int), stream));
     SSL_CUDA_TRY(launch_row_norms(z, args.D, args.soft_nn ? 0 : 1, rv, stream));
     const int64_t vblocks = (args.n + kThreads - 1) / kThreads;
     bwd_vectors_kernel<T><<<static_cast<unsigned>(vblocks), kThreads, 0, stream>>>(
@@ -588,14 +677,18 @@ cudaError_t contrastive_bwd(const ContrastiveArgs& args, const void* grad_rows, 
         static_cast<const Acc*>(lse_pos), bv);
     SSL_CUDA_TRY(cudaGetLastError());
 
-    int64_t slots = 0;
-    SSL_CUDA_TRY(bwd_slots<Mma>(args.n, device, &slots));
+    static_assert(BwdCfg<Mma, true>::kBytes <= kSmemSmall, "small backward layout over 99 KiB");
     const auto p = contrastive_params<Mma>(args, rv);
-    constexpr size_t smem = BwdCfg<Mma>::kBytes;
-    contrastive_bwd_kernel<Mma><<<static_cast<unsigned>(slots), kThreads, smem, stream>>>(
-        z, p, bv, ws, grad0, grad1, static_cast<Acc>(1.0 / args.temperature),
-        rows_vectorizable(z.p0, z.p1, args.D));
-    return cudaGetLastError();
+    return with_bwd_layout<Mma>(device, [&](auto small) -> cudaError_t {
+      constexpr bool kSmall = decltype(small)::value;
+      int64_t slots = 0;
+      SSL_CUDA_TRY((bwd_slots<Mma, kSmall>(args.n, device, &slots)));  // also sets the smem limit
+      constexpr size_t smem = BwdCfg<Mma, kSmall>::kBytes;
+      contrastive_bwd_kernel<Mma, kSmall><<<static_cast<unsigned>(slots), kThreads, smem, stream>>>(
+          z, p, bv, ws, grad0, grad1, static_cast<Acc>(1.0 / args.temperature),
+          rows_vectorizable(z.p0, z.p1, args.D));
+      return cudaGetLastError();
+    });
   });
 }
 

@@ -12,7 +12,7 @@ using at::Tensor;
 ContrastiveArgs info_nce_args(const Tensor& a, const Tensor& b, double temperature) {
   ContrastiveArgs args{};
   args.dtype = glue::dtype_of(a, "info_nce");
-  args.fp32_mode = glue::fp32_mode();
+  args.fp32_mode = glue::fp32_mode(a);
   args.soft_nn = false;
   args.rows0 = a.data_ptr();
   args.rows1 = b.data_ptr();
@@ -69,7 +69,7 @@ Tensor soft_nn_rows(const Tensor& z) { return glue::shifted(z, sslsteal::distanc
 ContrastiveArgs soft_nn_args(const Tensor& z, const Tensor& labels64, double temperature) {
   ContrastiveArgs args{};
   args.dtype = glue::dtype_of(z, "soft_nn");
-  args.fp32_mode = glue::fp32_mode();
+  args.fp32_mode = glue::fp32_mode(z);
   args.soft_nn = true;
   args.rows0 = z.data_ptr();
   args.rows1 = z.data_ptr();

@@ -9,7 +9,8 @@
 //   * `dtype` names the element type of every "T" pointer (inputs, loss rows, gradients). "Acc"
 //     pointers (statistics, norms) are float32, or float64 when dtype == kF64.
 //   * Launchers only enqueue work on `stream` and return the first CUDA error they saw (or
-//     cudaSuccess). They never synchronise and never allocate: scratch is passed in, sized by the
+//     cudaSuccess); a stale error left by earlier work is cleared on entry, so the status is that
+//     of this launcher's own launches. They never synchronise and never allocate: scratch is passed in, sized by the
 //     matching *_workspace_bytes() query.
 //   * Indices and sizes are int64_t; every global offset is computed in 64 bits.
 //   * Results are deterministic: each output element is produced by exactly one thread block, and

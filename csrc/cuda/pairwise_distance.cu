@@ -103,6 +103,7 @@ cudaError_t pairwise_distance(DType dtype, Fp32Mode fp32_mode, Metric metric, co
                               int64_t N, int64_t M, int64_t D, void* out, void* workspace, cudaStream_t stream) {
   using namespace detail;
   if (N == 0 || M == 0) return cudaSuccess;
+  clear_stale_error();
   return dispatch_mma(dtype, fp32_mode, [&](auto mma) -> cudaError_t {
     using Mma = decltype(mma);
     using T = typename Mma::Elem;

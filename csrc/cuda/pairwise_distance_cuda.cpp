@@ -21,7 +21,7 @@ at::Tensor pairwise_distance_cuda(const at::Tensor& x_in, const at::Tensor& y_in
   if (N == 0 || M == 0) return out;
   const DType dt = glue::dtype_of(x, op);
   at::Tensor ws = glue::scratch(pairwise_distance_workspace_bytes(dt, N, M), x);
-  glue::check_status(pairwise_distance(dt, glue::fp32_mode(), metric, x.data_ptr(), y.data_ptr(), N, M, D,
+  glue::check_status(pairwise_distance(dt, glue::fp32_mode(x), metric, x.data_ptr(), y.data_ptr(), N, M, D,
                                        out.data_ptr(), ws.data_ptr(), glue::stream_for(x)),
                      op);
   return out;

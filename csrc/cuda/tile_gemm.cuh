@@ -17,8 +17,10 @@
 #include <cuda_runtime.h>
 #include <stdint.h>
 
+#include <atomic>
 #include <cfloat>
 #include <cmath>
+#include <cstdlib>
 
 #include "kernels.h"
 
@@ -466,6 +468,41 @@ template <typename K>
 inline cudaError_t allow_smem(K kernel, size_t bytes) {
   if (bytes <= 48 * 1024) return cudaSuccess;
   return cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(bytes));
+}
+
+// Reads (and so clears) the calling thread's last CUDA error before a launcher enqueues anything:
+// each launcher reports cudaGetLastError() after its launches, and without this an error left behind
+// by earlier, unrelated work (a failed launch whose status nobody read) would be blamed on it. A
+// sticky error (a device fault, which poisons the context) is not cleared and every later call fails
+// with it, as it should.
+inline void clear_stale_error() { (void)cudaGetLastError(); }
+
+// The device's opt-in shared-memory limit per block (cudaDevAttrMaxSharedMemoryPerBlockOptin): 227 KiB
+// on sm_90, 163 KiB on sm_80, 99 KiB (101,376 B) on sm_86 / sm_89 / sm_120. Cached per device (the
+// attribute query is cheap but the backward asks for it twice per call).
+inline cudaError_t smem_optin(int device, int* bytes) {
+  constexpr int kCached = 64;
+  static std::atomic<int> cache[kCached];
+  if (device >= 0 && device < kCached) {
+    const int v = cache[device].load(std::memory_order_relaxed);
+    if (v > 0) {
+      *bytes = v;
+      return cudaSuccess;
+    }
+  }
+  int v = 0;
+  SSL_CUDA_TRY(cudaDeviceGetAttribute(&v, cudaDevAttrMaxSharedMemoryPerBlockOptin, device));
+  if (device >= 0 && device < kCached) cache[device].store(v, std::memory_order_relaxed);
+  *bytes = v;
+  return cudaSuccess;
+}
+
+// SSLSTEAL_CUDA_SMALL_TILES=1 makes the kernels with a per-device tile choice take their small-memory
+// variant on every device, so that a GPU with plenty of shared memory (the test machines) runs and
+// checks the code path of the 99 KiB devices too. Read on every call (a getenv is cheap next to a launch).
+inline bool force_small_tiles() {
+  const char* v = std::getenv("SSLSTEAL_CUDA_SMALL_TILES");
+  return v != nullptr && v[0] == '1' && v[1] == '\0';
 }
 
 inline size_t align256(size_t b) { return (b + 255) & ~static_cast<size_t>(255); }

@@ -11,12 +11,14 @@
 // the merge prefers the lower split on equal keys. Splits cover increasing index ranges, so ties
 // resolve to the smaller bank index, as in the reference.
 //
-// Non-finite rows (torch.topk's order: NaN is larger than every number). Keys are never NaN: a NaN
-// cosine becomes +inf (first; real cosines are finite), and a NaN distance -max_finite (last), below
-// every real key since distances are capped at max_finite / 2 (the glue recomputes the winners'
-// distances exactly, so the cap never shows). Empty list slots hold -inf, below every real key, so each
-// list holds min(k, rows of its split) real rows and the merge always finds k of them (never
-// kNoIndex). The merge maps the two NaN sentinels back to NaN.
+// Non-finite rows (torch.topk's order: NaN is larger than every number; the CPU kernel's and the
+// Python docstring's contract). Keys are never NaN: a NaN cosine becomes +inf (first; real cosines are
+// clamped to finite), and a NaN distance -max_finite (last), below every real key since distances are
+// capped at max_finite / 2 (the glue recomputes the winners' distances exactly, so the cap never
+// shows). Every real key is therefore > -inf, the value of an empty list slot, so each list holds
+// min(k, rows of its split) real rows, the splits hold M >= k real rows in all, and the merge always
+// finds k of them: kNoIndex never reaches the output (the merge skips sentinel entries outright).
+// The merge maps the two NaN sentinels back to NaN.
 #include "tile_gemm.cuh"
 
 namespace sslsteal_cuda {
@@ -93,8 +95,12 @@ __global__ void __launch_bounds__(kThreads)
             if (j < M) {
               const Acc s = acc[mt][nt][2 * h + e];
               if (cosine) {
-                key = s * qi * bv[j];
-                key = key != key ? -ninf : key;
+                // NaN -> +inf (first); a finite-row cosine that overflowed (a dot product of rows
+                // near float's range) is clamped into [-max_finite, max_finite], so no real key is
+                // -inf (the empty-slot sentinel, which the strict insert would skip) or +inf.
+                const Acc c = s * qi * bv[j];
+                const Acc big = max_finite<Acc>();
+                key = c != c ? -ninf : (c < -big ? -big : (c > big ? big : c));
               } else {
                 const Acc d = clamp0(qi + bv[j] - Acc(2) * s);
                 const Acc cap = Acc(0.5) * max_finite<Acc>();
@@ -155,11 +161,17 @@ __global__ void __launch_bounds__(128)
       const int64_t at = base + static_cast<int64_t>(s) * k + head[s];
       const Acc v = part_v[at];
       const int32_t id = part_i[at];
+      if (id == kNoIndex) continue;  // an empty slot: the rest of this list is empty too
       if (best < 0 || v > bv || (v == bv && id < bi)) {
         best = s;
         bv = v;
         bi = id;
       }
+    }
+    if (best < 0) {  // unreachable (M >= k real rows); a defined result rather than an out-of-range read
+      values[q * k + j] = Num<T>::from_acc(quiet_nan<Acc>());
+      indices[q * k + j] = 0;
+      continue;
     }
     ++head[best];
     // The sentinels of NaN scores (see the top of the file) back to NaN.
@@ -230,6 +242,7 @@ cudaError_t topk_similarity(DType dtype, Fp32Mode fp32_mode, Metric metric, cons
   using namespace detail;
   if (N == 0) return cudaSuccess;
   if (k < 1 || k > M || M > 0x7fffffffLL || metric == Metric::kEuclidean) return cudaErrorInvalidValue;
+  clear_stale_error();
   return dispatch_mma(dtype, fp32_mode, [&](auto mma) -> cudaError_t {
     using Mma = decltype(mma);
     using T = typename Mma::Elem;

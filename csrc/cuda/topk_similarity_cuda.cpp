@@ -66,7 +66,7 @@ std::tuple<Tensor, Tensor> topk_similarity_cuda(const Tensor& q_in, const Tensor
     indices = at::empty({N, k}, q.options().dtype(at::kLong));
     Tensor ws = glue::scratch(topk_workspace_bytes(dt, N, M, k, device), q);
     glue::check_status(
-        topk_similarity(dt, glue::fp32_mode(), metric, q.data_ptr(), bank.data_ptr(), N, M, D, k, values.data_ptr(),
+        topk_similarity(dt, glue::fp32_mode(q), metric, q.data_ptr(), bank.data_ptr(), N, M, D, k, values.data_ptr(),
                         indices.data_ptr<int64_t>(), ws.data_ptr(), device, glue::stream_for(q)),
         op);
   }

@@ -18,7 +18,15 @@ import torch
 from sslsteal_fast import ops
 from sslsteal_fast.ops import reference
 from sslsteal_fast.ops._native import has_kernel
-from sslsteal_fast.testing import ABS_FLOOR, LOW_PRECISION_FACTOR, SOFT_NN_FAR_TOL, TOL, TOPK_CUDA_TOL
+from sslsteal_fast.testing import (
+    ABS_FLOOR,
+    FP16_MEAN_GRAD_FACTOR,
+    LOW_PRECISION_FACTOR,
+    LOW_PRECISION_GRAD_RTOL,
+    SOFT_NN_FAR_TOL,
+    TOL,
+    TOPK_CUDA_TOL,
+)
 
 HAS_CUDA = torch.cuda.is_available()
 pytestmark = [
@@ -238,6 +246,15 @@ def test_device_mix_raises_clear_errors():
         torch.ops.sslsteal_fast.soft_nn_fwd(a, torch.zeros(8, dtype=torch.long), 0.1)
     with pytest.raises(RuntimeError, match=r"^sslsteal_fast::pairwise_distance: y is on cpu but x is on cuda"):
         torch.ops.sslsteal_fast.pairwise_distance(a, b, "cosine")
+    # Every argument check names the stray tensor and the reference tensor with their own devices
+    # (never "x is on cpu but x is on cpu"), the backward's row vectors too.
+    ones = torch.ones(16, device="cuda")
+    with pytest.raises(RuntimeError, match=r"^sslsteal_fast::info_nce_bwd: lse_all is on cpu but a is on cuda"):
+        torch.ops.sslsteal_fast.info_nce_bwd(ones, a, a, ones.cpu(), ones, 0.1)
+    with pytest.raises(RuntimeError, match=r"^sslsteal_fast::info_nce_bwd: grad_rows is on cpu but a is on cuda"):
+        torch.ops.sslsteal_fast.info_nce_bwd(ones.cpu(), a, a, ones, ones, 0.1)
+    with pytest.raises(RuntimeError, match=r"^sslsteal_fast::topk_similarity: bank is on cpu but queries is on cuda"):
+        torch.ops.sslsteal_fast.topk_similarity(a, b, 2, "cosine")
 
 
 # ---- the n = 0 rule (csrc/sslsteal_fast.cpp), as on CPU (tests/ops/test_edge_cases.py) ----------------
@@ -291,3 +308,98 @@ def test_opcheck_cuda():
     torch.library.opcheck(lib.soft_nn_fwd, (z, labels, 2.0))
     torch.library.opcheck(lib.pairwise_distance, (a, z, "euclidean"))
     torch.library.opcheck(lib.topk_similarity, (a.detach(), z.detach(), 3, "cosine"))
+
+
+# ---- torch >= 2.9's float32 precision API ------------------------------------------------------------
+def test_new_fp32_precision_api_is_followed_and_never_raises():
+    # Once torch.backends.cuda.matmul.fp32_precision has been set, torch's legacy getter (allowTF32CuBLAS)
+    # raises; the kernels read the new setting, and only for float32 inputs.
+    matmul = torch.backends.cuda.matmul
+    if not hasattr(matmul, "fp32_precision"):
+        pytest.skip("this torch has no torch.backends.cuda.matmul.fp32_precision")
+    a, b = _pair(256, 128, torch.float32)
+    ref = reference.info_nce(a.double(), b.double(), 0.05, reduction="none")
+    old = matmul.fp32_precision
+    try:
+        matmul.fp32_precision = "tf32"
+        fast = _err(ops.info_nce(a, b, 0.05, reduction="none"), ref)
+        ops.info_nce(a.bfloat16(), b.bfloat16(), 0.05)  # no float32 input: the setting is not even read
+        ops.pairwise_distance(a, b)
+        ops.topk_similarity(a, b, 3)
+        matmul.fp32_precision = "ieee"
+        precise = _err(ops.info_nce(a, b, 0.05, reduction="none"), ref)
+    finally:
+        matmul.fp32_precision = old
+    assert precise <= 1e-4
+    assert fast <= 5e-2
+    assert fast > precise  # the TF32 setting took effect
+
+
+# ---- float16 gradients under reduction="mean" --------------------------------------------------------
+def _mean_grad_errors(fn, inputs: tuple[torch.Tensor, ...], fn_ref) -> tuple[list[float], list[float]]:
+    """Max abs gradient error of the native op and of PyTorch's own float16 path, against float64."""
+
+    def grads(f, xs):
+        leaves = [x.detach().clone().requires_grad_(True) for x in xs]
+        f(*leaves).backward()
+        return [leaf.grad for leaf in leaves]
+
+    ref = grads(fn_ref, [x.double() for x in inputs])
+    nat = grads(fn, inputs)
+    pt = grads(fn_ref, inputs)
+    return [_err(g, r) for g, r in zip(nat, ref, strict=True)], [_err(g, r) for g, r in zip(pt, ref, strict=True)]
+
+
+def test_info_nce_fp16_mean_reduction_gradients():
+    # reduction="mean" makes the backward's weights ~1/n^2 (~1e-8 here), below float16's smallest
+    # subnormal: unscaled, most of them flushed to 0 and the gradients were 4-5x worse than PyTorch's.
+    a, b = _pair(2048, 128, torch.float16)
+    nat, pt = _mean_grad_errors(
+        lambda x, y: ops.info_nce(x, y, 0.1), (a, b), lambda x, y: reference.info_nce(x, y, 0.1)
+    )
+    for e_nat, e_pt in zip(nat, pt, strict=True):
+        assert e_nat <= FP16_MEAN_GRAD_FACTOR * e_pt, (nat, pt)
+
+
+def test_soft_nn_fp16_mean_reduction_gradients():
+    z, labels = _soft_inputs(4096, 64, torch.float16)
+    (e_nat,), (e_pt,) = _mean_grad_errors(
+        lambda x: ops.soft_nn(x, labels, 10.0), (z,), lambda x: reference.soft_nn(x, labels, 10.0)
+    )
+    assert e_nat <= FP16_MEAN_GRAD_FACTOR * e_pt, (e_nat, e_pt)
+
+
+@pytest.mark.parametrize("dtype", LOW_PRECISION)
+def test_info_nce_zero_row_keeps_other_gradients_finite(dtype):
+    # An all-zero row has 1/max(|x|, eps) = 1e12; folded into float16's W it made W inf, and inf * 0
+    # NaN in every other row's gradient.
+    a, b = _pair(300, 64, dtype)
+    a[3] = 0
+    fn_native = lambda x, y: ops.info_nce(x, y, 0.1, reduction="none")  # noqa: E731
+    fn_ref = lambda x, y: reference.info_nce(x, y, 0.1, reduction="none")  # noqa: E731
+    _, (ga, gb) = _grads(fn_native, a, b)
+    _, (ra, rb) = _grads(fn_ref, a.double(), b.double())
+    others = torch.ones(300, dtype=torch.bool, device="cuda")
+    others[3] = False  # the zero row's own gradient is dz / eps: huge in any dtype
+    assert torch.isfinite(ga[others]).all() and torch.isfinite(gb).all()
+    scale = max(1.0, ra[others].abs().max().item(), rb.abs().max().item())
+    assert _err(ga[others], ra[others]) <= LOW_PRECISION_GRAD_RTOL[dtype] * scale
+    assert _err(gb, rb) <= LOW_PRECISION_GRAD_RTOL[dtype] * scale
+
+
+# ---- the small shared-memory backward of 99 KiB devices (sm_86 / sm_89 / sm_120) ----------------------
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16, torch.float16])
+def test_small_tile_backward_matches_default_layout(monkeypatch, dtype):
+    # SSLSTEAL_CUDA_SMALL_TILES=1 forces the layout those devices get. Each gradient element is summed
+    # in the same order in both layouts, so the results are bitwise equal.
+    a, b = _pair(300, 70, dtype)
+    z, labels = _soft_inputs(260, 72, dtype)
+    fn_nce = lambda x, y: ops.info_nce(x, y, 0.1, reduction="none")  # noqa: E731
+    fn_snn = lambda x: ops.soft_nn(x, labels, 2.0, reduction="none")  # noqa: E731
+    _, default_nce = _grads(fn_nce, a, b)
+    _, default_snn = _grads(fn_snn, z)
+    monkeypatch.setenv("SSLSTEAL_CUDA_SMALL_TILES", "1")
+    _, small_nce = _grads(fn_nce, a, b)
+    _, small_snn = _grads(fn_snn, z)
+    for x, y in zip(default_nce + default_snn, small_nce + small_snn, strict=True):
+        assert torch.equal(x, y)

@@ -171,15 +171,12 @@ static RefOut ref_contrastive(const std::vector<double>& x, int64_t n, int64_t D
   return r;
 }
 
-static double max_abs(const std::vector<double>& a) {
-  double m = 0;
-  for (double v : a) m = std::max(m, std::fabs(v));
-  return m;
-}
-
+// g_mean: every grad_rows entry is 1/n, as reduction="mean" hands back (W ~ 1/n^2, below float16's
+// subnormals at n = 2048 unless the kernel scales W). zero_row: row 3 is all zero (InfoNCE's 1/|x| = 1e12;
+// its own gradient is huge, the others must stay finite and accurate, so it is left out of the error).
 template <typename T>
 static void run_contrastive(bool soft, int64_t n, int64_t D, double T_, double spread, Fp32Mode mode, double tol_loss,
-                            double tol_grad, uint64_t seed) {
+                            double tol_grad, uint64_t seed, bool g_mean = false, bool zero_row = false) {
   using Acc = typename H<T>::Acc;
   std::mt19937_64 rng(seed);
   std::normal_distribution<double> nd(0.0, 1.0);
@@ -189,13 +186,19 @@ static void run_contrastive(bool soft, int64_t n, int64_t D, double T_, double s
     xh[i] = H<T>::to(nd(rng) * spread);
     x[i] = H<T>::from(xh[i]);
   }
+  const int64_t zr = zero_row ? 3 : -1;
+  if (zero_row)
+    for (int64_t d = 0; d < D; ++d) {
+      xh[zr * D + d] = H<T>::to(0.0);
+      x[zr * D + d] = 0.0;
+    }
   std::vector<int64_t> lab(n);
   for (int64_t i = 0; i < n; ++i)
     lab[i] = (i % 7 == 3) ? 1000 + i : static_cast<int64_t>(rng() % 5);  // some rows unique
   std::vector<T> gh(n);
   std::vector<double> g(n);
   for (int64_t i = 0; i < n; ++i) {
-    gh[i] = H<T>::to(1.0 + 0.5 * nd(rng));
+    gh[i] = H<T>::to(g_mean ? 1.0 / static_cast<double>(n) : 1.0 + 0.5 * nd(rng));
     g[i] = H<T>::from(gh[i]);
   }
   const RefOut ref = ref_contrastive(x, n, D, soft, lab, T_, g);
@@ -240,15 +243,19 @@ static void run_contrastive(bool soft, int64_t n, int64_t D, double T_, double s
     e_la = std::max(e_la, std::fabs((double)lah[i] - ref.la[i]));
     diff = std::max(diff, std::fabs(H<T>::from(lh[i]) - H<T>::from(lh2[i])));
   }
+  double gscale = 1e-30;
   for (int64_t i = 0; i < n * D; ++i) {
-    e_grad = std::max(e_grad, std::fabs(H<T>::from(gh1[i]) - ref.grad[i]));
+    if (i / D == zr) continue;
+    const double e = std::fabs(H<T>::from(gh1[i]) - ref.grad[i]);
+    e_grad = e != e ? e : std::max(e_grad, e);  // NaN sticks
     diff = std::max(diff, std::fabs(H<T>::from(gh1[i]) - H<T>::from(gh2[i])));
+    gscale = std::max(gscale, std::fabs(ref.grad[i]));
   }
-  const double gscale = std::max(max_abs(ref.grad), 1e-30);
   char buf[160];
-  std::snprintf(buf, sizeof buf, "%s %s%s n=%lld D=%lld T=%g loss", soft ? "soft_nn " : "info_nce", H<T>::name,
+  std::snprintf(buf, sizeof buf, "%s %s%s n=%lld D=%lld T=%g%s%s%s loss", soft ? "soft_nn " : "info_nce", H<T>::name,
                 (std::is_same<T, float>::value ? (mode == Fp32Mode::kTf32 ? "/tf32" : "/3xtf32") : ""), (long long)n,
-                (long long)D, T_);
+                (long long)D, T_, g_mean ? " g=1/n" : "", zero_row ? " zero-row" : "",
+                std::getenv("SSLSTEAL_CUDA_SMALL_TILES") ? " small-tiles" : "");
   report(buf, e_loss, tol_loss);
   report("    lse_all / lse_pos (abs)", e_la, tol_loss);
   report("    lse_pos = -inf exactly where no positive", inf_ok ? 0.0 : 1.0, 0.0);
@@ -376,6 +383,76 @@ static void run_topk(int64_t N, int64_t M, int64_t D, int64_t k, Metric m, uint6
   report("    entries not (near) the j-th best", (double)kth_bad, 0.0);
 }
 
+// Non-finite rows and fewer finite candidates than k (the CPU kernel's contract): every one of the k
+// results is a real bank row, distinct within a query (never the empty-slot index 2^31 - 1), NaN scores
+// first by cosine and last by distance.
+template <typename T>
+static void run_topk_nonfinite(Metric m, uint64_t seed) {
+  const int64_t N = 3, M = 300, D = 16, k = 300;
+  std::mt19937_64 rng(seed);
+  std::normal_distribution<double> nd(0.0, 1.0);
+  std::vector<T> qh(N * D), bh(M * D);
+  for (auto& v : qh) v = H<T>::to(nd(rng));
+  for (auto& v : bh) v = H<T>::to(nd(rng));
+  for (int64_t d = 0; d < D; ++d) qh[1 * D + d] = H<T>::to(NAN);  // a NaN query: k NaN values
+  std::vector<bool> bad(M, false);
+  for (int64_t j : {0, 7, 150, 299}) {
+    bad[j] = true;
+    bh[j * D + (j % D)] = H<T>::to(j % 2 ? INFINITY : NAN);
+  }
+  if (!topk_supported(H<T>::dt, k, 0)) {
+    std::printf("  topk non-finite k=%lld unsupported on this device (ATen fallback)\n", (long long)k);
+    return;
+  }
+  Dev<T> dq(qh), db(bh), vals(N * k);
+  Dev<int64_t> idx(N * k);
+  Dev<unsigned char> ws(topk_workspace_bytes(H<T>::dt, N, M, k, 0));
+  CHECK(topk_similarity(H<T>::dt, Fp32Mode::kTf32x3, m, dq.p, db.p, N, M, D, k, vals.p, idx.p, ws.p, 0, 0));
+  CHECK(cudaDeviceSynchronize());
+  const auto vh = vals.get();
+  const auto ih = idx.get();
+  const bool cos = m == Metric::kCosine;
+  int64_t bad_index = 0, bad_nan = 0;
+  for (int64_t i = 0; i < N; ++i) {
+    std::vector<bool> seen(M, false);
+    for (int64_t j = 0; j < k; ++j) {
+      const int64_t id = ih[i * k + j];
+      if (id < 0 || id >= M || seen[id]) {
+        ++bad_index;
+        continue;
+      }
+      seen[id] = true;
+      const bool is_nan = std::isnan(H<T>::from(vh[i * k + j]));
+      const bool want_nan = i == 1 || bad[id];
+      bad_nan += is_nan != want_nan;
+      // NaN ranks first (cosine) / last (distance): 4 NaN entries at the head or the tail.
+      if (i != 1) bad_nan += want_nan != (cos ? j < 4 : j >= k - 4);
+      if (i == 1) bad_index += id != j;  // all NaN: index order
+    }
+  }
+  char buf[160];
+  std::snprintf(buf, sizeof buf, "topk %s %s non-finite rows, k = M: invalid/duplicate indices", H<T>::name,
+                cos ? "cosine" : "sqeucl");
+  report(buf, (double)bad_index, 0.0);
+  report("    NaN values where (and in the order) torch.topk puts them", (double)bad_nan, 0.0);
+}
+
+__global__ void harness_noop() {}
+
+// A launcher's status is its own: an error left behind by an earlier launch whose status nobody read
+// (here an invalid launch configuration) is not blamed on the next op.
+static void run_stale_error_attribution() {
+  const int64_t N = 4, M = 5, D = 8;
+  std::vector<float> xh(N * D, 1.0f), yh(M * D, 2.0f);
+  Dev<float> dx(xh), dy(yh), out(N * M);
+  Dev<unsigned char> ws(pairwise_distance_workspace_bytes(DType::kF32, N, M));
+  harness_noop<<<1, 4096>>>();  // more threads than a block may have: cudaErrorInvalidConfiguration, unread
+  const cudaError_t e =
+      pairwise_distance(DType::kF32, Fp32Mode::kTf32x3, Metric::kSqEuclidean, dx.p, dy.p, N, M, D, out.p, ws.p, 0);
+  CHECK(cudaDeviceSynchronize());
+  report("launch status not blamed for an earlier, unrelated error", e == cudaSuccess ? 0.0 : 1.0, 0.0);
+}
+
 int main() {
   int dev_count = 0;
   if (cudaGetDeviceCount(&dev_count) != cudaSuccess || dev_count == 0) {
@@ -403,6 +480,30 @@ int main() {
   run_topk<float>(70, 3000, 40, 5, Metric::kCosine, 12);
   run_topk<__nv_bfloat16>(130, 5000, 64, 10, Metric::kSqEuclidean, 13);
   run_topk<double>(20, 1000, 24, 3, Metric::kCosine, 14);
+  for (Metric m : {Metric::kCosine, Metric::kSqEuclidean}) {
+    run_topk_nonfinite<float>(m, 15);
+    run_topk_nonfinite<__nv_bfloat16>(m, 16);
+  }
+  // float16 with reduction="mean" gradients (W below float16's subnormals unless scaled), and a zero row
+  // (InfoNCE's 1/|x| = 1e12 must not turn W into inf and every other gradient into NaN).
+  run_contrastive<__half>(false, 2048, 64, 0.1, 1.0, x3, 5e-2, 2e-2, 17, /*g_mean=*/true);
+  run_contrastive<__half>(true, 2048, 64, 10.0, 1.0, x3, 5e-2, 2e-2, 18, /*g_mean=*/true);
+  run_contrastive<__half>(false, 300, 64, 0.1, 1.0, x3, 5e-2, 5e-2, 19, false, /*zero_row=*/true);
+  run_contrastive<__nv_bfloat16>(false, 300, 64, 0.1, 1.0, x3, 5e-2, 5e-2, 20, false, /*zero_row=*/true);
+  run_contrastive<float>(false, 300, 64, 0.1, 1.0, x3, 1e-4, 1e-4, 21, false, /*zero_row=*/true);
+  // The small shared-memory backward of sm_86 / sm_89 / sm_120, forced on this device.
+  setenv("SSLSTEAL_CUDA_SMALL_TILES", "1", 1);
+  for (bool soft : {false, true}) {
+    const double T = soft ? 1.0 : 0.1;
+    run_contrastive<double>(soft, 300, 70, T, 1.0, x3, 1e-9, 1e-9, 22);
+    run_contrastive<float>(soft, 300, 70, T, 1.0, x3, 1e-4, 1e-4, 23);
+    run_contrastive<float>(soft, 258, 64, T, 1.0, x1, 2e-2, 2e-2, 24);
+    run_contrastive<__nv_bfloat16>(soft, 300, 64, T, 1.0, x3, 5e-2, 5e-2, 25);
+    run_contrastive<__half>(soft, 130, 72, T, 1.0, x3, 5e-2, 5e-2, 26);
+  }
+  run_contrastive<__half>(false, 2048, 64, 0.1, 1.0, x3, 5e-2, 2e-2, 27, /*g_mean=*/true);
+  unsetenv("SSLSTEAL_CUDA_SMALL_TILES");
+  run_stale_error_attribution();
   std::printf("kernel_harness: %s (%d failing checks)\n", failures ? "FAIL" : "PASS", failures);
   return failures ? 1 : 0;
 }
