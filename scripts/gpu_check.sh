@@ -33,7 +33,8 @@ trap 'rm -rf "$TMP"' EXIT
 
 echo "== 2/4 build the extension with CUDA kernels"
 "$PY" -m pip install -q "setuptools>=77" wheel ninja pybind11  # pyproject uses the SPDX licence form
-SSLSTEAL_FORCE_CUDA=1 "$PY" -m pip install -q --no-build-isolation -e ".[test]" \
+"$PY" -m pip uninstall -q -y onnxruntime 2>/dev/null || true  # onnxruntime-gpu only: the two share one module
+SSLSTEAL_FORCE_CUDA=1 "$PY" -m pip install -q --no-build-isolation -e ".[gpu,test]" \
   || SSLSTEAL_FORCE_CUDA=1 "$PY" setup.py build_ext --inplace
 "$PY" - <<'PYEOF'
 import torch
