@@ -3,9 +3,13 @@
 #   1. build + run the torch-free kernel self-test (csrc/cuda/tests/kernel_harness.cu) with nvcc;
 #   2. build the extension with the CUDA kernels (pip install --no-build-isolation -e .);
 #   3. run the whole pytest suite (CUDA-marked tests enabled: they skip only without a GPU);
-#   4. run the CUDA benchmarks and print their tables (bench-cuda.json keeps the rows).
+#   4. run the GPU benchmarks, each printing its targets with PASS / FAIL (the JSON files keep the rows):
+#      benchmarks/bench_cuda.py (losses, n = 2^20, top-k, pairwise_distance, fp32 accuracy; bench-cuda.json),
+#      benchmarks/bench_sweep_gpu.py (the demo sweep on cuda vs cpu; bench-sweep-gpu.json) and
+#      benchmarks/bench_serving.py --device cuda (OnnxVictim's CUDA provider vs eager; bench-serving-gpu.json).
 # Environment: PYTHON (default .venv/bin/python, else python3), MAX_JOBS, TORCH_CUDA_ARCH_LIST,
-# GPU_CHECK_QUICK=1 (smaller benchmark grid), GPU_CHECK_SKIP_BENCH=1.
+# GPU_CHECK_QUICK=1 (smaller loss grid and top-k bank, the quick demo grid), GPU_CHECK_SKIP_BENCH=1,
+# GPU_CHECK_OUT (the folder for the benchmarks' JSON files; default the repository root).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -51,8 +55,25 @@ echo "== 3/4 pytest (CUDA tests enabled)"
 
 if [[ "${GPU_CHECK_SKIP_BENCH:-0}" != "1" ]]; then
   echo "== 4/4 CUDA benchmarks"
-  bench_args=(--json bench-cuda.json)
-  [[ "${GPU_CHECK_QUICK:-0}" == "1" ]] && bench_args+=(--quick)
-  "$PY" benchmarks/bench_cuda.py "${bench_args[@]}"
+  export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"  # the package even where step 2 fell back to build_ext
+  out="${GPU_CHECK_OUT:-.}"
+  mkdir -p "$out"
+  quick=()
+  [[ "${GPU_CHECK_QUICK:-0}" == "1" ]] && quick=(--quick)
+  failed=()
+  run_bench() {  # name, then the command; a failing benchmark does not stop the others
+    local name="$1" start=$SECONDS
+    shift
+    "$@" || failed+=("$name")
+    echo "-- $name: $((SECONDS - start)) s"
+  }
+  run_bench bench_cuda "$PY" benchmarks/bench_cuda.py ${quick[@]+"${quick[@]}"} --json "$out/bench-cuda.json"
+  run_bench bench_sweep_gpu "$PY" benchmarks/bench_sweep_gpu.py ${quick[@]+"${quick[@]}"} --json "$out/bench-sweep-gpu.json"
+  run_bench bench_serving "$PY" benchmarks/bench_serving.py --device cuda --batch-sizes 256 1024 \
+    --json "$out/bench-serving-gpu.json"
+  if ((${#failed[@]})); then
+    echo "gpu-check: benchmarks failed: ${failed[*]}"
+    exit 1
+  fi
 fi
 echo "gpu-check: done"
