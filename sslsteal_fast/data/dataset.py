@@ -80,6 +80,8 @@ def image_digests(images: torch.Tensor) -> list[bytes]:
     Used to find the same image in two sets (a probe's train and test splits, queries and a victim's
     training set) without comparing pixels pairwise.
     """
+    if images.shape[0] == 0:
+        return []
     rows = images.detach().cpu().contiguous().reshape(images.shape[0], -1).numpy()
     return [hashlib.blake2b(row.tobytes(), digest_size=16).digest() for row in rows]
 

@@ -600,13 +600,7 @@ class OnnxVictim:
             raise TypeError(f"query must be a torch.Tensor or numpy.ndarray of shape {expected}, got {type(x)}")
         if arr.dtype not in (np.float32, np.uint8):
             raise ValueError(f"query dtype must be float32 or uint8 with shape {expected}, got {arr.dtype}")
-        if arr.ndim != 4:
-            raise ValueError(f"query must have shape {expected}, got rank {arr.ndim} shape {tuple(arr.shape)}")
-        for got, want in zip(arr.shape[1:], self.input_shape, strict=True):
-            if want is not None and got != want:
-                raise ValueError(f"query must have shape {expected}, got {tuple(arr.shape)}")
-        if 0 in arr.shape[1:]:
-            raise ValueError(f"query must have shape {expected} with non-empty images, got {tuple(arr.shape)}")
+        self._check_query_shape(tuple(arr.shape), expected)
         if arr.dtype == np.uint8:
             images = np.ascontiguousarray(arr, dtype=np.float32) / np.float32(255.0)
         elif not np.isfinite(arr).all():
@@ -665,18 +659,22 @@ class OnnxVictim:
             and not self.defenses
         )
 
+    def _check_query_shape(self, shape: tuple[int, ...], expected: str) -> None:
+        """A query's shape must be (N, C, H, W) matching the served input, with non-empty images."""
+        if len(shape) != 4:
+            raise ValueError(f"query must have shape {expected}, got rank {len(shape)} shape {shape}")
+        for got, want in zip(shape[1:], self.input_shape, strict=True):
+            if want is not None and got != want:
+                raise ValueError(f"query must have shape {expected}, got {shape}")
+        if 0 in shape[1:]:
+            raise ValueError(f"query must have shape {expected} with non-empty images, got {shape}")
+
     def _device_input(self, x: torch.Tensor) -> torch.Tensor:
         """A CUDA query validated on its device -> float32 (N, C, H, W), contiguous, on the session's GPU."""
         expected = self._expected()
         if x.dtype not in (torch.float32, torch.uint8):
             raise ValueError(f"query dtype must be float32 or uint8 with shape {expected}, got {x.dtype}")
-        if x.dim() != 4:
-            raise ValueError(f"query must have shape {expected}, got rank {x.dim()} shape {tuple(x.shape)}")
-        for got, want in zip(x.shape[1:], self.input_shape, strict=True):
-            if want is not None and got != want:
-                raise ValueError(f"query must have shape {expected}, got {tuple(x.shape)}")
-        if 0 in x.shape[1:]:
-            raise ValueError(f"query must have shape {expected} with non-empty images, got {tuple(x.shape)}")
+        self._check_query_shape(tuple(x.shape), expected)
         x = x.detach().to(torch.device("cuda", self._cuda_device))
         if x.dtype == torch.uint8:
             return (x.float() / 255.0).contiguous()

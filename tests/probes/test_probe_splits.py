@@ -41,3 +41,9 @@ def test_overlap_is_found_by_content_not_by_name() -> None:
         check_disjoint(train.images, mixed.images, train_name="A", test_name="B")
     check_disjoint(train, other)  # disjoint: fine
     check_disjoint(train.images, other.images[:, :1])  # other shapes cannot be the same image
+
+
+def test_empty_sets_share_nothing() -> None:
+    empty = torch.zeros(0, 3, 4, 4, dtype=torch.uint8)
+    check_disjoint(empty, empty)
+    check_disjoint(torch.zeros(2, 3, 4, 4, dtype=torch.uint8), empty)
