@@ -16,6 +16,7 @@ import torch
 
 __all__ = [
     "ABS_FLOOR",
+    "CSV_ATOL",
     "DISTANCE_TOL",
     "EM_MONOTONE_SLACK",
     "EXPORT_RTOL",
@@ -28,6 +29,7 @@ __all__ = [
     "LOW_PRECISION_GRAD_RTOL",
     "LOW_PRECISION_SLACK",
     "SOFT_NN_FAR_TOL",
+    "STATS_RTOL",
     "TOL",
     "TOPK_CUDA_TOL",
     "TOPK_EXACT_RTOL",
@@ -87,6 +89,10 @@ F32_ATOL = 1e-5
 EXPORT_RTOL = 1e-4
 #: ONNX Runtime vs numpy on hand-built float32 graphs.
 FOREIGN_ATOL = 1e-5
+#: rtol of float64 summary statistics (means, t intervals) against scipy's or a hand computation.
+STATS_RTOL = 1e-12
+#: CSV cells are rounded to 6 decimals (``report._fmt``): the absolute error of a value read back.
+CSV_ATOL = 1e-6
 #: |sklearn's GaussianMixture score - ours| on toy data (mean log-likelihood per row).
 GMM_SCORE_ATOL = 0.05
 #: EM may lose this much mean log-likelihood per iteration to rounding (it never really decreases).
