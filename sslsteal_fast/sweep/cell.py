@@ -30,7 +30,7 @@ from sslsteal_fast.config import ProbeConfig
 from sslsteal_fast.defenses import SimilarityDetector, detection_metrics, make_defense
 from sslsteal_fast.probes import extract_features, fidelity, probe_features
 from sslsteal_fast.sweep.store import DETECTION_COLUMNS
-from sslsteal_fast.util.files import load_tensors
+from sslsteal_fast.util.files import load_tensors, save_tensors
 from sslsteal_fast.victim import OnnxVictim
 
 __all__ = [
@@ -38,6 +38,7 @@ __all__ = [
     "CellTask",
     "cached_tensors",
     "defense_key",
+    "detections_file",
     "die_with_parent",
     "init_worker",
     "run_cell",
@@ -58,7 +59,8 @@ class CellTask:
     ``answers_path``: the cached victim answers (query-once), None for augmented cells, which
     query ``onnx_path`` themselves through ``defense`` (built with ``defense_key`` and the centre
     in ``center_path``); ``honest``: the honest user's probe accuracy and, under a detector, the
-    file with their detection scores.
+    file with their detection scores. ``detections_path``: where a detector cell writes both
+    clients' per-query scores, flags and ground truth (:func:`detections_file`), None: nowhere.
     """
 
     cell_id: str
@@ -85,6 +87,7 @@ class CellTask:
     progress: bool
     threads: int
     device: str = "cpu"
+    detections_path: str | None = None
 
 
 _FILES: dict[tuple[str, int, int, str], dict[str, torch.Tensor]] = {}
@@ -160,6 +163,16 @@ def defense_key(victim_sha: str, defense: str) -> str:
     remapping are the same in every cell, every resumed run and every repetition of the experiment.
     """
     return hashlib.blake2b(f"sslsteal_fast sweep|{victim_sha}|{defense}".encode(), digest_size=32).hexdigest()
+
+
+def detections_file(out: str | Path, cell_id: str) -> Path:
+    """Where a detector cell of the sweep in ``out`` keeps its per-query detection data.
+
+    A safetensors file with one entry per query, the honest user's first: ``scores`` (the
+    detector's similarity score), ``flags``, ``truth`` (the query repeats an image already sent)
+    and ``thief`` (sent by the thief), from which the cell's detection columns were computed.
+    """
+    return Path(out) / "detections" / f"{cell_id}.safetensors"
 
 
 def build_defenses(defense: str, key_hex: str, center_path: str | None) -> tuple[Any, ...]:
@@ -246,6 +259,9 @@ def run_cell(task: CellTask) -> dict[str, Any]:
     fid = fidelity(test_x, veval["test_features"], scores.linear.predictions, veval["test_predictions"])
     probe_time = time.perf_counter() - t
 
+    detection_data = _detection_data(task.honest_detections_path, detections)
+    if detection_data is not None and task.detections_path is not None:
+        save_tensors(task.detections_path, detection_data, {"cell_id": task.cell_id})
     if task.encoder_prefix is not None:
         result.save(task.encoder_prefix, {"cell_id": task.cell_id})  # head included; provenance under "steal"
     final = result.history[-1] if result.history else None
@@ -268,7 +284,7 @@ def run_cell(task: CellTask) -> dict[str, Any]:
         "fidelity_agreement": _num(fid.agreement),
         "billed_queries": int(billed),
         "cell_forward_passes": int(passes),
-        **_detection_columns(task.honest_detections_path, detections),
+        **_detection_columns(detection_data),
         "steal_time_s": steal_time,
         "probe_time_s": probe_time,
         "wall_time_s": time.perf_counter() - start,
@@ -277,28 +293,40 @@ def run_cell(task: CellTask) -> dict[str, Any]:
     }
 
 
-def _detection_columns(
+def _detection_data(
     honest_path: str | None, thief: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None
-) -> dict[str, float | None]:
-    """Flag rates of both clients and the detector's quality against ground truth (None without a detector).
+) -> dict[str, torch.Tensor] | None:
+    """Both clients' scores, flags and ground truth, the honest user's queries first (None without a detector).
 
     Positives are the thief's augmented repeats; the honest user's distinct queries and a query-once
-    thief's are negatives, so precision is the share of flags that hit a real repeat.
+    thief's are negatives.
     """
-    columns: dict[str, float | None] = dict.fromkeys(DETECTION_COLUMNS)
     if thief is None or honest_path is None:
-        return columns
+        return None
     honest = cached_tensors(honest_path)
     h_scores, h_flags = honest["scores"], honest["flags"]
     t_scores, t_flags, t_truth = thief
-    m = detection_metrics(
-        torch.cat([h_scores.double(), t_scores.double()]).numpy(),
-        torch.cat([h_flags, t_flags]).numpy(),
-        torch.cat([torch.zeros(len(h_flags), dtype=torch.bool), t_truth]).numpy(),
-    )
+    return {
+        "scores": torch.cat([h_scores.double(), t_scores.double()]),
+        "flags": torch.cat([h_flags, t_flags]),
+        "truth": torch.cat([torch.zeros(len(h_flags), dtype=torch.bool), t_truth]),
+        "thief": torch.cat([torch.zeros(len(h_flags), dtype=torch.bool), torch.ones(len(t_flags), dtype=torch.bool)]),
+    }
+
+
+def _detection_columns(data: dict[str, torch.Tensor] | None) -> dict[str, float | None]:
+    """Flag rates of both clients and the detector's quality against ground truth (None without a detector).
+
+    Precision is the share of flags that hit a real repeat.
+    """
+    columns: dict[str, float | None] = dict.fromkeys(DETECTION_COLUMNS)
+    if data is None:
+        return columns
+    thief, flags = data["thief"], data["flags"]
+    m = detection_metrics(data["scores"].numpy(), flags.numpy(), data["truth"].numpy())
     columns.update(
-        honest_flagged=float(h_flags.float().mean()),
-        thief_flagged=float(t_flags.float().mean()),
+        honest_flagged=float(flags[~thief].float().mean()),
+        thief_flagged=float(flags[thief].float().mean()),
         detection_precision=_num(m.precision),
         detection_recall=_num(m.recall),
         detection_f1=_num(m.f1),

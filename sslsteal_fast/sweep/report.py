@@ -1,4 +1,4 @@
-"""A finished sweep's outputs: ``results.csv``, ``summary.json``, ``probe_vs_queries.png``, ``table.md``.
+"""A finished sweep's outputs: ``results.csv``, ``aggregate.csv``, ``summary.json``, ``table.md`` and the plots.
 
 Rows come from SQLite (only the cells of the current grid), so a resumed sweep reports every cell,
 whether it ran now or earlier.
@@ -8,6 +8,12 @@ Forward-pass shares: with nested budgets one set of victim answers serves many c
 value in this cost-sharing game, which is the airport game (Littlechild & Owen, 1973): the rows
 ``(b_{j-1}, b_j]`` between consecutive budgets are split equally among the cells whose budget
 reaches ``b_j``. Shares are non-negative, grow with the budget, and sum to the true forward passes.
+
+Seeds: every aggregated number (``aggregate.csv``, ``table.md``, ``summary.json``'s ``aggregate``,
+the plots' bands) is a mean over a group's seeds with its 95% Student-t interval
+(:mod:`sslsteal_fast.util.stats`). Accuracies are also given as a share of the victim's and of the
+untrained-to-victim gap, ``(stolen - untrained) / (victim - untrained)``: what the theft recovered
+of what the victim adds over an untrained encoder of the thief's architecture.
 """
 
 from __future__ import annotations
@@ -15,26 +21,29 @@ from __future__ import annotations
 import csv
 import math
 import platform
-import statistics
 import time
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-import matplotlib
 import torch
 
 from sslsteal_fast._version import __version__
+from sslsteal_fast.sweep import plots
 from sslsteal_fast.sweep.runner import SweepRun, answers_group
 from sslsteal_fast.sweep.store import CELL_COLUMNS, DETECTION_COLUMNS, ResultStore
 from sslsteal_fast.util.files import atomic_write, write_json, write_text
+from sslsteal_fast.util.stats import gap_share, mean_ci
 
 __all__ = [
+    "AGGREGATE_COLUMNS",
+    "AGGREGATE_METRICS",
     "CSV_COLUMNS",
+    "aggregate",
     "collect_rows",
     "forward_pass_shares",
     "markdown_table",
-    "plot_results",
+    "seed_metrics",
     "summarize",
     "write_outputs",
 ]
@@ -69,6 +78,34 @@ CSV_COLUMNS = (
     "probe_time_s",
     "wall_time_s",
     "final_loss",
+)
+
+#: Metrics aggregated over seeds: the stolen copy's accuracies, each also as a share of the victim's
+#: and of the untrained-to-victim gap (the honest measure of what was stolen), and fidelity.
+AGGREGATE_METRICS = (
+    "probe_top1",
+    "probe_top1_share",
+    "probe_top1_gap_share",
+    "knn_top1",
+    "knn_top1_share",
+    "knn_top1_gap_share",
+    "fidelity_cosine",
+)
+#: The confidence of every interval the reports show.
+CONFIDENCE = 0.95
+#: aggregate.csv columns: the group's axes, its number of seeds, then mean and interval per metric.
+AGGREGATE_COLUMNS = (
+    "query_dataset",
+    "defense",
+    "loss",
+    "budget",
+    "n_seeds",
+    *(f"{m}_{part}" for m in AGGREGATE_METRICS for part in ("mean", "ci_low", "ci_high")),
+)
+#: (metric, the victim's value of it, the untrained encoder's) in ``victim_eval``.
+_BASELINES = (
+    ("probe_top1", "victim_top1", "random_init_top1"),
+    ("knn_top1", "victim_knn_top1", "random_init_knn_top1"),
 )
 
 
@@ -200,43 +237,113 @@ def summarize(run: SweepRun, rows: list[dict[str, Any]], timings: dict[str, floa
     }
 
 
-def _mean_std(values: list[float]) -> tuple[float, float]:
-    return statistics.fmean(values), statistics.pstdev(values) if len(values) > 1 else 0.0
+def seed_metrics(row: dict[str, Any], victim_eval: dict[str, Any]) -> dict[str, float | None]:
+    """One cell's :data:`AGGREGATE_METRICS` (None where a metric or a baseline is missing)."""
+    out: dict[str, float | None] = {}
+    for metric, victim_key, floor_key in _BASELINES:
+        value, victim, floor = row.get(metric), victim_eval.get(victim_key), victim_eval.get(floor_key)
+        out[metric] = None if value is None else float(value)
+        out[f"{metric}_share"] = None if value is None or not victim else float(value) / float(victim)
+        gap = None if value is None or victim is None or floor is None else gap_share(value, floor, victim)
+        out[f"{metric}_gap_share"] = gap
+    fid = row.get("fidelity_cosine")
+    out["fidelity_cosine"] = None if fid is None else float(fid)
+    return out
 
 
-def _aggregate(rows: list[dict[str, Any]], metric: str) -> dict[tuple[str, str, str, int], tuple[float, float, int]]:
-    """(query set, defense, loss, budget) -> (mean, std over seeds, number of seeds)."""
-    acc: dict[tuple[str, str, str, int], list[float]] = defaultdict(list)
+def aggregate(
+    rows: list[dict[str, Any]], victim_eval: dict[str, Any], *, confidence: float = CONFIDENCE
+) -> list[dict[str, Any]]:
+    """One dict per (query set, defense, loss, budget), in the rows' order, with :data:`AGGREGATE_COLUMNS`.
+
+    ``n_seeds`` counts the group's cells; each metric's mean and ``confidence`` interval over seeds
+    are Student-t (:func:`~sslsteal_fast.util.stats.mean_ci`): ``ci_low``/``ci_high`` are None for one
+    seed (no interval), and every part is None when no seed has the metric.
+    """
+    groups: dict[tuple[str, str, str, int], list[dict[str, float | None]]] = defaultdict(list)
     for r in rows:
-        if r.get(metric) is not None:
-            acc[(r["query_dataset"], r["defense"], r["loss"], r["budget"])].append(float(r[metric]))
-    return {k: (*_mean_std(v), len(v)) for k, v in acc.items()}
+        groups[(r["query_dataset"], r["defense"], r["loss"], int(r["budget"]))].append(seed_metrics(r, victim_eval))
+    out = []
+    for (qname, defense, loss, budget), members in groups.items():
+        record: dict[str, Any] = {
+            "query_dataset": qname,
+            "defense": defense,
+            "loss": loss,
+            "budget": budget,
+            "n_seeds": len(members),
+        }
+        for metric in AGGREGATE_METRICS:
+            values = [m[metric] for m in members if m[metric] is not None]
+            ci = mean_ci(values, confidence) if values else None
+            record[f"{metric}_mean"] = None if ci is None else ci.mean
+            record[f"{metric}_ci_low"] = None if ci is None else ci.low
+            record[f"{metric}_ci_high"] = None if ci is None else ci.high
+        out.append(record)
+    return out
+
+
+def _with_interval(record: dict[str, Any] | None, metric: str, fmt: str, *, mark_single: bool) -> str:
+    """``mean ± half-width`` of ``metric`` in an aggregate record (``fmt`` for both), "—" when missing.
+
+    Without an interval only the mean is shown, tagged "(n=1)" when ``mark_single`` (a grid of
+    several seeds of which this group has one).
+    """
+    if record is None or record[f"{metric}_mean"] is None:
+        return "—"
+    mean, high = record[f"{metric}_mean"], record[f"{metric}_ci_high"]
+    if high is None:
+        return f"{mean:{fmt}}" + (" (n=1)" if mark_single else "")
+    return f"{mean:{fmt}} ± {high - mean:{fmt}}"
 
 
 def markdown_table(run: SweepRun, rows: list[dict[str, Any]]) -> str:
-    """Linear-probe top-1 (mean ± std over seeds, % of the victim) per query set x loss x budget."""
+    """Per query set x loss x budget: linear-probe and kNN top-1 (each with its share of the
+    untrained-to-victim gap and of the victim's) and fidelity, as mean ± 95% CI half-width over seeds."""
     g = run.config.grid
     v = run.victim_eval
-    agg = _aggregate(rows, "probe_top1")
-    fid = _aggregate(rows, "fidelity_cosine")
-    knn = _aggregate(rows, "knn_top1")
+    agg = {(a["query_dataset"], a["defense"], a["loss"], a["budget"]): a for a in aggregate(rows, v)}
     several_defenses = len(g.defenses) > 1
     train_size = run.victim.train_size
     budgets = list(g.budgets)
+    seeds = sorted({a["n_seeds"] for a in agg.values()})
 
     def head(b: int) -> str:
         return f"{b} ({b / train_size:.0%})" if train_size else str(b)
 
+    several_seeds = bool(seeds) and seeds[-1] > 1
+    if several_seeds:
+        n = str(seeds[0]) if len(seeds) == 1 else f"{seeds[0]}-{seeds[-1]}"
+        spread = (
+            f"Cells: mean ± half-width of the {CONFIDENCE:.0%} confidence interval over {n} seeds (Student t); "
+            "(n=1): one seed, no interval."
+        )
+    else:
+        spread = "Cells: one seed each, so no confidence intervals."
+    floor = v.get("random_init_top1")
     lines = [
         f"Victim: linear probe top-1 {v['victim_top1']:.1%}, kNN top-1 {v['victim_knn_top1']:.1%}"
         + (f", trained on {train_size} images" if train_size else "")
         + (
             f". Untrained {run.config.steal.arch} encoder (the floor): linear {v['random_init_top1']:.1%}, "
             f"kNN {v['random_init_knn_top1']:.1%}"
-            if "random_init_top1" in v
+            if floor is not None
+            else ""
+        ),
+        "",
+        spread
+        + (
+            " Gap share: (stolen - untrained) / (victim - untrained), the share of what the victim adds over an "
+            "untrained encoder that the theft recovered."
+            if floor is not None
             else ""
         ),
     ]
+    for probe, metric, floor_key in (
+        ("linear", "victim_top1", "random_init_top1"),
+        ("kNN", "victim_knn_top1", "random_init_knn_top1"),
+    ):
+        if v.get(floor_key) is not None and gap_share(0.0, v[floor_key], v[metric]) is None:
+            lines.append(f"The victim's {probe} probe is no better than the untrained encoder's: no gap to share (—).")
 
     def grid_table(title: str, budget_heads: list[str], cell: Any) -> None:
         """One markdown table: a row per (query set[, defense], loss), a column per budget."""
@@ -248,113 +355,92 @@ def markdown_table(run: SweepRun, rows: list[dict[str, Any]]) -> str:
         for q in g.query_datasets:
             for d in g.defenses:
                 for loss in g.losses:
-                    cells = [cell((q.name, d, loss, b)) for b in budgets]
+                    cells = [cell(agg.get((q.name, d, loss, b))) for b in budgets]
                     prefix = f"| {q.name} | " + (f"{d} | " if several_defenses else "")
                     lines.append(prefix + f"{loss} | " + " | ".join(cells) + " |")
 
-    def probe_cell(key: tuple[str, str, str, int]) -> str:
-        stat = agg.get(key)
-        if stat is None:
-            return "—"
-        mean, std, n = stat
-        spread = f" ± {std:.1%}" if n > 1 else ""
-        rel = f" ({mean / v['victim_top1']:.0%})" if v["victim_top1"] else ""
-        return f"{mean:.1%}{spread}{rel}"
+    def interval(metric: str, fmt: str) -> Any:
+        return lambda record: _with_interval(record, metric, fmt, mark_single=several_seeds)
 
-    def knn_fid_cell(key: tuple[str, str, str, int]) -> str:
-        k, f = knn.get(key), fid.get(key)
-        return "—" if k is None or f is None else f"{k[0]:.1%} / {f[0]:.3f}"
+    def shares(metric: str) -> Any:
+        def cell(record: dict[str, Any] | None) -> str:
+            if record is None or record[f"{metric}_share_mean"] is None:
+                return "—"
+            gap = _with_interval(record, f"{metric}_gap_share", ".0%", mark_single=several_seeds)
+            return f"{gap} ({record[f'{metric}_share_mean']:.0%})"
+
+        return cell
 
     grid_table(
-        "Stolen encoders, linear-probe top-1 (% of the victim's) by query budget"
+        "Stolen encoders, linear-probe top-1 by query budget"
         + (" (budget as a fraction of the victim's training set)" if train_size else ""),
         [head(b) for b in budgets],
-        probe_cell,
+        interval("probe_top1", ".1%"),
     )
+    if floor is not None:
+        grid_table(
+            "Linear-probe top-1 as a share of the untrained-to-victim gap (in brackets: of the victim's)",
+            [str(b) for b in budgets],
+            shares("probe_top1"),
+        )
+    grid_table("kNN top-1", [str(b) for b in budgets], interval("knn_top1", ".1%"))
+    if floor is not None:
+        grid_table(
+            "kNN top-1 as a share of the untrained-to-victim gap (in brackets: of the victim's)",
+            [str(b) for b in budgets],
+            shares("knn_top1"),
+        )
     grid_table(
-        "kNN top-1 / fidelity (mean cosine to the victim's representations) at the same cells",
+        "Fidelity: mean cosine between the stolen and the victim's representations of the probe test images",
         [str(b) for b in budgets],
-        knn_fid_cell,
+        interval("fidelity_cosine", ".3f"),
     )
     if several_defenses:
-        honest = _aggregate(rows, "honest_top1")
+        honest = {r["defense"]: r["honest_top1"] for r in rows if r.get("honest_top1") is not None}
         lines.extend(
             ["", "Honest user's linear-probe top-1 on defended answers (same for every cell of a defense)", ""]
         )
         lines.append("| defense | honest user top-1 |")
         lines.append("|---|---:|")
         for d in g.defenses:
-            values = [m for (_, dd, _, _), (m, _, _) in honest.items() if dd == d]
-            lines.append(f"| {d} | {values[0]:.1%} |" if values else f"| {d} | — |")
+            lines.append(f"| {d} | {float(honest[d]):.1%} |" if d in honest else f"| {d} | — |")
     return "\n".join(lines) + "\n"
 
 
-def plot_results(run: SweepRun, rows: list[dict[str, Any]], path: Path) -> None:
-    """Probe top-1 vs queries (log x), one line per loss (mean ± std over seeds), one panel per query set."""
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt  # after choosing the non-interactive backend
-
-    g = run.config.grid
-    agg = _aggregate(rows, "probe_top1")
-    panels = [(q.name, d) for q in g.query_datasets for d in g.defenses]
-    fig, axes = plt.subplots(1, len(panels), figsize=(4.6 * len(panels), 3.8), sharey=True, squeeze=False)
-    victim_top1 = run.victim_eval["victim_top1"]
-    floor = run.victim_eval.get("random_init_top1")
-    colors = plt.get_cmap("tab10")
-    for ax, (qname, defense) in zip(axes[0], panels, strict=True):
-        for i, loss in enumerate(g.losses):
-            pts = [(b, agg[(qname, defense, loss, b)]) for b in g.budgets if (qname, defense, loss, b) in agg]
-            if not pts:
-                continue
-            xs = [b for b, _ in pts]
-            means = [s[0] for _, s in pts]
-            stds = [s[1] for _, s in pts]
-            ax.plot(xs, means, marker="o", color=colors(i), label=loss)
-            if any(s > 0 for s in stds):
-                lo = [m - s for m, s in zip(means, stds, strict=True)]
-                hi = [m + s for m, s in zip(means, stds, strict=True)]
-                ax.fill_between(xs, lo, hi, color=colors(i), alpha=0.2, linewidth=0)
-        ax.axhline(victim_top1, color="black", linestyle="--", linewidth=1.2, label=f"victim ({victim_top1:.1%})")
-        if floor is not None:
-            ax.axhline(floor, color="gray", linestyle=":", linewidth=1.2, label=f"untrained ({floor:.1%})")
-        ax.set_xscale("log")
-        ax.set_xticks(list(g.budgets))
-        ax.set_xticklabels([str(b) for b in g.budgets])
-        ax.minorticks_off()
-        ax.set_xlabel("queries (budget)")
-        ax.set_title(qname if len(g.defenses) == 1 else f"{qname} (defense: {defense})")
-        ax.grid(True, alpha=0.3)
-    axes[0][0].set_ylabel("linear-probe top-1")
-    axes[0][-1].legend(loc="lower right", fontsize=8)
-    n_seeds = len(g.seeds)
-    fig.suptitle(
-        f"{run.config.name}: stolen encoders vs queries" + (f" (mean ± std, {n_seeds} seeds)" if n_seeds > 1 else "")
-    )
-    fig.tight_layout()
-    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=120))
-    plt.close(fig)
-
-
 def write_outputs(run: SweepRun, *, started: float | None = None) -> dict[str, Any]:
-    """Write ``results.csv``, ``table.md``, the plot and (last) ``summary.json`` into ``run.out``.
+    """Write ``results.csv``, ``aggregate.csv``, ``table.md``, the plots and (last) ``summary.json`` into ``run.out``.
 
     ``started``: ``time.perf_counter()`` when the command began, for ``timings_s.total_s``.
-    Returns ``{"rows": ..., "summary": ..., "table": ...}``.
+    Returns ``{"rows": ..., "aggregate": ..., "summary": ..., "table": ...}``.
     """
     t = time.perf_counter()
     rows = collect_rows(run)
     out = run.out
     write_csv(out / "results.csv", CSV_COLUMNS, rows)
+    groups = aggregate(rows, run.victim_eval)
+    write_csv(out / "aggregate.csv", AGGREGATE_COLUMNS, groups)
     table = markdown_table(run, rows)
     write_text(out / "table.md", table)
     if rows:
-        plot_results(run, rows, out / "probe_vs_queries.png")
+        g = run.config.grid
+        plots.sweep_plots(
+            groups,
+            run.victim_eval,
+            out,
+            name=run.config.name,
+            query_sets=[q.name for q in g.query_datasets],
+            defenses=list(g.defenses),
+            losses=list(g.losses),
+        )
+        if plots.detection_roc_plot(plots.detection_curves(out, rows), out / "detection_roc.png") is None:
+            (out / "detection_roc.png").unlink(missing_ok=True)  # not an earlier grid's curves
     timings = dict(run.timings, report_s=time.perf_counter() - t)
     if started is not None:
         timings["total_s"] = time.perf_counter() - started
     summary = summarize(run, rows, timings)
+    summary["aggregate"] = {"confidence": CONFIDENCE, "interval": "Student t over seeds", "groups": groups}
     write_json(out / "summary.json", summary)
-    return {"rows": rows, "summary": summary, "table": table}
+    return {"rows": rows, "aggregate": groups, "summary": summary, "table": table}
 
 
 def write_csv(path: Path, columns: tuple[str, ...], rows: list[dict[str, Any]]) -> None:

@@ -30,7 +30,7 @@ from typing import Any
 from sslsteal_fast.config import REP_DIMS
 from sslsteal_fast.sweep import inputs
 from sslsteal_fast.sweep.artifacts import PreparedVictim, prepare_victim
-from sslsteal_fast.sweep.cell import CellTask, cached_tensors, defense_key
+from sslsteal_fast.sweep.cell import CellTask, cached_tensors, defense_key, detections_file
 from sslsteal_fast.sweep.config import SweepConfig
 from sslsteal_fast.sweep.grid import Cell, cell_key, cell_memory_bytes, execute, expand_grid, plan_device_workers
 from sslsteal_fast.sweep.store import ResultStore
@@ -174,6 +174,7 @@ def run_sweep(cfg: SweepConfig, out: str | Path, *, progress: bool = True, log: 
                 progress=progress and workers == 1,
                 threads=threads,
                 device=plan.devices[0],
+                detections_path=str(detections_file(out, cid)),
             )
             for cid, c in pending
         ]
