@@ -16,8 +16,9 @@ precision / recall / F1 / ROC-AUC are cell columns.
 Then the ownership tests (:mod:`sslsteal_fast.ownership`) judge the watermarked victim, its stolen
 copies, the plain victim (same private data, no watermark, no access to the victim) and an encoder
 trained on disjoint images. Victims come from the shared victim cache. Outputs in ``out_dir``:
-``defenses.csv``, ``ownership.csv``, ``defenses_summary.json``, and each sweep's own outputs under
-``defense-study/<sweep>/``.
+``defenses.csv``, ``ownership.csv``, ``defenses_summary.json``, their plots (:mod:`.plots`:
+``honest_vs_thief.png``, ``detection_roc.png``, ``ownership_pvalues.png``) and each sweep's own
+outputs under ``defense-study/<sweep>/``.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from sslsteal_fast.config import VictimTrainConfig
 from sslsteal_fast.data import load_dataset
 from sslsteal_fast.models import load_checkpoint
 from sslsteal_fast.ownership import WatermarkHead, dataset_inference, load_head, verify_watermark
+from sslsteal_fast.sweep import plots
 from sslsteal_fast.sweep.config import parse_config
 from sslsteal_fast.sweep.report import collect_rows, write_csv, write_outputs
 from sslsteal_fast.sweep.runner import SweepRun, run_sweep
@@ -271,6 +273,8 @@ def run_defense_study(
         "defenses": defense_rows,
         "ownership": ownership_rows,
     }
+    curves = [c for run in runs.values() for c in plots.detection_curves(run.out, collect_rows(run))]
+    plots.defense_study_plots(out, defense_rows, ownership_rows, curves, alpha=cfg.alpha)
     write_json(out / "defenses_summary.json", summary)
     log(f"[defenses] wrote {out}/defenses.csv, ownership.csv, defenses_summary.json in {summary['seconds']} s")
     return summary

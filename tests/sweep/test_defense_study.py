@@ -55,6 +55,10 @@ def test_defense_study_runs_on_the_sweep_grid(tmp_path: Path, monkeypatch: pytes
     assert {r["method"] for r in ownership} == {"watermark", "dataset_inference"}
     assert all(r["verdict"] in ("stolen", "independent") for r in ownership)
 
+    # The study's plots, next to its CSVs (the ROC from the augmented thief's kept detection scores).
+    for name in ("honest_vs_thief.png", "detection_roc.png", "ownership_pvalues.png"):
+        assert (out / name).read_bytes().startswith(b"\x89PNG"), name
+
     # The three encoders come from the shared victim cache (plain, watermarked, independent).
     assert len(list((tmp_path / "cache" / "victims").iterdir())) == 3
 
