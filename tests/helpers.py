@@ -1,10 +1,12 @@
-"""Builders the tests share: tiny PyTorch encoders, hand-built ("foreign") ONNX graphs, toy query streams.
+"""Builders the tests share: tiny PyTorch encoders, hand-built ("foreign") ONNX graphs, toy query streams,
+and dataset files in the official on-disk formats (CIFAR pickles, SVHN .mat, STL-10 binaries).
 
 Tolerances live in one table, :mod:`sslsteal_fast.testing`; pytest fixtures in the conftest files.
 """
 
 from __future__ import annotations
 
+import pickle
 from pathlib import Path
 
 import numpy as np
@@ -196,3 +198,87 @@ class ConvThief(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.relu(self.bn(self.conv(x))).mean(dim=(2, 3))
+
+
+# ------------------------------------------------------------------------ datasets in their on-disk formats
+
+
+def write_cifar_batch(path: Path, images: np.ndarray, labels: dict[bytes, list[int]]) -> None:
+    """A CIFAR python batch as published: a protocol-2 pickled dict with bytes keys, (N, 3072) uint8 data.
+
+    ``images`` (N, 3, 32, 32) uint8; ``labels`` e.g. ``{b"labels": [...]}`` (CIFAR-10) or
+    ``{b"fine_labels": [...], b"coarse_labels": [...]}`` (CIFAR-100).
+    """
+    entry = {b"batch_label": b"fixture", b"data": images.reshape(len(images), -1), b"filenames": []}
+    entry.update(labels)
+    with open(path, "wb") as f:
+        pickle.dump(entry, f, protocol=2)
+
+
+def write_svhn_mat(path: Path, images: np.ndarray, labels: np.ndarray) -> None:
+    """An SVHN ``{split}_32x32.mat`` file: ``X`` (32, 32, 3, N) from (N, 3, 32, 32) uint8 ``images``, ``y``
+    (N, 1) from digit ``labels`` 0..9 (written as on disk, where the digit 0 is 10)."""
+    from scipy.io import savemat
+
+    y = np.where(np.asarray(labels) == 0, 10, labels).astype(np.uint8).reshape(-1, 1)
+    savemat(path, {"X": np.ascontiguousarray(images.transpose(2, 3, 1, 0)), "y": y})
+
+
+def write_stl10_split(folder: Path, split: str, images: np.ndarray, labels: np.ndarray | None) -> None:
+    """STL-10 ``{split}_X.bin`` (and ``{split}_y.bin`` unless ``labels`` is None) in ``folder``.
+
+    ``images`` (N, 96, 96, 3) uint8 are stored as the official binaries do, each image column-major
+    (C, W, H); ``labels`` 0..9 are written 1..10.
+    """
+    images.transpose(0, 3, 2, 1).tofile(folder / f"{split}_X.bin")
+    if labels is not None:
+        (np.asarray(labels) + 1).astype(np.uint8).tofile(folder / f"{split}_y.bin")
+
+
+#: Folders of the official archives as they unpack, one per dataset (the layout under a data root).
+DATASET_FOLDERS = {
+    "cifar10": "cifar-10-batches-py",
+    "cifar100": "cifar-100-python",
+    "svhn": "svhn",
+    "stl10": "stl10_binary",
+}
+
+
+def write_dataset_root(root: Path, rows: dict[tuple[str, str], int], seed: int = 0) -> Path:
+    """Random labelled images in the official formats, one folder per dataset (:data:`DATASET_FOLDERS`).
+
+    ``rows[(dataset, split)]`` images for each of ``cifar10`` (train: five batches, so a multiple of 5;
+    test), ``cifar100`` (train, test), ``svhn`` (train, test, extra) and ``stl10`` (train, test,
+    unlabeled; 96 px). Returns ``root``.
+    """
+    rng = np.random.default_rng(seed)
+
+    def images(n: int, size: int = 32) -> np.ndarray:
+        return rng.integers(0, 256, (n, 3, size, size), dtype=np.uint8)
+
+    def labels(n: int, classes: int = 10) -> np.ndarray:
+        return rng.integers(0, classes, n)
+
+    for (name, split), n in sorted(rows.items()):
+        folder = root / DATASET_FOLDERS[name]
+        folder.mkdir(parents=True, exist_ok=True)
+        if name == "cifar10" and split == "train":
+            assert n % 5 == 0, "CIFAR-10 train is five batches: give a multiple of 5 rows"
+            for i in range(5):
+                write_cifar_batch(folder / f"data_batch_{i + 1}", images(n // 5), {b"labels": labels(n // 5).tolist()})
+        elif name == "cifar10":
+            write_cifar_batch(folder / "test_batch", images(n), {b"labels": labels(n).tolist()})
+        elif name == "cifar100":
+            fine = labels(n, 100)
+            write_cifar_batch(
+                folder / split, images(n), {b"fine_labels": fine.tolist(), b"coarse_labels": (fine // 5).tolist()}
+            )
+        elif name == "svhn":
+            write_svhn_mat(folder / f"{split}_32x32.mat", images(n), labels(n))
+        elif name == "stl10":
+            write_stl10_split(
+                folder, split, images(n, 96).transpose(0, 2, 3, 1), None if split == "unlabeled" else labels(n)
+            )
+        else:
+            raise ValueError(f"write_dataset_root: no writer for {name!r}")
+    return root

@@ -45,8 +45,13 @@ def _checkout_copy(dest: Path) -> Path:
 
 
 @pytest.fixture(scope="module")
-def sdist_members(tmp_path_factory: pytest.TempPathFactory) -> set[str]:
-    src = _checkout_copy(tmp_path_factory.mktemp("checkout"))
+def checkout(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return _checkout_copy(tmp_path_factory.mktemp("checkout"))
+
+
+@pytest.fixture(scope="module")
+def sdist_members(checkout: Path, tmp_path_factory: pytest.TempPathFactory) -> set[str]:
+    src = checkout
     out = tmp_path_factory.mktemp("sdist")
     code = f"from setuptools import build_meta; print(build_meta.build_sdist({str(out)!r}))"
     proc = subprocess.run([sys.executable, "-c", code], cwd=src, capture_output=True, text=True, timeout=300)
@@ -71,6 +76,29 @@ def test_sdist_has_build_files_metadata_and_package_data(sdist_members: set[str]
     assert "sslsteal_fast/py.typed" in sdist_members
     assert any(m.startswith("sslsteal_fast/sweep/configs/") and m.endswith(".toml") for m in sdist_members)
     assert not any(m.endswith((".so", ".pyc", ".onnx")) for m in sdist_members)
+
+
+@pytest.fixture(scope="module")
+def wheel_files(checkout: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """What a wheel installs, without compiling the extension: setuptools' build_py (package + data files)."""
+    out = tmp_path_factory.mktemp("build-lib")
+    proc = subprocess.run(
+        [sys.executable, "setup.py", "-q", "build_py", "--build-lib", str(out)],
+        cwd=checkout,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return out
+
+
+def test_sdist_and_wheel_ship_every_sweep_config(sdist_members: set[str], wheel_files: Path) -> None:
+    configs = sorted(str(p.relative_to(ROOT)) for p in (ROOT / "sslsteal_fast" / "sweep" / "configs").rglob("*.toml"))
+    assert "sslsteal_fast/sweep/configs/demo.toml" in configs
+    assert "sslsteal_fast/sweep/configs/paper/cifar10-resnet18.toml" in configs
+    assert not [c for c in configs if c not in sdist_members], "the sdist lacks sweep configs"
+    assert not [c for c in configs if not (wheel_files / c).is_file()], "the wheel lacks sweep configs"
 
 
 def test_license_is_mit_in_spdx_form() -> None:

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import sys
 import time
+from collections.abc import Iterator
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +21,19 @@ __all__ = ["register"]
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add ``sweep`` and ``demo`` to the ``sslsteal`` parser."""
     s = add_command(subparsers, _cmd_sweep)
-    s.add_argument("config", type=Path, help="sweep TOML file")
+    s.add_argument(
+        "config",
+        type=Path,
+        help="sweep TOML file, or the name of a config shipped with the package (e.g. paper/cifar10-resnet18.toml)",
+    )
+    s.add_argument(
+        "--data-root",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="the folder that holds the datasets: what {data_root} stands for in the config's paths "
+        "(default: the config's run.data_root)",
+    )
     _common(s)
 
     d = add_command(subparsers, _cmd_demo)
@@ -80,7 +95,9 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     """Run (or resume) a grid of attacks from a TOML config: losses x budgets x query sets x seeds x defenses.
 
     Run the grid a TOML file describes (see sslsteal_fast/sweep/configs/demo.toml for a commented
-    example). The victim is queried once per query set for the largest budget; smaller budgets reuse
+    example). CONFIG may also name a config shipped with the package, such as the paper's setups
+    under paper/ (paper/cifar10-resnet18.toml ...; they read the datasets from --data-root DIR).
+    The victim is queried once per query set for the largest budget; smaller budgets reuse
     prefixes of those answers. Each finished cell is committed to DIR/results.sqlite, so rerunning the
     same command after an interruption resumes where it stopped. Writes results.csv, summary.json,
     table.md and probe_vs_queries.png to DIR and prints the table (--json: summary.json's contents).
@@ -91,10 +108,23 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
 
     start = time.perf_counter()
     check_out(args.out, "folder")
-    summary, failed = _run(load_config(args.config), args, start)
+    with _config_file(args.config) as path:
+        cfg = load_config(path, data_root=args.data_root)
+    summary, failed = _run(cfg, args, start)
     if args.json:
         emit(args, {**summary, "out": str(args.out), "failed_cells": failed}, "")
     return 1 if failed else 0
+
+
+@contextlib.contextmanager
+def _config_file(given: Path) -> Iterator[Path]:
+    """``given`` when it is a file, else the config of that name shipped in ``sslsteal_fast/sweep/configs``."""
+    packaged = resources.files("sslsteal_fast.sweep").joinpath("configs", *given.parts)
+    if given.is_file() or given.is_absolute() or ".." in given.parts or not packaged.is_file():
+        yield given  # load_config names a missing file
+        return
+    with resources.as_file(packaged) as path:
+        yield path
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:

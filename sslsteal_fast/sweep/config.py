@@ -6,7 +6,8 @@ A sweep file has these tables (only ``[victim]``, ``[probe]`` and ``[grid]`` are
 
     [datasets.probe-train]               # named datasets, referenced by name below
     spec = "shapes"                      # anything sslsteal_fast.data.load_dataset accepts; a
-                                         # path in it ("npz:data/x.npz") is relative to this file
+                                         # path in it ("npz:data/x.npz") is relative to this file,
+                                         # "{data_root}" in it is the data root (see below)
     split = "train"                      # default "train"
     slice = [0, 2000]                    # optional [start, stop) rows taken after loading
     count = 5000                         # every other key is passed to load_dataset as an option
@@ -37,6 +38,14 @@ A sweep file has these tables (only ``[victim]``, ``[probe]`` and ``[grid]`` are
     [run]
     workers = 2                          # parallel cells on the CPU (process pool, spawn context)
     device = "auto"                      # auto (CUDA when present), cpu, cuda (every GPU) or cuda:N
+    data_root = "~/data"                 # what "{data_root}" stands for (relative: to this file);
+                                         # load_config(data_root=...) / --data-root overrides it
+
+**The data root.** A path written in the file (a dataset spec's ``PATH``, ``victim.onnx``,
+``victim.checkpoint``) may contain ``{data_root}``: ``spec = "cifar10:{data_root}/cifar-10-batches-py"``.
+It stands for the folder given to :func:`load_config` as ``data_root`` (``sslsteal sweep
+--data-root DIR``), else ``[run] data_root``; a file that uses it without either is an error, and so
+is a data root that is not a folder. So one file serves every machine, wherever its datasets are.
 
 A dataset reference that is not a key of ``[datasets]`` is read as a plain ``load_dataset`` spec
 with no options, and its split is ``"train"`` except for ``probe.test``, where it is ``"test"`` (as
@@ -79,6 +88,7 @@ else:  # Python 3.10: the same parser, from PyPI
     import tomli as tomllib
 
 __all__ = [
+    "DATA_ROOT",
     "GRID_OWNED",
     "RUN_OWNED",
     "DatasetRef",
@@ -95,6 +105,8 @@ __all__ = [
 GRID_OWNED = ("loss", "budget", "seed", "client")
 #: StealConfig fields the sweep sets per worker from ``[run]`` (a ``[steal]`` table may not).
 RUN_OWNED = ("device",)
+#: What a path in a sweep file writes for the data root (``--data-root`` / ``[run] data_root``).
+DATA_ROOT = "{data_root}"
 #: VictimTrainConfig fields a sweep config may not set (the sweep and the victim cache own them).
 _VICTIM_TRAIN_RESERVED = ("out", "device", "progress")
 
@@ -203,6 +215,8 @@ class RunConfig:
     every visible GPU, ``cuda:N`` only that one). With CUDA, cells are placed several per GPU as
     free memory allows (``cells_per_gpu`` overrides the estimate). The device never enters a cell's
     id: results agree across devices up to float rounding, so a sweep resumes on any device.
+    ``data_root``: the folder ``{data_root}`` stands for in the file's paths (absolute once parsed:
+    the ``data_root`` argument of :func:`load_config` when given, else the file's own).
     """
 
     workers: int = 1
@@ -210,6 +224,7 @@ class RunConfig:
     save_encoders: bool = False
     device: str = "auto"
     cells_per_gpu: int | None = None
+    data_root: str | None = None
 
     def __post_init__(self) -> None:
         check_positive_int("RunConfig.workers", self.workers)
@@ -219,6 +234,8 @@ class RunConfig:
         check_device("RunConfig.device", self.device)
         if self.cells_per_gpu is not None:
             check_positive_int("RunConfig.cells_per_gpu", self.cells_per_gpu)
+        if self.data_root is not None and (not isinstance(self.data_root, str) or not self.data_root):
+            raise ValueError(f"RunConfig.data_root must be a folder path string, got {self.data_root!r}")
 
 
 @dataclass(frozen=True)
@@ -261,8 +278,12 @@ class SweepConfig:
 # --------------------------------------------------------------------------------------------- parsing
 
 
-def load_config(path: str | Path) -> SweepConfig:
-    """Read and validate a sweep TOML file; relative paths inside resolve against its folder."""
+def load_config(path: str | Path, data_root: str | Path | None = None) -> SweepConfig:
+    """Read and validate a sweep TOML file; relative paths inside resolve against its folder.
+
+    ``data_root``: the folder ``{data_root}`` stands for in the file's paths (a relative one is
+    taken from the current directory); it overrides the file's ``[run] data_root``.
+    """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"sweep config {str(path)!r} does not exist")
@@ -270,11 +291,19 @@ def load_config(path: str | Path) -> SweepConfig:
         raw = tomllib.loads(path.read_text())
     except tomllib.TOMLDecodeError as exc:
         raise ValueError(f"{path}: not valid TOML: {exc}") from exc
-    return parse_config(raw, base_dir=path.parent, source=path)
+    return parse_config(raw, base_dir=path.parent, source=path, data_root=data_root)
 
 
-def parse_config(raw: dict[str, Any], base_dir: str | Path = ".", source: Path | None = None) -> SweepConfig:
-    """Validate a parsed TOML mapping into a :class:`SweepConfig` (``ValueError`` naming the key)."""
+def parse_config(
+    raw: dict[str, Any],
+    base_dir: str | Path = ".",
+    source: Path | None = None,
+    data_root: str | Path | None = None,
+) -> SweepConfig:
+    """Validate a parsed TOML mapping into a :class:`SweepConfig` (``ValueError`` naming the key).
+
+    ``data_root`` (see :func:`load_config`) overrides ``[run] data_root``.
+    """
     base_dir = Path(base_dir)
     _check_keys("", raw, {"name", "datasets", "victim", "probe", "grid", "steal", "defenses", "run"})
     for required in ("victim", "probe", "grid"):
@@ -284,19 +313,23 @@ def parse_config(raw: dict[str, Any], base_dir: str | Path = ".", source: Path |
     if not isinstance(name, str) or not name:
         raise ValueError("name: expected a non-empty string")
 
+    r = _table(raw, "run")
+    _check_keys("run", r, {f.name for f in dataclasses.fields(RunConfig)})
+    paths = _Paths(base_dir, _data_root(r.get("data_root"), data_root, base_dir))
+
     named = {
-        key: _parse_dataset(f"datasets.{key}", key, value, base_dir) for key, value in _table(raw, "datasets").items()
+        key: _parse_dataset(f"datasets.{key}", key, value, paths) for key, value in _table(raw, "datasets").items()
     }
 
     def ref(where: str, value: Any, split: str = "train") -> DatasetRef:
         """A ``[datasets]`` name, or else a spec string or inline table (of split ``split`` unless it says)."""
         if isinstance(value, str) and value:
-            return named.get(value) or _parse_dataset(where, value, value, base_dir, split)
+            return named.get(value) or _parse_dataset(where, value, value, paths, split)
         if isinstance(value, dict):
-            return _parse_dataset(where, str(value.get("name", value.get("spec", where))), value, base_dir, split)
+            return _parse_dataset(where, str(value.get("name", value.get("spec", where))), value, paths, split)
         raise ValueError(f"{where}: expected a dataset name or a table with a 'spec' key, got {value!r}")
 
-    victim = _parse_victim(_table(raw, "victim"), base_dir)
+    victim = _parse_victim(_table(raw, "victim"), paths)
 
     p = _table(raw, "probe")
     probe_fields = {f.name for f in dataclasses.fields(ProbeConfig)}
@@ -336,13 +369,12 @@ def parse_config(raw: dict[str, Any], base_dir: str | Path = ".", source: Path |
     _check_keys("defenses", d, {"center"})
     center = ref("defenses.center", d["center"]) if "center" in d else None
 
-    r = _table(raw, "run")
-    _check_keys("run", r, {f.name for f in dataclasses.fields(RunConfig)})
-    run = _build("run", RunConfig, r)
+    root = None if paths.data_root is None else str(paths.data_root)
+    run = _build("run", RunConfig, {**r, "data_root": root})
     return SweepConfig(name, victim, probe, grid, steal, run, center, raw=raw, source=source)
 
 
-def _parse_victim(v: dict[str, Any], base_dir: Path) -> VictimSource:
+def _parse_victim(v: dict[str, Any], paths: _Paths) -> VictimSource:
     _check_keys("victim", v, {"onnx", "checkpoint", "train", "train_size", "batch_size"})
     sources = [k for k in ("onnx", "checkpoint", "train") if k in v]
     if len(sources) != 1:
@@ -360,7 +392,7 @@ def _parse_victim(v: dict[str, Any], base_dir: Path) -> VictimSource:
             raise ValueError("victim.train.dataset: required (the load_dataset spec the victim is trained on)")
         if not isinstance(t["dataset"], str) or not t["dataset"]:
             raise ValueError(f"victim.train.dataset: expected a load_dataset spec string, got {t['dataset']!r}")
-        t["dataset"] = _resolve_spec("victim.train.dataset", t["dataset"], base_dir)
+        t["dataset"] = _resolve_spec("victim.train.dataset", t["dataset"], paths)
         train = _build("victim.train", VictimTrainConfig, {**t, "device": "auto"})
         options = {"size": train.image_size, "seed": train.data_seed, "count": train.count}
         _check_dataset("victim.train", train.dataset, "train", options)
@@ -370,14 +402,14 @@ def _parse_victim(v: dict[str, Any], base_dir: Path) -> VictimSource:
             _check_keys("victim.train.watermark", wm, {f.name for f in dataclasses.fields(WatermarkConfig)})
             wm = dict(wm)
             if isinstance(wm.get("dataset"), str):
-                wm["dataset"] = _resolve_spec("victim.train.watermark.dataset", wm["dataset"], base_dir)
+                wm["dataset"] = _resolve_spec("victim.train.watermark.dataset", wm["dataset"], paths)
             watermark = _build("victim.train.watermark", WatermarkConfig, wm)
             if watermark.dataset is not None:
                 wm_options = {"size": train.image_size, "seed": watermark.data_seed, "count": watermark.count}
                 _check_dataset("victim.train.watermark", watermark.dataset, watermark.split, wm_options)
     return VictimSource(
-        onnx=_path("victim.onnx", v["onnx"], base_dir) if "onnx" in v else None,
-        checkpoint=_path("victim.checkpoint", v["checkpoint"], base_dir) if "checkpoint" in v else None,
+        onnx=_path("victim.onnx", v["onnx"], paths) if "onnx" in v else None,
+        checkpoint=_path("victim.checkpoint", v["checkpoint"], paths) if "checkpoint" in v else None,
         train=train,
         watermark=watermark,
         train_size=check_positive_int("victim.train_size", v["train_size"]) if "train_size" in v else None,
@@ -449,7 +481,7 @@ def _build(where: str, make: Any, values: dict[str, Any]) -> Any:
         raise ValueError(f"{where}: {message}") from None
 
 
-def _parse_dataset(where: str, name: str, value: Any, base_dir: Path, default_split: str = "train") -> DatasetRef:
+def _parse_dataset(where: str, name: str, value: Any, paths: _Paths, default_split: str = "train") -> DatasetRef:
     """A dataset reference, checked (spec, split, options and their bounds) without reading any data."""
     if isinstance(value, str):
         value = {"spec": value}
@@ -474,7 +506,7 @@ def _parse_dataset(where: str, name: str, value: Any, base_dir: Path, default_sp
             raise ValueError(f"{where}.slice: stop = {sl[1]:,} is past the {MAX_IMAGES:,} images a dataset may hold")
         rows = (sl[0], sl[1])
     options = {k: x for k, x in value.items() if k not in ("spec", "split", "slice", "name")}
-    spec = _resolve_spec(f"{where}.spec", value["spec"], base_dir)
+    spec = _resolve_spec(f"{where}.spec", value["spec"], paths)
     _check_dataset(where, spec, split, options)
     if rows is not None and isinstance(options.get("count"), int) and rows[1] > options["count"]:
         raise ValueError(
@@ -484,20 +516,63 @@ def _parse_dataset(where: str, name: str, value: Any, base_dir: Path, default_sp
     return DatasetRef(name=name, spec=spec, split=split, options=options, slice=rows)
 
 
-def _resolve_spec(where: str, spec: str, base_dir: Path) -> str:
-    """``spec`` with a relative dataset path made relative to the config's folder (as ``victim.onnx`` is).
+@dataclass(frozen=True)
+class _Paths:
+    """How a path written in the file resolves: ``{data_root}`` replaced, then relative to ``base``."""
+
+    base: Path
+    data_root: Path | None
+
+    def expand(self, where: str, text: str) -> str:
+        """``text`` with :data:`DATA_ROOT` replaced by the data root (an error naming ``where`` without one)."""
+        if DATA_ROOT not in text:
+            return text
+        if self.data_root is None:
+            raise ValueError(
+                f"{where}: {text!r} is under {DATA_ROOT}, but no data root is given: pass the folder that holds the "
+                "datasets (sslsteal sweep --data-root DIR; load_config(..., data_root=DIR)) or set [run] data_root"
+            )
+        return text.replace(DATA_ROOT, str(self.data_root))
+
+    def hint(self, written: str) -> str:
+        """Where a relative or ``{data_root}`` path ``written`` was looked for (for not-found errors)."""
+        if DATA_ROOT in written:
+            return f"{DATA_ROOT} is the data root {self.data_root}"
+        return "relative paths start at the config's folder"
+
+
+def _data_root(in_file: Any, given: str | Path | None, base_dir: Path) -> Path | None:
+    """The data root: ``given`` (relative: to the current directory), else ``[run] data_root`` (to the file)."""
+    if given is not None:
+        root = Path(given).expanduser().resolve()
+        where = "the data root"
+    elif in_file is not None:
+        if not isinstance(in_file, str) or not in_file or DATA_ROOT in in_file:
+            raise ValueError(f"run.data_root: expected a folder path string, got {in_file!r}")
+        root = Path(in_file).expanduser()
+        root = (root if root.is_absolute() else base_dir / root).resolve()
+        where = "run.data_root"
+    else:
+        return None
+    if not root.is_dir():
+        what = "is not a folder" if root.exists() else "does not exist"
+        raise FileNotFoundError(f"{where}: {root} {what} (it should hold the datasets the config reads)")
+    return root
+
+
+def _resolve_spec(where: str, spec: str, paths: _Paths) -> str:
+    """``spec`` with ``{data_root}`` replaced and a relative dataset path made relative to the config's folder.
 
     A path that does not exist is a ``FileNotFoundError`` now, before any victim is trained or queried.
     """
+    expanded = paths.expand(where, spec)
     try:
-        resolved = resolve_spec(spec, base_dir)
+        resolved = resolve_spec(expanded, paths.base)
     except ValueError as exc:
         raise ValueError(f"{where}: {exc}") from None
     name, path = parse_spec(resolved)
     if path is not None and not path.exists():
-        raise FileNotFoundError(
-            f"{where}: {name} data not found at {path} (relative paths start at the config's folder)"
-        )
+        raise FileNotFoundError(f"{where}: {name} data not found at {path} ({paths.hint(spec)})")
     return resolved
 
 
@@ -529,8 +604,8 @@ def _list(where: str, value: Any) -> list[Any]:
     return value
 
 
-def _path(where: str, value: Any, base_dir: Path) -> Path:
+def _path(where: str, value: Any, paths: _Paths) -> Path:
     if not isinstance(value, str) or not value:
         raise ValueError(f"{where}: expected a path string, got {value!r}")
-    path = Path(value).expanduser()
-    return path if path.is_absolute() else (base_dir / path)
+    path = Path(paths.expand(where, value)).expanduser()
+    return path if path.is_absolute() else (paths.base / path)

@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from sslsteal_fast.data import DATASETS, ImageDataset, load_dataset
+from tests.helpers import write_cifar_batch, write_stl10_split, write_svhn_mat
 
 
 def _rng(seed: int = 0) -> np.random.Generator:
@@ -30,22 +31,14 @@ def _check(ds: ImageDataset, n: int, shape: tuple[int, int, int], num_classes: i
 # ---------------------------------------------------------------------------------------------- CIFAR
 
 
-def _write_cifar_batch(path: Path, images: np.ndarray, labels: dict[bytes, list[int]]) -> None:
-    """The official layout: a protocol-2 pickled dict with bytes keys and (N, 3072) uint8 data."""
-    entry = {b"batch_label": b"fixture", b"data": images.reshape(len(images), -1), b"filenames": []}
-    entry.update(labels)
-    with open(path, "wb") as f:
-        pickle.dump(entry, f, protocol=2)
-
-
 def test_cifar10_train_test_and_subfolder(tmp_path: Path) -> None:
     root = tmp_path / "cifar-10-batches-py"
     root.mkdir()
     rng = _rng()
     batches = [rng.integers(0, 256, (3, 3, 32, 32), dtype=np.uint8) for _ in range(6)]
     for i in range(5):
-        _write_cifar_batch(root / f"data_batch_{i + 1}", batches[i], {b"labels": [i, i + 1, 9]})
-    _write_cifar_batch(root / "test_batch", batches[5], {b"labels": [7, 8, 9]})
+        write_cifar_batch(root / f"data_batch_{i + 1}", batches[i], {b"labels": [i, i + 1, 9]})
+    write_cifar_batch(root / "test_batch", batches[5], {b"labels": [7, 8, 9]})
     train = load_dataset(f"cifar10:{tmp_path}", "train")  # finds the official sub-folder
     _check(train, 15, (3, 32, 32), 10)
     assert torch.equal(train.images[:3], torch.from_numpy(batches[0]))
@@ -59,7 +52,7 @@ def test_cifar100_fine_and_coarse(tmp_path: Path) -> None:
     images = _rng(1).integers(0, 256, (4, 3, 32, 32), dtype=np.uint8)
     labels = {b"fine_labels": [5, 99, 0, 42], b"coarse_labels": [1, 19, 0, 3]}
     for split in ("train", "test"):
-        _write_cifar_batch(tmp_path / split, images, labels)
+        write_cifar_batch(tmp_path / split, images, labels)
     fine = load_dataset(f"cifar100:{tmp_path}", "test")
     _check(fine, 4, (3, 32, 32), 100)
     assert fine.labels.tolist() == [5, 99, 0, 42]
@@ -82,24 +75,28 @@ def test_cifar_refuses_code_in_pickles(tmp_path: Path) -> None:
 
 
 def test_svhn_mat(tmp_path: Path) -> None:
-    from scipy.io import savemat
+    from scipy.io import loadmat
 
-    hwcn = _rng(2).integers(0, 256, (32, 32, 3, 5), dtype=np.uint8)
-    savemat(tmp_path / "test_32x32.mat", {"X": hwcn, "y": np.array([[1], [10], [3], [10], [9]], dtype=np.uint8)})
+    images = _rng(2).integers(0, 256, (5, 3, 32, 32), dtype=np.uint8)
+    write_svhn_mat(tmp_path / "test_32x32.mat", images, np.array([1, 0, 3, 0, 9]))
+    mat = loadmat(tmp_path / "test_32x32.mat")  # the official layout: X (32, 32, 3, N), y (N, 1), 10 for 0
+    assert mat["X"].shape == (32, 32, 3, 5) and mat["y"].ravel().tolist() == [1, 10, 3, 10, 9]
+    assert np.array_equal(mat["X"][..., 2], images[2].transpose(1, 2, 0))
     ds = load_dataset(f"svhn:{tmp_path}", "test")
     _check(ds, 5, (3, 32, 32), 10)
     assert ds.labels.tolist() == [1, 0, 3, 0, 9]  # 10 means the digit 0
-    assert torch.equal(ds.images[2].permute(1, 2, 0), torch.from_numpy(hwcn[..., 2]))
+    assert torch.equal(ds.images, torch.from_numpy(images))
 
 
 def test_stl10_binary_with_unlabeled(tmp_path: Path) -> None:
     root = tmp_path / "stl10_binary"
     root.mkdir()
     hwc = _rng(3).integers(0, 256, (2, 96, 96, 3), dtype=np.uint8)
-    # Official layout: each image stored column-major, i.e. as (C, W, H).
-    hwc.transpose(0, 3, 2, 1).tofile(root / "train_X.bin")
-    np.array([1, 10], dtype=np.uint8).tofile(root / "train_y.bin")
-    hwc[:1].transpose(0, 3, 2, 1).tofile(root / "unlabeled_X.bin")
+    write_stl10_split(root, "train", hwc, np.array([0, 9]))
+    write_stl10_split(root, "unlabeled", hwc[:1], None)
+    # Official layout: each image stored column-major, i.e. as (C, W, H); labels 1..10.
+    assert (root / "train_X.bin").read_bytes() == hwc.transpose(0, 3, 2, 1).tobytes()
+    assert (root / "train_y.bin").read_bytes() == bytes([1, 10])
     ds = load_dataset(f"stl10:{tmp_path}", "train")
     _check(ds, 2, (3, 96, 96), 10)
     assert ds.labels.tolist() == [0, 9]
