@@ -49,6 +49,7 @@ from sslsteal_fast.attacks.queries import QueryInput, QuerySet, update_hash
 from sslsteal_fast.config import DEFAULT_BATCH_SIZES, DEFAULT_LRS, STRATEGIES, StealConfig
 from sslsteal_fast.data import SimCLRAugment, to_float
 from sslsteal_fast.models import StolenEncoder, build_encoder, save_checkpoint
+from sslsteal_fast.util.seeding import derive_seed
 from sslsteal_fast.util.checks import ArgumentTypeError
 from sslsteal_fast.util.progress import progress_bar
 from sslsteal_fast.victim import Victim
@@ -384,8 +385,10 @@ def steal(
     queries_before, passes_before = int(victim.queries_used), int(victim.forward_passes)
     fork_devices = [device.index or 0] if device.type == "cuda" else []
     with torch.random.fork_rng(devices=fork_devices):
-        torch.manual_seed(cfg.seed)
-        generator = torch.Generator().manual_seed(cfg.seed)
+        # The thief's own streams: seeding with cfg.seed itself would start a thief of the victim's
+        # architecture from the victim's initial weights when both use the same seed.
+        torch.manual_seed(derive_seed(cfg.seed, "thief-init"))
+        generator = torch.Generator().manual_seed(derive_seed(cfg.seed, "thief-order"))
         stolen = _build_stolen(thief, cfg, query_set, out_dim, device)
         if loss is not None:
             _dry_loss(loss_fn, name, stolen, query_set, rows, device)

@@ -10,7 +10,16 @@ import time
 from pathlib import Path
 from typing import Any
 
-from sslsteal_fast.cli.common import add_command, add_device, add_out, check_out, emit, refuse_stray, resolve_device
+from sslsteal_fast.cli.common import (
+    add_command,
+    add_device,
+    add_out,
+    check_out,
+    emit,
+    info,
+    refuse_stray,
+    resolve_device,
+)
 from sslsteal_fast.config import ARCHITECTURES, TEMPERATURES, VICTIM_LOSSES, VictimTrainConfig, WatermarkConfig
 
 __all__ = ["register"]
@@ -64,6 +73,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def _register_train_victim(subparsers: argparse._SubParsersAction) -> None:
     d = VictimTrainConfig()
     p = add_command(subparsers, _cmd_train_victim)
+    p.add_argument(
+        "--recipe",
+        default=None,
+        metavar="NAME",
+        help="retrain a packaged victim's recorded recipe (e.g. demo; no other training option applies) and compare "
+        "the result with the packaged weights: bit for bit, else by linear-probe accuracy within the recorded "
+        "tolerance (exit 1 outside it)",
+    )
     p.add_argument("--dataset", default=d.dataset, help="dataset spec: shapes, digits, cifar10:PATH, npz:PATH, ...")
     add_out(
         p,
@@ -106,6 +123,15 @@ def _register_train_victim(subparsers: argparse._SubParsersAction) -> None:
         g.add_argument(flag, type=kind, default=getattr(w, field), help=text)
 
 
+def _training_defaults() -> dict[str, Any]:
+    """The training options' defaults, by argparse dest (what --recipe refuses to combine with)."""
+    d, w = VictimTrainConfig(), WatermarkConfig()
+    out = {f.name: getattr(d, f.name) for f in dataclasses.fields(VictimTrainConfig)}
+    out.update(count=None, temperature=None, watermark=False)
+    out.update({"watermark_" + f: getattr(w, f) for f in _WATERMARK_OPTIONS})
+    return {k: v for k, v in out.items() if k not in ("progress",)}
+
+
 def _watermark_config(args: argparse.Namespace) -> WatermarkConfig | None:
     """The ``--watermark-*`` options as a WatermarkConfig (None without ``--watermark``)."""
     values = {field: getattr(args, "watermark_" + field) for field in _WATERMARK_OPTIONS}
@@ -133,6 +159,8 @@ def _cmd_train_victim(args: argparse.Namespace) -> int:
     from sslsteal_fast.victim import train_victim
 
     check_out(args.out, "prefix")
+    if args.recipe is not None:
+        return _train_recipe(args)
     wm = _watermark_config(args)
     fields = {f.name for f in dataclasses.fields(VictimTrainConfig)} - {"progress", "device"}
     cfg = VictimTrainConfig(
@@ -165,6 +193,79 @@ def _cmd_train_victim(args: argparse.Namespace) -> int:
         text += f" (watermarked: rotation accuracy {accuracy:.3f})" if accuracy is not None else " (watermarked)"
     emit(args, result, text)
     return 0
+
+
+_RECIPE_FREE = ("out", "device", "recipe", "quiet", "json", "debug")
+
+
+def _train_recipe(args: argparse.Namespace) -> int:
+    """``train-victim --recipe NAME``: train the packaged recipe into --out, then compare with the package."""
+    # Loaded when the command runs: keeps `sslsteal --help` fast.
+    from sslsteal_fast.ownership import train_watermarked_victim
+    from sslsteal_fast.victim import train_victim
+    from sslsteal_fast.victim.pretrained import packaged_victim
+
+    packaged = packaged_victim(args.recipe)
+    defaults = _training_defaults()
+    refuse_stray(
+        "a hand-written recipe (not --recipe)",
+        sorted(
+            "--" + k.replace("_", "-")
+            for k, v in vars(args).items()
+            if k in defaults and k not in _RECIPE_FREE and v != defaults[k]
+        ),
+    )
+    cfg, wm = packaged.configs()
+    cfg = dataclasses.replace(cfg, out=str(args.out), device=resolve_device(args.device), progress=not args.quiet)
+    info(args, f"train-victim: recipe {packaged.name!r}: {packaged.description}")
+    prefix = train_victim(cfg) if wm is None else train_watermarked_victim(cfg, wm)
+    result = compare_with_packaged(prefix, packaged, progress=not args.quiet)
+    verdict = (
+        "bit-for-bit identical to the packaged weights"
+        if result["identical"]
+        else f"differs from the packaged weights (max |dw| {result['max_abs_weight_difference']:.3g}); linear probe "
+        f"{result['probe_top1']:.2%} vs packaged {result['packaged_probe_top1']:.2%} "
+        f"(|difference| {abs(result['probe_difference']) * 100:.2f} points, tolerance {result['tolerance_points']:g})"
+    )
+    emit(args, {"out": str(prefix), "recipe": packaged.name, **result}, f"{prefix}: {verdict}")
+    return 0 if result["within_tolerance"] else 1
+
+
+def compare_with_packaged(prefix: Any, packaged: Any, *, progress: bool = False) -> dict[str, Any]:
+    """Weights of checkpoint ``prefix`` against a packaged victim's: bitwise, else by linear probe."""
+    # Loaded when the command runs: keeps `sslsteal --help` fast.
+    import torch
+
+    from sslsteal_fast.config import ProbeConfig
+    from sslsteal_fast.data import load_dataset
+    from sslsteal_fast.models import checkpoint_paths, load_checkpoint
+    from sslsteal_fast.probes import probe_encoder
+    from sslsteal_fast.util.files import load_tensors
+
+    packaged.verify()
+    mine, _ = load_tensors(checkpoint_paths(prefix)[0])
+    theirs, _ = load_tensors(packaged.folder / "victim.safetensors")
+    if mine.keys() != theirs.keys():
+        raise ValueError(f"{prefix}: its tensors are not the packaged victim's ({sorted(mine.keys() ^ theirs.keys())})")
+    identical = all(torch.equal(mine[k], theirs[k]) for k in mine)
+    diff = max(float((mine[k].double() - theirs[k].double()).abs().max()) for k in mine if mine[k].numel())
+    tolerance = float(packaged.measured.get("tolerance_points", 2.0))
+    out: dict[str, Any] = {
+        "identical": identical,
+        "max_abs_weight_difference": diff,
+        "tolerance_points": tolerance,
+        "within_tolerance": identical,
+    }
+    if identical:
+        return out
+    probe = packaged.measured["probe"]
+    train, test = (load_dataset(**probe[split]) for split in ("train", "test"))
+    config = ProbeConfig(epochs=int(probe.get("epochs", 100)))
+    top1 = probe_encoder(load_checkpoint(prefix)[0], train, test, config, progress=progress).linear.top1
+    packaged_top1 = float(packaged.measured["probe_top1"])
+    out.update(probe_top1=top1, packaged_probe_top1=packaged_top1, probe_difference=top1 - packaged_top1)
+    out["within_tolerance"] = abs(top1 - packaged_top1) * 100 <= tolerance
+    return out
 
 
 def _cmd_export(args: argparse.Namespace) -> int:

@@ -32,6 +32,7 @@ from sslsteal_fast.sweep.artifacts import PreparedVictim
 from sslsteal_fast.sweep.cell import build_defenses, cached_tensors, defense_key
 from sslsteal_fast.sweep.config import DatasetRef, SweepConfig
 from sslsteal_fast.sweep.store import ResultStore
+from sslsteal_fast.util.seeding import derive_seed
 from sslsteal_fast.util.files import load_tensors, safe_filename, save_tensors, stable_hash
 from sslsteal_fast.victim import OnnxVictim, query_victim
 
@@ -312,7 +313,7 @@ def victim_eval(
 def _random_init(cfg: SweepConfig, data: dict[str, torch.Tensor], num_classes: int) -> ProbeScores:
     """Probes of an untrained encoder of the thief's architecture: the floor a theft must beat."""
     with torch.random.fork_rng():
-        torch.manual_seed(0)
+        torch.manual_seed(derive_seed(0, "untrained-floor"))  # not any victim's or thief's initial weights
         encoder = build_encoder(cfg.steal.arch, int(data["train_images"].shape[1]))
     bs = cfg.probe.config.batch_size
     train_x = extract_features(encoder, data["train_images"], batch_size=bs)

@@ -177,3 +177,30 @@ def test_a_diverging_thief_is_caught_by_the_named_losses(loss: str) -> None:
     # The contrastive losses run the native ops; a NaN in one row must reach the loss, not vanish into it.
     with pytest.raises(FloatingPointError, match=f"the {loss} loss became nan"):
         steal(_victim(), uint8_images(32, size=SIZE), _cfg(loss=loss), thief=_DivergingThief(after=4), progress=False)
+
+
+def test_a_thief_does_not_start_from_the_weights_of_a_victim_with_the_same_seed() -> None:
+    """Victim and thief both seeded 0, same architecture: the thief must not inherit the victim's init.
+
+    A victim initialised under ``torch.manual_seed(0)`` (as train_victim does for seed 0); a thief
+    trained for one step at a negligible learning rate keeps its initial weights, which must differ.
+    """
+    torch.manual_seed(0)
+    victim_init = build_encoder("small")
+    result = steal(
+        LocalVictim(calibrated_encoder(7, size=SIZE)),
+        uint8_images(8, size=SIZE),
+        _cfg(budget=8, epochs=1, batch_size=8, lr=1e-12, seed=0),
+        progress=False,
+    )
+    thief = result.encoder.state_dict()
+    conv = "features.0.0.weight"
+    assert not torch.allclose(thief[conv], victim_init.state_dict()[conv])
+    # ...and the thief's start is still a pure function of its seed.
+    again = steal(
+        LocalVictim(calibrated_encoder(7, size=SIZE)),
+        uint8_images(8, size=SIZE),
+        _cfg(budget=8, epochs=1, batch_size=8, lr=1e-12, seed=0),
+        progress=False,
+    )
+    assert torch.equal(again.encoder.state_dict()[conv], thief[conv])
