@@ -49,9 +49,9 @@ from sslsteal_fast.attacks.queries import QueryInput, QuerySet, update_hash
 from sslsteal_fast.config import DEFAULT_BATCH_SIZES, DEFAULT_LRS, STRATEGIES, StealConfig
 from sslsteal_fast.data import SimCLRAugment, to_float
 from sslsteal_fast.models import StolenEncoder, build_encoder, save_checkpoint
-from sslsteal_fast.util.seeding import derive_seed
 from sslsteal_fast.util.checks import ArgumentTypeError
 from sslsteal_fast.util.progress import progress_bar
+from sslsteal_fast.util.seeding import derive_seed
 from sslsteal_fast.victim import Victim
 from sslsteal_fast.victim.protocol import remaining_budget, victim_sha256
 from sslsteal_fast.victim.train import resolve_device

@@ -32,8 +32,8 @@ from sslsteal_fast.sweep.artifacts import PreparedVictim
 from sslsteal_fast.sweep.cell import build_defenses, cached_tensors, defense_key
 from sslsteal_fast.sweep.config import DatasetRef, SweepConfig
 from sslsteal_fast.sweep.store import ResultStore
-from sslsteal_fast.util.seeding import derive_seed
 from sslsteal_fast.util.files import load_tensors, safe_filename, save_tensors, stable_hash
+from sslsteal_fast.util.seeding import derive_seed
 from sslsteal_fast.victim import OnnxVictim, query_victim
 
 __all__ = [

@@ -7,7 +7,6 @@ import json
 from pathlib import Path
 
 import pytest
-import torch
 
 from sslsteal_fast.cli import main
 from sslsteal_fast.config import VictimTrainConfig
@@ -101,7 +100,9 @@ def test_recipe_compares_by_probe_when_weights_differ(packaged, tmp_path: Path, 
     # Pretend the package was made elsewhere: other weights, a recorded probe accuracy far from ours.
     weights = packaged.folder / "victim.safetensors"
     tensors, meta = load_tensors(weights, header="sslsteal_fast")
-    save_tensors(weights, {k: v + 1e-3 if v.is_floating_point() else v for k, v in tensors.items()}, meta, header="sslsteal_fast")
+    save_tensors(
+        weights, {k: v + 1e-3 if v.is_floating_point() else v for k, v in tensors.items()}, meta, header="sslsteal_fast"
+    )
     manifest = json.loads((packaged.folder.parent / "manifest.json").read_text())
     manifest["victims"]["tiny"]["files"]["victim.safetensors"] = pretrained.file_sha256(weights)
     manifest["victims"]["tiny"]["measured"]["probe_top1"] = 0.0
