@@ -27,7 +27,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 from matplotlib.text import Annotation
-from matplotlib.ticker import PercentFormatter
+from matplotlib.ticker import MaxNLocator, PercentFormatter
 
 from sslsteal_fast.sweep.cell import detections_file
 from sslsteal_fast.util.files import atomic_write, load_tensors
@@ -491,55 +491,218 @@ def _place_labels(fig: Figure, ax: Any, texts: list[Annotation]) -> None:
         taken.append(text.get_window_extent(renderer))
 
 
-def figure_ownership(ownership_rows: Sequence[dict[str, Any]], *, alpha: float = 0.01) -> Figure:
-    """-log10(p) of each ownership test per suspect (one bar per method), with the ``alpha`` line.
+@dataclass(frozen=True)
+class _OwnershipGroup:
+    """The tests of one method on one suspect: a p-value per seed (None where the test gave none)."""
 
-    ``ownership_rows``: ``ownership.csv`` rows (``suspect``, ``method``, ``p_value``, ``verdict``).
-    A bar past the line is a ``stolen`` verdict. Each bar is labelled with its p-value.
+    suspect: str
+    method: str
+    p_values: tuple[float | None, ...]
+    verdicts: tuple[str, ...]
+
+    @property
+    def defined(self) -> list[float]:
+        return [p for p in self.p_values if p is not None]
+
+
+def _p_value(value: Any) -> float | None:
+    """A p-value from a row, as computed or as read back from the CSV (``""`` and non-finite: none)."""
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None
+    p = float(value)
+    return p if math.isfinite(p) else None
+
+
+def _ownership_groups(rows: Sequence[dict[str, Any]]) -> list[_OwnershipGroup]:
+    """One group per (suspect, method), in the rows' order; its seeds in the rows' order."""
+    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for r in rows:
+        groups.setdefault((str(r["suspect"]), str(r["method"])), []).append(r)
+    return [
+        _OwnershipGroup(
+            suspect,
+            method,
+            tuple(_p_value(r["p_value"]) for r in members),
+            tuple(str(r.get("verdict") or "") for r in members),
+        )
+        for (suspect, method), members in groups.items()
+    ]
+
+
+def _shown_p(p: float, prefix: str = "p") -> str:
+    return f"{prefix} < {P_FLOOR:.0e}" if p < P_FLOOR else f"{prefix} = {p:.2g}"
+
+
+def _minus_log10(p: float) -> float:
+    return -math.log10(max(p, P_FLOOR))
+
+
+def _ownership_label(group: _OwnershipGroup, alpha: float) -> str:
+    """``p = 0.003 (stolen)`` for a single test; ``2/3 flagged, median p = 0.004`` over several seeds."""
+    ps = group.defined
+    if len(group.p_values) == 1:
+        shown = _shown_p(ps[0])
+        return f"{shown} ({group.verdicts[0]})" if group.verdicts[0] else shown
+    flagged = sum(p < alpha for p in ps)
+    text = f"{flagged}/{len(group.p_values)} flagged, {_shown_p(float(np.median(ps)), 'median p')}"
+    missing = len(group.p_values) - len(ps)
+    return text + (f" ({missing} p n/a)" if missing else "")
+
+
+@dataclass(frozen=True)
+class _MarkLabel:
+    """A group's label and where its marks lie in x: it goes right of ``end`` or, inside the bar, left of ``start``."""
+
+    text: Annotation
+    start: float
+    end: float
+    gap: float  # points between the marks and the label
+
+
+def figure_ownership(ownership_rows: Sequence[dict[str, Any]], *, alpha: float = 0.01) -> Figure:
+    """-log10(p) of each ownership test per suspect (a band per method), with the ``alpha`` line.
+
+    ``ownership_rows``: ``ownership.csv`` rows (``suspect``, ``method``, ``p_value``, ``verdict``,
+    optionally ``seed``), as computed or as read back (strings, ``""`` for no p-value). A single
+    test per (suspect, method) is a bar labelled with its p-value and verdict; a test repeated over
+    several seeds is a dot per seed (spread across the method's band) over a pale bar to their
+    median, labelled ``k/n flagged`` (seeds with p < ``alpha``) and the median p. Past the line is
+    a ``stolen`` verdict; a p below :data:`P_FLOOR` is drawn at the floor. The x axis is linear up
+    to a few times the line and logarithmic past it, so that a p of 1e-300 (a watermark test whose
+    p underflows) does not squash every other test against the line.
     """
-    suspects = _unique(str(r["suspect"]) for r in ownership_rows)
-    methods = _unique(str(r["method"]) for r in ownership_rows)
-    fig = _figure(7.4, 1.6 + 0.5 * len(suspects) * max(1, len(methods)) ** 0.5 + 0.3)
+    groups = _ownership_groups(ownership_rows)
+    suspects = _unique(g.suspect for g in groups)
+    methods = _unique(g.method for g in groups)
+    seeds = sorted({len(g.p_values) for g in groups})
+    several = seeds[-1] > 1
+    per_suspect = 0.65 if several else 0.5  # inches, before the methods' share: room for the dots' spread
+    fig = _figure(7.4, 1.9 + per_suspect * len(suspects) * max(1, len(methods)) ** 0.5)
     ax = fig.subplots()
     height = 0.8 / max(1, len(methods))
     line = -math.log10(alpha)
+    linear = 10.0 ** math.ceil(math.log10(2 * max(line, 1.0)))  # linear up to here, log past it
     top = line
-    for j, method in enumerate(methods):
-        for r in ownership_rows:
-            if str(r["method"]) != method:
-                continue
-            p = r["p_value"]
-            y = suspects.index(str(r["suspect"])) + (j - (len(methods) - 1) / 2) * height
-            if p is None or p == "" or not math.isfinite(float(p)):
-                ax.text(0.02, y, "p n/a", va="center", fontsize=8, transform=ax.get_yaxis_transform())
-                continue
-            p = float(p)
-            value = -math.log10(max(p, P_FLOOR))
-            top = max(top, value)
-            ax.barh(y, value, height=height * 0.9, color=COLORS[j % len(COLORS)])
-            shown = f"p < {P_FLOOR:.0e}" if p < P_FLOOR else f"p = {p:.2g}"
-            ax.annotate(
-                f"{shown} ({r['verdict']})" if r.get("verdict") else shown,
-                (value, y),
-                xytext=(3, 0),
-                textcoords="offset points",
-                va="center",
-                fontsize=8,
-                bbox={"facecolor": "white", "edgecolor": "none", "alpha": 0.8, "pad": 0.5},
-            )
+    labels: list[_MarkLabel] = []
+    for g in groups:
+        j = methods.index(g.method)
+        y = suspects.index(g.suspect) + (j - (len(methods) - 1) / 2) * height
+        if not g.defined:  # no test ran: a note by the alpha line
+            what = "p n/a" if len(g.p_values) == 1 else f"p n/a ({len(g.p_values)} seeds)"
+            note = ax.annotate(what, (line, y), xytext=(4, 0), textcoords="offset points", va="center", fontsize=8)
+            labels.append(_MarkLabel(note, line, line, 4.0))
+            continue
+        start, end = _draw_ownership_group(ax, g, y, height, COLORS[j % len(COLORS)])
+        top = max(top, end)
+        text = ax.annotate(
+            _ownership_label(g, alpha),
+            (end, y),
+            xytext=(3, 0),
+            textcoords="offset points",
+            va="center",
+            fontsize=8,
+            bbox={"facecolor": "white", "edgecolor": "none", "alpha": 0.8, "pad": 0.5},
+        )
+        labels.append(_MarkLabel(text, start, end, 6.0 if len(g.p_values) > 1 else 3.0))
     ax.axvline(line, color="black", linestyle="--", linewidth=1)
     ax.set_yticks(range(len(suspects)), suspects)
-    ax.invert_yaxis()
-    ax.set_xlim(0, top * 1.45 + 0.5)
-    ax.set_xlabel("-log10(p)  (larger: stronger evidence of theft)")
+    ax.set_ylim(len(suspects) - 0.5, -0.5)  # the first suspect on top
+    ax.set_xscale("symlog", linthresh=linear, linscale=1.0)
+    # A sliver either side of the marks (in the scale's own units): a dot at p = 1 or at the floor shows whole.
+    scale = ax.xaxis.get_transform()
+    low, high = scale.transform(np.array([0.0, top]))
+    ax.set_xlim(*scale.inverted().transform(np.array([low - 0.02 * (high - low), high + 0.03 * (high - low)])))
     ax.grid(True, axis="x", alpha=0.3)
-    _title(fig, "Ownership tests per suspect")
+    n = str(seeds[-1]) if len(seeds) == 1 else f"{seeds[0]}-{seeds[-1]}"
+    _title(fig, "Ownership tests per suspect" + (f" ({n} seeds each)" if several else ""))
     handles: list[Artist] = [Patch(color=COLORS[j % len(COLORS)]) for j in range(len(methods))]
-    labels = [m.replace("_", " ") for m in methods]
+    names = [m.replace("_", " ") for m in methods]
+    if several:
+        handles.append(Line2D([], [], marker="o", markersize=5, linestyle="none", color="0.6", markeredgecolor="black"))
+        names.append("one seed's test")
+        handles.append(Patch(facecolor="0.6", alpha=0.5, edgecolor="0.3"))
+        names.append("median over seeds")
     handles.append(Line2D([], [], color="black", linestyle="--", linewidth=1))
-    labels.append(f"alpha = {alpha:g} (-log10 = {line:.1f}): past it, 'stolen'")
-    _legend_below(fig, handles, labels, max_cols=3)
+    names.append(f"alpha = {alpha:g} (-log10 = {line:.1f}): past it, 'stolen'")
+    _legend_below(fig, handles, names, max_cols=3)
+    _place_mark_labels(fig, ax, labels)
+    right = ax.get_xlim()[1]
+    ax.set_xticks(ticks := _minus_log10_ticks(right, linear), [f"{v:g}" for v in ticks])
+    ax.minorticks_off()
+    past = f", log scale past {linear:g}" if right > linear else ""
+    ax.set_xlabel(f"-log10(p){past}  (larger: stronger evidence of theft)")
     return fig
+
+
+def _draw_ownership_group(ax: Any, group: _OwnershipGroup, y: float, height: float, color: str) -> tuple[float, float]:
+    """A bar for one test; a dot per seed over a pale bar to their median for several. Returns the
+    marks' extent in x (where the bar ends for one test, the leftmost and rightmost dots for several)."""
+    xs = [_minus_log10(p) for p in group.defined]
+    if len(group.p_values) == 1:
+        ax.barh(y, xs[0], height=height * 0.9, color=color)
+        return xs[0], xs[0]
+    median = _minus_log10(float(np.median(group.defined)))
+    ax.barh(y, median, height=height * 0.9, color=color, alpha=0.3, linewidth=0)
+    ax.plot([median, median], [y - height * 0.45, y + height * 0.45], color=color, linewidth=2)
+    spread = np.linspace(-0.28, 0.28, len(xs)) * height if len(xs) > 1 else np.zeros(1)
+    ax.plot(xs, y + spread, marker="o", markersize=5, linestyle="none", color=color, markeredgecolor="black", mew=0.6)
+    return min(xs), max(xs)
+
+
+def _minus_log10_ticks(right: float, linear: float) -> list[float]:
+    """Ticks of the symlog axis from 0 to ``right``: round steps up to ``linear``, then 1-2-5 per
+    decade (only the decades when there are more than two)."""
+    top = min(right, linear)
+    locator = MaxNLocator(nbins=4 if right > linear else 6, steps=[1, 2, 5, 10])
+    ticks = [float(v) for v in locator.tick_values(0, top) if 0 <= v <= top]
+    steps = (2, 5, 10) if right <= linear * 100 else (10,)
+    decade = linear
+    while decade <= right:
+        ticks += [m * decade for m in steps if linear < m * decade <= right]
+        decade *= 10
+    return ticks
+
+
+def _place_mark_labels(fig: Figure, ax: Any, labels: Sequence[_MarkLabel]) -> None:
+    """Each label right of its marks where it fits in the axes, else inside its bar (left of its
+    leftmost mark) where there is room, else right of its marks with the x range widened to fit it."""
+    if not labels:
+        return
+    for label in labels:
+        label.text.set_in_layout(False)  # they end up inside the axes: the layout need not make room for them
+    renderer = fig.canvas.get_renderer()  # type: ignore[attr-defined]
+    fig.draw(renderer)  # settle the layout first: positions are read in display coordinates
+    box = ax.get_window_extent(renderer)
+    scale = ax.xaxis.get_transform()  # data -> scaled x (linear or symlog)
+
+    def scaled(v: float) -> float:
+        return float(scale.transform(np.array([v]))[0])
+
+    for _ in range(len(labels) + 1):  # a wider range can leave a label inside its bar no room: place all again
+        left, right = (scaled(v) for v in ax.get_xlim())
+        needed = right
+        for label in labels:
+            text, px = label.text, label.gap * fig.dpi / 72
+            text.xy = (label.end, text.xy[1])
+            text.set_position((label.gap, 0))
+            text.set_horizontalalignment("left")
+            extent = text.get_window_extent(renderer)
+            if extent.x1 <= box.x1 - 2:
+                continue
+            text.xy = (label.start, text.xy[1])
+            text.set_position((-label.gap, 0))
+            text.set_horizontalalignment("right")
+            if text.get_window_extent(renderer).x0 >= box.x0 + 2:
+                continue
+            text.xy = (label.end, text.xy[1])
+            text.set_position((label.gap, 0))
+            text.set_horizontalalignment("left")
+            room = box.width - 4 - px - extent.width  # pixels left of the label's anchor
+            if room > 0:
+                needed = max(needed, left + (scaled(label.end) - left) * box.width / room)
+        if needed <= right:
+            return
+        ax.set_xlim(ax.get_xlim()[0], float(scale.inverted().transform(np.array([needed]))[0]))
 
 
 def defense_study_plots(

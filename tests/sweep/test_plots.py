@@ -7,8 +7,10 @@ where there are several seeds, and keeps every legend outside the axes (display 
 from __future__ import annotations
 
 import csv
+import io
 import json
 import math
+import statistics
 from collections.abc import Callable
 from pathlib import Path
 from types import SimpleNamespace
@@ -400,22 +402,164 @@ OWNERSHIP_ROWS = [
     {"suspect": "independent-disjoint-data", "method": "watermark", "p_value": 0.6, "verdict": "independent"},
     {"suspect": "independent-disjoint-data", "method": "dataset_inference", "p_value": 0.9, "verdict": "independent"},
 ]
+P_FLOOR = 1e-300  # the smallest p-value the figure draws
+
+#: Several seeds per (suspect, method): p-values per seed, None where the test gave none.
+SEEDED_P = {
+    "victim": ([0.0, 0.0, 0.0], [1e-30, 1e-28, 1e-33]),
+    "stolen-mse-1000": ([1e-5, 3e-4, 0.02], [0.2, 0.004, 0.5]),
+    "stolen-info_nce-1000": ([1e-30, 2e-12, 1e-9], [1e-3, 5e-6, 0.03]),
+    "stolen-soft_nn-300": ([0.5, 0.04, 0.001], [None, 0.6, 0.3]),
+    "stolen-mse-30": ([0.5, 0.5, 0.3], [0.5, 0.7, 0.9]),
+    "independent-disjoint-data": ([0.6, 0.5, 0.8], [0.9, 0.5, 0.45]),
+    "independent-random-init": ([None, None, None], [0.5, 0.2, 0.8]),
+}
 
 
-def test_ownership_figure_draws_minus_log10_p_against_alpha(tmp_path: Path) -> None:
-    fig = figure_ownership(OWNERSHIP_ROWS, alpha=0.01)
+def seeded_ownership_rows(alpha: float = 0.01) -> list[dict[str, Any]]:
+    """``ownership.csv`` with a row per seed, as read back from the file (every value a string)."""
+    rows = [
+        {
+            "suspect": suspect,
+            "method": method,
+            "seed": seed,
+            "statistic": 0.5,
+            "p_value": "" if p is None else p,
+            "verdict": "" if p is None else ("stolen" if p < alpha else "independent"),
+            "detail": "",
+        }
+        for suspect, per_method in SEEDED_P.items()
+        for method, ps in zip(("watermark", "dataset_inference"), per_method, strict=True)
+        for seed, p in enumerate(ps)
+    ]
+    return _csv_round_trip(rows)
+
+
+def _csv_round_trip(rows: list[dict[str, Any]]) -> list[dict[str, str]]:
+    text = io.StringIO()
+    writer = csv.DictWriter(text, list(rows[0]))
+    writer.writeheader()
+    writer.writerows(rows)
+    text.seek(0)
+    return list(csv.DictReader(text))
+
+
+def _dots(ax: Any) -> list[tuple[float, float]]:
+    """The per-seed dots (line markers) of the ownership figure, in data coordinates."""
+    return [(float(x), float(y)) for line in ax.get_lines() if line.get_marker() == "o" for x, y in line.get_xydata()]
+
+
+def _assert_labels_clear(fig: Figure) -> None:
+    """The figure's texts in the axes lie inside it, overlap no other and cover no dot."""
+    ax = fig.axes[0]
+    renderer = fig.canvas.get_renderer()  # type: ignore[attr-defined]
+    fig.draw(renderer)
+    inside = ax.get_window_extent(renderer)
+    boxes = [t.get_window_extent(renderer) for t in ax.texts]
+    for box, text in zip(boxes, ax.texts, strict=True):
+        assert inside.x0 <= box.x0 and box.x1 <= inside.x1, f"{text.get_text()!r} runs out of the axes"
+        assert inside.y0 <= box.y0 and box.y1 <= inside.y1, f"{text.get_text()!r} runs out of the axes"
+    assert not any(a.overlaps(b) for i, a in enumerate(boxes) for b in boxes[i + 1 :]), "two labels overlap"
+    for x, y in _dots(ax):
+        px, py = ax.transData.transform((x, y))
+        assert not any(box.contains(px, py) for box in boxes), f"a label covers the dot at {x:.3g}"
+
+
+@pytest.mark.parametrize("as_read", [False, True], ids=["as-computed", "as-read-from-csv"])
+@pytest.mark.parametrize("seed_column", [False, True], ids=["no-seed", "one-seed"])
+def test_ownership_figure_draws_minus_log10_p_against_alpha(as_read: bool, seed_column: bool, tmp_path: Path) -> None:
+    no_test = {"suspect": "independent-disjoint-data", "method": "other", "p_value": None, "verdict": ""}
+    rows = [dict(r, seed=0) if seed_column else dict(r) for r in [*OWNERSHIP_ROWS, no_test]]
+    if as_read:
+        rows = _csv_round_trip(rows)
+    fig = figure_ownership(rows, alpha=0.01)
     ax = fig.axes[0]
     widths = sorted(round(p.get_width(), 6) for p in ax.patches)
-    expected = sorted(round(-math.log10(max(r["p_value"], 1e-300)), 6) for r in OWNERSHIP_ROWS)
-    assert widths == expected
+    expected = sorted(round(-math.log10(max(r["p_value"], P_FLOOR)), 6) for r in OWNERSHIP_ROWS)
+    assert widths == expected  # one bar per test, at the floor below it
+    assert not _dots(ax) and "seeds" not in fig._suptitle.get_text()  # a single test per group: no dots
     (alpha_line,) = [line for line in ax.get_lines() if line.get_linestyle() == "--"]
     assert alpha_line.get_xdata()[0] == pytest.approx(2.0)
     annotations = {t.get_text() for t in ax.texts}
-    assert "p < 1e-300 (stolen)" in annotations and "p = 1e-40 (stolen)" in annotations
+    assert {"p < 1e-300 (stolen)", "p = 1e-40 (stolen)", "p = 0.2 (independent)", "p n/a"} <= annotations
     assert [t.get_text() for t in ax.get_yticklabels()] == ["victim", "stolen-mse-1000", "independent-disjoint-data"]
     assert ax.get_xlim()[1] > max(widths)  # the labels of the longest bars have room
+    assert "seed" not in " ".join(_legend_texts(fig))
+    _assert_labels_clear(fig)
     assert_legends_outside(fig)
     assert_png(save_figure(fig, tmp_path / "o.png"))
+
+
+def test_ownership_figure_over_several_seeds_draws_a_dot_per_seed_and_counts_the_flags(tmp_path: Path) -> None:
+    alpha = 0.01
+    rows = seeded_ownership_rows(alpha)
+    fig = figure_ownership(rows, alpha=alpha)
+    ax = fig.axes[0]
+    # A dot per seed that has a p-value, at -log10(p) (the floor below it).
+    ps = [p for per_method in SEEDED_P.values() for method in per_method for p in method if p is not None]
+    dots = _dots(ax)
+    assert len(dots) == len(ps) == 38
+    assert sorted(round(x, 6) for x, _ in dots) == sorted(round(-math.log10(max(p, P_FLOOR)), 6) for p in ps)
+    # Each group's label: seeds with p < alpha out of all its seeds, and the median of its p-values.
+    expected = set()
+    for per_method in SEEDED_P.values():
+        for values in per_method:
+            defined = [p for p in values if p is not None]
+            if not defined:
+                expected.add("p n/a (3 seeds)")
+                continue
+            median = statistics.median(defined)
+            shown = "< 1e-300" if median < P_FLOOR else f"= {median:.2g}"
+            missing = len(values) - len(defined)
+            expected.add(
+                f"{sum(p < alpha for p in defined)}/{len(values)} flagged, median p {shown}"
+                + (f" ({missing} p n/a)" if missing else "")
+            )
+    texts = {t.get_text() for t in ax.texts}
+    assert texts == expected
+    assert {
+        "3/3 flagged, median p < 1e-300",
+        "2/3 flagged, median p = 0.0003",
+        "0/3 flagged, median p = 0.45 (1 p n/a)",
+    } <= texts
+    # A pale bar to each group's median; every dot within its method's band, the seeds apart.
+    medians = sorted(
+        round(-math.log10(max(statistics.median(d), P_FLOOR)), 6)
+        for per_method in SEEDED_P.values()
+        for values in per_method
+        if (d := [p for p in values if p is not None])
+    )
+    assert sorted(round(p.get_width(), 6) for p in ax.patches) == medians
+    height = 0.8 / 2
+    for i, suspect in enumerate(SEEDED_P):
+        for j, values in enumerate(SEEDED_P[suspect]):
+            center = i + (j - 0.5) * height
+            ys = [y for _, y in dots if abs(y - center) < height / 2]
+            assert len(ys) == sum(p is not None for p in values)
+            assert len(set(ys)) == len(ys)  # spread across the band: equal p-values do not hide each other
+    assert "3 seeds each" in fig._suptitle.get_text()
+    assert {"one seed's test", "median over seeds"} <= set(_legend_texts(fig))
+    _assert_labels_clear(fig)
+    assert_legends_outside(fig)
+    assert_png(save_figure(fig, tmp_path / "seeds.png"))
+
+
+def test_ownership_figure_shows_the_tests_near_alpha_beside_a_p_at_the_floor() -> None:
+    # p = 0 (drawn at 1e-300) next to tests around alpha: those stay apart from the alpha line.
+    rows = [
+        {"suspect": "victim", "method": "watermark", "p_value": 0.0, "verdict": "stolen"},
+        {"suspect": "near", "method": "watermark", "p_value": 0.005, "verdict": "stolen"},
+        {"suspect": "far", "method": "watermark", "p_value": 0.5, "verdict": "independent"},
+    ]
+    fig = figure_ownership(rows, alpha=0.01)
+    ax = fig.axes[0]
+    renderer = fig.canvas.get_renderer()  # type: ignore[attr-defined]
+    fig.draw(renderer)
+    width = ax.get_window_extent(renderer).width
+    x = {round(p.get_width(), 3): ax.transData.transform((p.get_width(), 0))[0] for p in ax.patches}
+    line = ax.transData.transform((2.0, 0))[0]
+    assert x[2.301] - line > 0.01 * width and line - x[0.301] > 0.05 * width  # linear: 0.07% and 0.4%
+    _assert_labels_clear(fig)
 
 
 def test_defense_study_plots_write_their_three_files(tmp_path: Path) -> None:
