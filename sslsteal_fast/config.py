@@ -119,6 +119,9 @@ def check_seed(name: str, value: Any) -> int:
 
 #: VictimTrainConfig fields that do not change the result (a run may resume with other values).
 _RESUME_FREE = ("out", "device", "progress")
+#: Fields added after the first release: left out of a run's identity at their default, so the victims
+#: cached (and checkpoints written) before them keep their identity.
+_LATER_FIELDS = {"rotation": 0.0, "translate": 0.0, "min_zoom": 1.0, "grayscale_p": 0.2}
 
 
 @dataclass
@@ -129,6 +132,11 @@ class VictimTrainConfig:
     resized to ``image_size``; ``count`` limits the number of training images (for ``shapes`` it is
     how many are generated) and ``data_seed`` is the dataset's generation / subset seed.
     ``crop_min_scale``: smallest random-resized-crop area (the paper's 0.08 by default).
+    ``rotation`` (degrees either way), ``translate`` (fraction of the side) and ``min_zoom`` (scale
+    factor drawn from [min_zoom, 1]): a random affine step before the crop, off by default as in the
+    paper, for data whose classes ignore pose (:class:`~sslsteal_fast.data.SimCLRAugment`).
+    ``grayscale_p``: probability that a view is turned grey (the paper's 0.2; higher makes colour a
+    weaker cue to tell images apart).
     ``temperature``: ``None`` means the loss's default (:data:`TEMPERATURES`). ``out``: checkpoint
     prefix. ``device``: ``"cpu"``, ``"cuda"``, ... or ``"auto"`` (CUDA when available).
     """
@@ -148,6 +156,10 @@ class VictimTrainConfig:
     data_seed: int = 0
     proj_dim: int = 128
     crop_min_scale: float = 0.08
+    rotation: float = 0.0
+    translate: float = 0.0
+    min_zoom: float = 1.0
+    grayscale_p: float = 0.2
     device: str = "auto"
     progress: bool = True
 
@@ -167,6 +179,12 @@ class VictimTrainConfig:
         self.crop_min_scale = check_number(f"{name}.crop_min_scale", self.crop_min_scale, low=0.0, high=1.0)
         if self.crop_min_scale == 0.0:
             raise ValueError(f"{name}.crop_min_scale must be in (0, 1], got 0.0")
+        self.rotation = check_number(f"{name}.rotation", self.rotation, low=0.0, high=180.0)
+        self.translate = check_number(f"{name}.translate", self.translate, low=0.0, high=1.0)
+        self.min_zoom = check_number(f"{name}.min_zoom", self.min_zoom, low=0.0, high=1.0)
+        if self.min_zoom == 0.0:
+            raise ValueError(f"{name}.min_zoom must be in (0, 1], got 0.0")
+        self.grayscale_p = check_number(f"{name}.grayscale_p", self.grayscale_p, low=0.0, high=1.0)
         if self.temperature is not None:
             self.temperature = check_number(f"{name}.temperature", self.temperature, low=0.0, strict=True)
         check_bool(f"{name}.progress", self.progress)
@@ -180,7 +198,11 @@ class VictimTrainConfig:
 
     def identity(self) -> dict[str, Any]:
         """The fields that determine the result (everything but out, device and progress display)."""
-        return {k: v for k, v in dataclasses.asdict(self).items() if k not in _RESUME_FREE}
+        return {
+            k: v
+            for k, v in dataclasses.asdict(self).items()
+            if k not in _RESUME_FREE and not (k in _LATER_FIELDS and v == _LATER_FIELDS[k])
+        }
 
 
 @dataclass(frozen=True)

@@ -109,6 +109,19 @@ def _register_train_victim(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--crop-min-scale", type=float, default=d.crop_min_scale, help="smallest random-resized-crop area fraction"
     )
+    p.add_argument(
+        "--rotation",
+        type=float,
+        default=d.rotation,
+        help="rotate views by up to this many degrees either way (0: off; for classes that ignore pose)",
+    )
+    p.add_argument(
+        "--translate", type=float, default=d.translate, help="shift views by up to this fraction of the side (0: off)"
+    )
+    p.add_argument(
+        "--min-zoom", type=float, default=d.min_zoom, help="shrink views by a factor drawn from [MIN_ZOOM, 1] (1: off)"
+    )
+    p.add_argument("--grayscale-p", type=float, default=d.grayscale_p, help="probability that a view is turned grey")
     add_device(p, "training")
     w = WatermarkConfig()
     g = p.add_argument_group("watermark")

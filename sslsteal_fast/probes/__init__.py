@@ -10,6 +10,7 @@ probe's test split may not share an image with its train split (:func:`check_dis
 from __future__ import annotations
 
 from sslsteal_fast.config import ProbeConfig
+from sslsteal_fast.probes.baselines import supervised_encoder, untrained_encoder
 from sslsteal_fast.probes.classifiers import OPTIMIZERS, ProbeResult, knn_probe, linear_probe
 from sslsteal_fast.probes.evaluate import EncoderFeatures, ProbeScores, evaluate_encoder, probe_encoder, probe_features
 from sslsteal_fast.probes.features import extract_features
@@ -31,4 +32,6 @@ __all__ = [
     "linear_probe",
     "probe_encoder",
     "probe_features",
+    "supervised_encoder",
+    "untrained_encoder",
 ]

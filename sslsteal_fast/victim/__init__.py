@@ -21,7 +21,7 @@ from sslsteal_fast.victim.defense_api import Defense, Transactional, apply_defen
 from sslsteal_fast.victim.export import PARITY_TOLERANCE, export_onnx, max_relative_difference, read_metadata
 from sslsteal_fast.victim.protocol import LocalVictim, Victim, query_victim
 from sslsteal_fast.victim.serving import BudgetExceeded, OnnxVictim, Preprocess, default_providers, physical_cores
-from sslsteal_fast.victim.train import TrainHook, train_victim
+from sslsteal_fast.victim.train import TrainHook, train_victim, training_views
 
 __all__ = [
     "PARITY_TOLERANCE",
@@ -46,4 +46,5 @@ __all__ = [
     "read_metadata",
     "train_victim",
     "trained_victim",
+    "training_views",
 ]

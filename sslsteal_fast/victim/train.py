@@ -65,6 +65,7 @@ __all__ = [
     "run_identity",
     "state_path",
     "train_victim",
+    "training_views",
 ]
 
 #: The contrastive losses a victim trains with.
@@ -227,6 +228,18 @@ def _epoch_seed(seed: int, epoch: int) -> int:
     return int(np.random.SeedSequence([seed, epoch, 0x51C1A]).generate_state(1)[0])
 
 
+def training_views(cfg: VictimTrainConfig) -> SimCLRAugment:
+    """The view generator a run of ``cfg`` trains with (ownership tests reuse it: the owner knows its recipe)."""
+    return SimCLRAugment(
+        cfg.image_size,
+        min_scale=cfg.crop_min_scale,
+        rotation=cfg.rotation,
+        translate=cfg.translate,
+        min_zoom=cfg.min_zoom,
+        grayscale_p=cfg.grayscale_p,
+    )
+
+
 def _cosine_lr(base: float, step: int, total: int) -> float:
     """Cosine decay from ``base`` at step 0 to 0 at ``total`` (clamped: no wrap-around)."""
     return base * 0.5 * (1.0 + math.cos(math.pi * min(step, total) / total))
@@ -340,7 +353,7 @@ def train_victim(
         model = model.to(memory_format=torch.channels_last)
     params = [p for mod in modules.values() for p in mod.parameters()]
     opt = torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    augment = SimCLRAugment(cfg.image_size, min_scale=cfg.crop_min_scale)
+    augment = training_views(cfg)
 
     spath = state_path(prefix)
     prog = _Progress()
@@ -421,6 +434,10 @@ def train_victim(
         "loss": cfg.loss,
         "temperature": cfg.resolved_temperature,
         "crop_min_scale": cfg.crop_min_scale,
+        "rotation": cfg.rotation,
+        "translate": cfg.translate,
+        "min_zoom": cfg.min_zoom,
+        "grayscale_p": cfg.grayscale_p,
         "epoch_losses": prog.epoch_losses,
         "train_seconds": round(prog.seconds, 3),
         "torch": torch.__version__,

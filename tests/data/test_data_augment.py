@@ -57,3 +57,35 @@ def test_blur_kernel_and_errors() -> None:
         SimCLRAugment(8, strength=2.0)
     with pytest.raises(ValueError, match="min_scale"):
         SimCLRAugment(8, min_scale=0.0)
+
+
+def test_pose_augmentation_moves_content_and_is_off_by_default() -> None:
+    """rotation / translate / min_zoom add one affine step; the paper's pipeline is unchanged without them."""
+    x = torch.zeros(64, 3, 16, 16)
+    x[:, :, 2:6, 2:6] = 1.0  # a bright square in the top-left corner
+    plain = SimCLRAugment(16, min_scale=1.0, strength=0.0, blur=False, grayscale_p=0.0)
+    posed = SimCLRAugment(16, min_scale=1.0, strength=0.0, blur=False, grayscale_p=0.0, rotation=180, translate=0.2)
+    assert "RandomAffine" not in repr(plain._pipeline(3)) and "RandomAffine" in repr(posed._pipeline(3))
+    torch.manual_seed(0)
+    centre_plain = _centre_of_mass(plain(x))
+    torch.manual_seed(0)
+    centre_posed = _centre_of_mass(posed(x))
+    # Without the affine step the square stays in its corner (flips move it to the other top corner).
+    assert (centre_plain[:, 0] < 5).all()
+    assert (centre_posed[:, 0] > 8).float().mean() > 0.25  # rotated and shifted: often in the bottom half
+
+
+def _centre_of_mass(v: torch.Tensor) -> torch.Tensor:
+    w = v.mean(1)
+    rows = torch.arange(16.0)[None, :, None]
+    cols = torch.arange(16.0)[None, None, :]
+    mass = w.sum((1, 2))
+    return torch.stack([(w * rows).sum((1, 2)) / mass, (w * cols).sum((1, 2)) / mass], 1)
+
+
+@pytest.mark.parametrize(
+    "kwargs", [{"rotation": -1}, {"rotation": 181}, {"translate": 1.5}, {"min_zoom": 0.0}, {"grayscale_p": 2}]
+)
+def test_bad_pose_arguments_are_refused(kwargs) -> None:
+    with pytest.raises(ValueError, match="SimCLRAugment"):
+        SimCLRAugment(16, **kwargs)

@@ -141,3 +141,21 @@ def test_bad_config_and_hooks_are_clear_errors(tmp_path: Path) -> None:
         train_victim({"dataset": "shapes"})  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="hooks must be TrainHook objects"):
         train_victim(_cfg(tmp_path / "v"), [object()])  # type: ignore[list-item]
+
+
+def test_pose_fields_keep_old_identities_at_their_defaults() -> None:
+    """Fields added later are left out of a run's identity at their default (old caches keep their key)."""
+    from sslsteal_fast.config import VictimTrainConfig
+
+    base = VictimTrainConfig().identity()
+    assert not {"rotation", "translate", "min_zoom", "grayscale_p"} & set(base)
+    posed = VictimTrainConfig(rotation=180.0, translate=0.1, min_zoom=0.8, grayscale_p=0.8).identity()
+    assert {k: posed[k] for k in ("rotation", "translate", "min_zoom", "grayscale_p")} == {
+        "rotation": 180.0,
+        "translate": 0.1,
+        "min_zoom": 0.8,
+        "grayscale_p": 0.8,
+    }
+    for bad in ({"rotation": 200}, {"translate": -0.1}, {"min_zoom": 0}, {"grayscale_p": 1.5}):
+        with pytest.raises(ValueError, match="VictimTrainConfig"):
+            VictimTrainConfig(**bad)
