@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.sslsteal-installed
 # The ONNX Runtime extra: gpu (onnxruntime-gpu) where nvidia-smi sees a GPU, else cpu (onnxruntime).
 ORT_EXTRA ?= $(shell nvidia-smi -L >/dev/null 2>&1 && echo gpu || echo cpu)
 
-.PHONY: demo test bench bench-suite lint format cuda-check gpu-check dist-check install clean
+.PHONY: victim package-victims demo test bench bench-suite lint format cuda-check gpu-check dist-check install clean
 
 # A virtualenv with torch and the package built in place (C++ extension included).
 $(STAMP): setup.py pyproject.toml $(wildcard csrc/*.cpp csrc/*.h csrc/cpu/*.cpp csrc/cpu/*.h csrc/cuda/*.cu csrc/cuda/*.cuh csrc/cuda/*.h csrc/cuda/*.cpp)
@@ -23,6 +23,15 @@ install: $(STAMP)
 
 demo: $(STAMP)
 	$(VENV)/bin/sslsteal demo --out demo-out
+
+# Retrain the demo's packaged victim from its recorded recipe and compare it with the shipped weights
+# (bit for bit on the machine that made them; elsewhere by linear probe within the recorded tolerance).
+victim: $(STAMP)
+	$(VENV)/bin/sslsteal train-victim --recipe demo --out runs/victim-demo
+
+# Maintainers: retrain every packaged victim from scratch and rewrite sslsteal_fast/pretrained/.
+package-victims: $(STAMP)
+	$(PY) scripts/package_victims.py
 
 test: $(STAMP)
 	$(PY) -m pytest -q

@@ -11,7 +11,7 @@ import pytest
 from sslsteal_fast.config import ProbeConfig, StealConfig, VictimTrainConfig, WatermarkConfig
 from sslsteal_fast.defenses import DEFENSES
 from sslsteal_fast.sweep.config import GRID_OWNED, RUN_OWNED, RunConfig
-from sslsteal_fast.sweep.defense_study import DEFENSE_COLUMNS, OWNERSHIP_COLUMNS
+from sslsteal_fast.sweep.defense_study import DEFENSE_COLUMNS, MEAN_COLUMNS, OWNERSHIP_COLUMNS, POWER_COLUMNS
 from sslsteal_fast.sweep.report import AGGREGATE_COLUMNS, CSV_COLUMNS
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"
@@ -88,7 +88,7 @@ def test_config_reference_lists_every_defense_and_parameter() -> None:
     [
         ("`results.csv` columns", CSV_COLUMNS),
         ("`aggregate.csv` columns", AGGREGATE_COLUMNS),
-        ("`sslsteal demo", DEFENSE_COLUMNS + OWNERSHIP_COLUMNS),
+        ("`sslsteal demo", DEFENSE_COLUMNS + MEAN_COLUMNS + OWNERSHIP_COLUMNS + POWER_COLUMNS),
     ],
 )
 def test_outputs_reference_lists_every_column(heading: str, columns: tuple[str, ...]) -> None:

@@ -80,7 +80,10 @@ def _run(cfg: Any, args: argparse.Namespace, start: float) -> tuple[dict[str, An
             f"billed over all cells {summary['billed_queries_total']}); "
             f"cells: {cells['ran_this_run']} run now, {cells['resumed']} resumed"
         )
-        print(f"wrote {args.out}/results.csv, summary.json, table.md, probe_vs_queries.png")
+        print(
+            f"wrote {args.out}/results.csv, aggregate.csv, summary.json, table.md, probe_vs_queries.png, "
+            "fidelity_vs_queries.png"
+        )
     if run.failed:
         where = "rerun without --quiet for their tracebacks" if args.quiet else "tracebacks above"
         print(
@@ -148,7 +151,9 @@ def _cmd_demo(args: argparse.Namespace) -> int:
             args.out, quick=args.quick, progress=not args.quiet, log=lambda message: info(args, message)
         )
         if not args.json:
-            print(f"wrote {args.out}/defenses.csv and ownership.csv")
+            print(
+                f"wrote {args.out}/defenses.csv, defenses_mean.csv, ownership.csv, ownership_power.csv and their plots"
+            )
     if args.json:
         emit(args, {**summary, "out": str(args.out), "failed_cells": failed, "defense_study": study}, "")
     return 1 if failed else 0

@@ -5,7 +5,8 @@
   the suspect's representations;
 * :mod:`.dataset_inference`: :func:`dataset_inference`, a Gaussian mixture fit to representations of
   the owner's private training data and a one-sided Welch t-test of the suspect's likelihoods on
-  held-out private images against unseen ones.
+  held-out private images against unseen ones, and :func:`alignment_inference`, the same test on how
+  consistently the suspect represents augmented views of each image (:func:`view_alignment`).
 
 Both accept an ``nn.Module`` or any :class:`~sslsteal_fast.victim.Victim` (queried, so billed) and
 return a :class:`Verdict`.
@@ -18,7 +19,9 @@ from sslsteal_fast.ownership.dataset_inference import (
     COVARIANCES,
     DatasetInferenceResult,
     GaussianMixture,
+    alignment_inference,
     dataset_inference,
+    view_alignment,
     welch_verdict,
 )
 from sslsteal_fast.ownership.verdict import Verdict
@@ -44,6 +47,7 @@ __all__ = [
     "WatermarkHead",
     "WatermarkHook",
     "WatermarkVerdict",
+    "alignment_inference",
     "dataset_inference",
     "head_paths",
     "load_head",
@@ -52,5 +56,6 @@ __all__ = [
     "save_head",
     "train_watermarked_victim",
     "verify_watermark",
+    "view_alignment",
     "welch_verdict",
 ]

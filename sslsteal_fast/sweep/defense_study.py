@@ -24,8 +24,9 @@ outputs under ``defense-study/<sweep>/``.
 from __future__ import annotations
 
 import dataclasses
+import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,16 +35,24 @@ import torch
 from torch import nn
 
 from sslsteal_fast.config import VictimTrainConfig
-from sslsteal_fast.data import load_dataset
+from sslsteal_fast.data import SimCLRAugment, load_dataset
 from sslsteal_fast.models import load_checkpoint
-from sslsteal_fast.ownership import WatermarkHead, dataset_inference, load_head, verify_watermark
+from sslsteal_fast.ownership import (
+    WatermarkHead,
+    alignment_inference,
+    dataset_inference,
+    load_head,
+    verify_watermark,
+)
 from sslsteal_fast.sweep import plots
 from sslsteal_fast.sweep.config import parse_config
 from sslsteal_fast.sweep.report import collect_rows, write_csv, write_outputs
 from sslsteal_fast.sweep.runner import SweepRun, run_sweep
 from sslsteal_fast.util.checks import ArgumentTypeError, check_int, check_number, check_positive_int
 from sslsteal_fast.util.files import write_json
-from sslsteal_fast.victim import OnnxVictim, Victim, query_victim, trained_victim
+from sslsteal_fast.util.seeding import derive_seed
+from sslsteal_fast.util.stats import mean_ci
+from sslsteal_fast.victim import OnnxVictim, Victim, query_victim, trained_victim, training_views
 
 __all__ = [
     "DEFENSE_COLUMNS",
@@ -58,6 +67,7 @@ DEFENSE_COLUMNS = (
     "spec",
     "victim",
     "thief_strategy",
+    "seed",
     "honest_top1",
     "stolen_top1",
     "victim_top1",
@@ -71,7 +81,23 @@ DEFENSE_COLUMNS = (
     "roc_auc",
     "steal_seconds",
 )
-OWNERSHIP_COLUMNS = ("suspect", "method", "statistic", "p_value", "verdict", "detail")
+OWNERSHIP_COLUMNS = ("suspect", "method", "seed", "statistic", "p_value", "verdict", "detail")
+MEAN_COLUMNS = (
+    "defense",
+    "victim",
+    "thief_strategy",
+    "n_seeds",
+    "honest_top1",
+    "honest_ci_low",
+    "honest_ci_high",
+    "stolen_top1",
+    "stolen_ci_low",
+    "stolen_ci_high",
+    "victim_top1",
+    "honest_cost",
+    "thief_cost",
+)
+POWER_COLUMNS = ("suspect", "method", "n", "flagged", "power", "median_p", "max_p")
 
 Log = Callable[[str], None]
 
@@ -86,11 +112,16 @@ class DefenseStudyConfig:
     """
 
     image_size: int = 16
-    victim_count: int = 3000
-    victim_epochs: int = 30
+    victim_count: int = 5000
+    victim_epochs: int = 100
+    victim_batch_size: int = 256
     victim_lr: float = 3e-3
-    victim_temperature: float = 0.5
+    victim_temperature: float = 0.2
     victim_crop_min_scale: float = 1.0
+    victim_rotation: float = 180.0
+    victim_translate: float = 0.1
+    victim_min_zoom: float = 0.8
+    victim_grayscale_p: float = 0.8
     budget: int = 1000
     steal_epochs: int = 30
     steal_batch_size: int = 64
@@ -105,10 +136,11 @@ class DefenseStudyConfig:
     detection_threshold: float = 0.6
     wm_dataset: str = "digits"
     wm_weight: float = 1.0
-    di_fit: int = 700
-    di_eval: int = 400
+    di_fit: int = 2000
+    di_eval: int = 2000
     alpha: float = 0.01
     seed: int = 0
+    seeds: tuple[int, ...] = (0, 1, 2)
     workers: int = 2
 
     def __post_init__(self) -> None:
@@ -116,10 +148,13 @@ class DefenseStudyConfig:
             check_positive_int(f"DefenseStudyConfig.{name}", getattr(self, name))
         check_int("DefenseStudyConfig.budget", self.budget, low=2)
         check_number("DefenseStudyConfig.noise_sigma_ratio", self.noise_sigma_ratio, low=0.0)
-        if self.victim_count < self.di_eval + 2:
+        if self.victim_count < self.di_fit + self.di_eval:
             raise ValueError(
-                f"DefenseStudyConfig: victim_count ({self.victim_count}) must exceed di_eval ({self.di_eval}) + 1"
+                f"DefenseStudyConfig: victim_count ({self.victim_count}) must be at least di_fit ({self.di_fit}) + "
+                f"di_eval ({self.di_eval}): dataset inference draws both from the private training images"
             )
+        if not self.seeds or len(set(self.seeds)) != len(self.seeds):
+            raise ValueError(f"DefenseStudyConfig.seeds: expected distinct seeds, got {self.seeds!r}")
 
     @staticmethod
     def quick() -> DefenseStudyConfig:
@@ -134,6 +169,7 @@ class DefenseStudyConfig:
             probe_epochs=20,
             di_fit=200,
             di_eval=100,
+            seeds=(0,),
         )
 
     def victim(self, *, seed: int | None = None, data_seed: int = 0, progress: bool = True) -> VictimTrainConfig:
@@ -142,9 +178,14 @@ class DefenseStudyConfig:
             dataset="shapes",
             arch="small",
             epochs=self.victim_epochs,
+            batch_size=self.victim_batch_size,
             lr=self.victim_lr,
             temperature=self.victim_temperature,
             crop_min_scale=self.victim_crop_min_scale,
+            rotation=self.victim_rotation,
+            translate=self.victim_translate,
+            min_zoom=self.victim_min_zoom,
+            grayscale_p=self.victim_grayscale_p,
             image_size=self.image_size,
             count=self.victim_count,
             seed=self.seed if seed is None else seed,
@@ -185,7 +226,7 @@ def _sweep_raw(
             "losses": losses,
             "budgets": budgets,
             "query_datasets": ["thief"],
-            "seeds": [cfg.seed],
+            "seeds": list(cfg.seeds),
             "defenses": defenses,
         },
         "steal": {
@@ -240,28 +281,36 @@ def run_defense_study(
     for row in defense_rows:
         log(f"[defenses] {row['defense']:<22} honest {row['honest_top1']:.3f}  stolen {row['stolen_top1']:.3f}")
     write_csv(out / "defenses.csv", DEFENSE_COLUMNS, defense_rows)
+    mean_rows = defense_means(defense_rows)
+    write_csv(out / "defenses_mean.csv", MEAN_COLUMNS, mean_rows)
 
     wm_run = runs["watermark"]
     assert wm_run.victim.checkpoint is not None
     wm_model, _ = load_checkpoint(wm_run.victim.checkpoint)
     independent = trained_victim(cfg.victim(seed=cfg.seed + 1, data_seed=4, progress=progress), log=log)
-    suspects: dict[str, nn.Module | Victim] = {"victim": wm_model}
+    suspects: dict[str, nn.Module | Victim | list[nn.Module | Victim]] = {"victim": wm_model}
+    copies: dict[str, dict[int, nn.Module]] = {}
     for row in collect_rows(wm_run):
         stolen, _ = load_checkpoint(wm_run.out / "encoders" / row["cell_id"])
-        suspects[f"stolen-{row['loss']}-{row['budget']}"] = stolen
+        copies.setdefault(f"stolen-{row['loss']}-{row['budget']}", {})[int(row["seed"])] = stolen
+    for name, by_seed in copies.items():  # seed i of the study judges the copy stolen with thief seed i
+        suspects[name] = [by_seed[seed] for seed in cfg.seeds]
     suspects["independent-same-data"] = load_checkpoint(plain.prefix)[0]
     suspects["independent-disjoint-data"] = load_checkpoint(independent.prefix)[0]
-    n_fit = min(cfg.di_fit, len(private) - cfg.di_eval)
     head, _ = load_head(wm_run.victim.checkpoint)
     ownership_rows = run_ownership_study(
         suspects,
         head=head,
         watermark_images=load_dataset(cfg.wm_dataset, "test", size=cfg.image_size).images,
-        private_fit=private.images[:n_fit],
-        private_heldout=private.images[n_fit : n_fit + cfg.di_eval],
-        unseen=load_dataset("shapes", "test", size=cfg.image_size, count=cfg.di_eval, seed=3).images,
+        private=private.images,
+        unseen=load_dataset("shapes", "test", size=cfg.image_size, count=cfg.di_eval * 2, seed=3).images,
+        n_fit=cfg.di_fit,
+        n_eval=cfg.di_eval,
+        seeds=cfg.seeds,
         alpha=cfg.alpha,
+        augment=training_views(cfg.victim()),
         out_csv=out / "ownership.csv",
+        power_csv=out / "ownership_power.csv",
         log=log,
     )
     summary = {
@@ -271,13 +320,53 @@ def run_defense_study(
         "victims": {"plain": str(plain.prefix), "watermark": str(wm_run.victim.checkpoint)},
         "sweeps": {name: str(run.out) for name, run in runs.items()},
         "defenses": defense_rows,
+        "defenses_mean": mean_rows,
         "ownership": ownership_rows,
+        "ownership_power": ownership_power(ownership_rows, cfg.alpha),
     }
     curves = [c for run in runs.values() for c in plots.detection_curves(run.out, collect_rows(run))]
-    plots.defense_study_plots(out, defense_rows, ownership_rows, curves, alpha=cfg.alpha)
+    plots.defense_study_plots(out, mean_rows, ownership_rows, curves, alpha=cfg.alpha)
     write_json(out / "defenses_summary.json", summary)
     log(f"[defenses] wrote {out}/defenses.csv, ownership.csv, defenses_summary.json in {summary['seconds']} s")
     return summary
+
+
+def defense_means(rows: Sequence[dict[str, Any]], confidence: float = 0.95) -> list[dict[str, Any]]:
+    """Per defense (and victim, thief strategy): the mean over seeds of the honest user's and the thief's
+    accuracy with ``confidence`` t intervals (empty with one seed), and what the defense cost each: the
+    undefended victim's accuracy minus theirs, in accuracy points (fractions)."""
+    groups: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
+    for r in rows:
+        groups.setdefault((r["defense"], r["victim"], r["thief_strategy"]), []).append(r)
+    out = []
+    for (defense, victim, strategy), members in groups.items():
+        honest = mean_ci([float(r["honest_top1"]) for r in members], confidence)
+        stolen = mean_ci([float(r["stolen_top1"]) for r in members], confidence)
+        victim_top1 = statistics.fmean(float(r["victim_top1"]) for r in members)
+        undefended = [m for m in rows if m["defense"] == "none" and m["victim"] == victim]
+        thief_ref = statistics.fmean(float(m["stolen_top1"]) for m in undefended) if undefended else None
+        out.append(
+            {
+                "defense": defense,
+                "victim": victim,
+                "thief_strategy": strategy,
+                "n_seeds": len(members),
+                "honest_top1": round(honest.mean, 4),
+                "honest_ci_low": _round(honest.low),
+                "honest_ci_high": _round(honest.high),
+                "stolen_top1": round(stolen.mean, 4),
+                "stolen_ci_low": _round(stolen.low),
+                "stolen_ci_high": _round(stolen.high),
+                "victim_top1": round(victim_top1, 4),
+                "honest_cost": round(victim_top1 - honest.mean, 4),
+                "thief_cost": round(thief_ref - stolen.mean, 4) if thief_ref is not None else None,
+            }
+        )
+    return out
+
+
+def _round(x: float | None) -> float | None:
+    return None if x is None else round(x, 4)
 
 
 def _defense_rows(cfg: DefenseStudyConfig, runs: dict[str, SweepRun]) -> list[dict[str, Any]]:
@@ -296,6 +385,7 @@ def _defense_rows(cfg: DefenseStudyConfig, runs: dict[str, SweepRun]) -> list[di
                     "spec": cell["defense"],
                     "victim": "watermarked" if name == "watermark" else "plain",
                     "thief_strategy": cell["strategy"],
+                    "seed": int(cell["seed"]),
                     "honest_top1": round(float(cell["honest_top1"]), 4),
                     "stolen_top1": round(float(cell["probe_top1"]), 4),
                     "victim_top1": round(float(cell["victim_top1"]), 4),
@@ -314,48 +404,111 @@ def _defense_rows(cfg: DefenseStudyConfig, runs: dict[str, SweepRun]) -> list[di
 
 
 def run_ownership_study(
-    suspects: dict[str, nn.Module | Victim],
+    suspects: dict[str, nn.Module | Victim | Sequence[nn.Module | Victim]],
     *,
     head: WatermarkHead | None,
     watermark_images: torch.Tensor | None,
-    private_fit: torch.Tensor,
-    private_heldout: torch.Tensor,
+    private: torch.Tensor,
     unseen: torch.Tensor,
+    n_fit: int,
+    n_eval: int,
+    seeds: Sequence[int] = (0,),
     alpha: float = 0.01,
     n_components: int = 8,
+    augment: SimCLRAugment | None = None,
+    views: int = 4,
     out_csv: Path | None = None,
+    power_csv: Path | None = None,
     log: Log = print,
 ) -> list[dict[str, Any]]:
-    """Watermark (when ``head`` is given) and dataset-inference verdicts for each suspect -> CSV rows."""
+    """Watermark (when ``head`` is given) and dataset-inference verdicts per suspect and seed -> CSV rows.
+
+    ``suspects``: name -> an encoder, or one encoder per seed (e.g. the copies stolen with each thief
+    seed; seed i judges the i-th). ``private``: the owner's private training images; ``unseen``: a pool
+    of images of the same distribution nobody trained on. At each seed, dataset inference draws its
+    own disjoint ``n_fit`` (mixture) and ``n_eval`` (scored) private images and ``n_eval`` unseen ones,
+    and seeds the mixture with it, so the fraction of seeds at which a suspect is flagged is the test's
+    power against it (written to ``power_csv``, see :func:`ownership_power`). With ``augment`` (the
+    victim's training views) the same images also go through :func:`~sslsteal_fast.ownership.alignment_inference`
+    (method ``dataset_inference_alignment``, ``views`` views per image).
+    """
+    check_positive_int("run_ownership_study: n_eval", n_eval)
+    check_int("run_ownership_study: n_fit", n_fit, low=2)
+    if n_fit + n_eval > len(private) or n_eval > len(unseen):
+        raise ValueError(
+            f"run_ownership_study: {n_fit} + {n_eval} private images needed (have {len(private)}) and {n_eval} "
+            f"unseen ones (have {len(unseen)})"
+        )
     rows: list[dict[str, Any]] = []
-    for name, suspect in suspects.items():
-        if head is not None and watermark_images is not None:
-            wm = verify_watermark(head, suspect, watermark_images, alpha=alpha)
-            rows.append(
+    for i, seed in enumerate(seeds):
+        g = torch.Generator().manual_seed(derive_seed(int(seed), "dataset-inference"))
+        order = torch.randperm(len(private), generator=g)
+        fit, held = private[order[:n_fit]], private[order[n_fit : n_fit + n_eval]]
+        new = unseen[torch.randperm(len(unseen), generator=g)[:n_eval]]
+        for name, given in suspects.items():
+            suspect = given[i % len(given)] if isinstance(given, (list, tuple)) else given
+            mine: list[dict[str, Any]] = []
+            if head is not None and watermark_images is not None:
+                wm = verify_watermark(head, suspect, watermark_images, alpha=alpha)
+                mine.append(
+                    {
+                        "method": "watermark",
+                        "statistic": round(wm.accuracy, 4),
+                        "p_value": wm.p_value,
+                        "verdict": wm.verdict,
+                        "detail": f"{wm.correct}/{wm.n} correct",
+                    }
+                )
+            di = dataset_inference(suspect, fit, held, new, n_components=n_components, alpha=alpha, seed=int(seed))
+            mine.append(
                 {
-                    "suspect": name,
-                    "method": "watermark",
-                    "statistic": round(wm.accuracy, 4),
-                    "p_value": wm.p_value,
-                    "verdict": wm.verdict,
-                    "detail": f"{wm.correct}/{wm.n} correct",
+                    "method": "dataset_inference",
+                    "statistic": round(di.statistic, 4),
+                    "p_value": di.p_value,
+                    "verdict": di.verdict,
+                    "detail": f"mean log-lik private {di.ll_private:.2f} vs unseen {di.ll_unseen:.2f}",
                 }
             )
-        di = dataset_inference(suspect, private_fit, private_heldout, unseen, n_components=n_components, alpha=alpha)
-        rows.append(
-            {
-                "suspect": name,
-                "method": "dataset_inference",
-                "statistic": round(di.statistic, 4),
-                "p_value": di.p_value,
-                "verdict": di.verdict,
-                "detail": f"mean log-lik private {di.ll_private:.2f} vs unseen {di.ll_unseen:.2f}",
-            }
-        )
-        log(
-            f"[ownership] {name:<26} "
-            + "  ".join(f"{r['method']}: {r['verdict']} (p={r['p_value']:.2g})" for r in rows if r["suspect"] == name)
-        )
+            if augment is not None:
+                al = alignment_inference(suspect, held, new, augment, views=views, alpha=alpha, seed=int(seed))
+                mine.append(
+                    {
+                        "method": "dataset_inference_alignment",
+                        "statistic": round(al.statistic, 4),
+                        "p_value": al.p_value,
+                        "verdict": al.verdict,
+                        "detail": f"mean view alignment private {al.ll_private:.4f} vs unseen {al.ll_unseen:.4f}",
+                    }
+                )
+            rows += [{"suspect": name, "seed": int(seed), **r} for r in mine]
+            log(
+                f"[ownership] seed {seed} {name:<26} "
+                + "  ".join(f"{r['method']}: {r['verdict']} (p={r['p_value']:.2g})" for r in mine)
+            )
     if out_csv is not None:
         write_csv(out_csv, OWNERSHIP_COLUMNS, rows)
+    if power_csv is not None:
+        write_csv(power_csv, POWER_COLUMNS, ownership_power(rows, alpha))
     return rows
+
+
+def ownership_power(rows: Sequence[dict[str, Any]], alpha: float = 0.01) -> list[dict[str, Any]]:
+    """Per (suspect, method): seeds ``n``, seeds ``flagged`` (p < alpha), ``power`` = flagged / n, median and max p."""
+    groups: dict[tuple[str, str], list[float]] = {}
+    for r in rows:
+        groups.setdefault((str(r["suspect"]), str(r["method"])), []).append(float(r["p_value"]))
+    out = []
+    for (suspect, method), ps in groups.items():
+        flagged = sum(p < alpha for p in ps)
+        out.append(
+            {
+                "suspect": suspect,
+                "method": method,
+                "n": len(ps),
+                "flagged": flagged,
+                "power": round(flagged / len(ps), 4),
+                "median_p": statistics.median(ps),
+                "max_p": max(ps),
+            }
+        )
+    return out

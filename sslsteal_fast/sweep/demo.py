@@ -46,7 +46,8 @@ def run_and_report(cfg: SweepConfig, out: Path, *, workers: int | None = None, p
         f"cells: {summary['cells']['ran_this_run']} run now, {summary['cells']['resumed']} resumed"
     )
     print(
-        f"wrote {out}/results.csv, summary.json, table.md, probe_vs_queries.png in {time.perf_counter() - start:.1f} s"
+        f"wrote {out}/results.csv, aggregate.csv, summary.json, table.md, probe_vs_queries.png, "
+        f"fidelity_vs_queries.png in {time.perf_counter() - start:.1f} s"
     )
     if run.failed:
         print(

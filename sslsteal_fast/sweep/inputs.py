@@ -26,14 +26,12 @@ import torch
 from sslsteal_fast.config import HONEST_CLIENT, THIEF_CLIENT
 from sslsteal_fast.data import image_digests, images_sha256
 from sslsteal_fast.defenses import SimilarityDetector, StatefulDefense
-from sslsteal_fast.models import build_encoder
-from sslsteal_fast.probes import ProbeScores, check_disjoint, extract_features, probe_features
+from sslsteal_fast.probes import ProbeScores, check_disjoint, extract_features, probe_features, untrained_encoder
 from sslsteal_fast.sweep.artifacts import PreparedVictim
 from sslsteal_fast.sweep.cell import build_defenses, cached_tensors, defense_key
 from sslsteal_fast.sweep.config import DatasetRef, SweepConfig
 from sslsteal_fast.sweep.store import ResultStore
 from sslsteal_fast.util.files import load_tensors, safe_filename, save_tensors, stable_hash
-from sslsteal_fast.util.seeding import derive_seed
 from sslsteal_fast.victim import OnnxVictim, query_victim
 
 __all__ = [
@@ -312,9 +310,7 @@ def victim_eval(
 
 def _random_init(cfg: SweepConfig, data: dict[str, torch.Tensor], num_classes: int) -> ProbeScores:
     """Probes of an untrained encoder of the thief's architecture: the floor a theft must beat."""
-    with torch.random.fork_rng():
-        torch.manual_seed(derive_seed(0, "untrained-floor"))  # not any victim's or thief's initial weights
-        encoder = build_encoder(cfg.steal.arch, int(data["train_images"].shape[1]))
+    encoder = untrained_encoder(cfg.steal.arch, int(data["train_images"].shape[1]))  # not any victim's init
     bs = cfg.probe.config.batch_size
     train_x = extract_features(encoder, data["train_images"], batch_size=bs)
     test_x = extract_features(encoder, data["test_images"], batch_size=bs)

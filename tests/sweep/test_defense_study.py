@@ -20,6 +20,7 @@ TINY = DefenseStudyConfig(
     probe_epochs=10,
     di_fit=60,
     di_eval=40,
+    seeds=(0, 1),
     workers=1,
 )
 
@@ -34,7 +35,9 @@ def test_defense_study_runs_on_the_sweep_grid(tmp_path: Path, monkeypatch: pytes
     out = tmp_path / "study"
     run_defense_study(out, TINY, progress=False, log=lambda _: None)
 
-    rows = {r["defense"]: r for r in _rows(out / "defenses.csv")}
+    per_seed = _rows(out / "defenses.csv")
+    assert sorted(int(r["seed"]) for r in per_seed if r["defense"] == "none") == [0, 1]
+    rows = {r["defense"]: r for r in per_seed if r["seed"] == "0"}
     assert set(rows) == {"none", "noise", "detection", "detection-augmented", "coverage", "watermark"}
     # Undefended, the honest user sees the victim itself; every query-once thief pays its budget.
     assert rows["none"]["honest_top1"] == rows["none"]["victim_top1"]
@@ -52,8 +55,23 @@ def test_defense_study_runs_on_the_sweep_grid(tmp_path: Path, monkeypatch: pytes
     suspects = {r["suspect"] for r in ownership}
     stolen = {f"stolen-{loss}-{b}" for loss in ("info_nce", "mse") for b in (TINY.budget // 2, TINY.budget)}
     assert suspects == {"victim", "independent-same-data", "independent-disjoint-data", *stolen}
-    assert {r["method"] for r in ownership} == {"watermark", "dataset_inference"}
+    methods = {"watermark", "dataset_inference", "dataset_inference_alignment"}
+    assert {r["method"] for r in ownership} == methods
     assert all(r["verdict"] in ("stolen", "independent") for r in ownership)
+    # Every test ran at every seed; the power table counts the seeds each suspect was flagged at.
+    assert len(ownership) == len(suspects) * len(methods) * len(TINY.seeds)
+    power = {(r["suspect"], r["method"]): r for r in _rows(out / "ownership_power.csv")}
+    assert set(power) == {(s, m) for s in suspects for m in methods}
+    for (suspect, method), r in power.items():
+        flagged = [o for o in ownership if o["suspect"] == suspect and o["method"] == method]
+        assert int(r["n"]) == 2 and int(r["flagged"]) == sum(float(o["p_value"]) < TINY.alpha for o in flagged)
+        assert float(r["power"]) == int(r["flagged"]) / 2
+    # Dataset inference draws other private and unseen images at each seed.
+    di = [o for o in ownership if o["suspect"] == "victim" and o["method"] == "dataset_inference"]
+    assert di[0]["p_value"] != di[1]["p_value"]
+    means = {r["defense"]: r for r in _rows(out / "defenses_mean.csv")}
+    assert set(means) == set(rows) and all(r["n_seeds"] == "2" for r in means.values())
+    assert float(means["none"]["honest_cost"]) == 0.0
 
     # The study's plots, next to its CSVs (the ROC from the augmented thief's kept detection scores).
     for name in ("honest_vs_thief.png", "detection_roc.png", "ownership_pvalues.png"):
