@@ -32,6 +32,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--count", type=int, default=500, help="images per compared set")
     p.add_argument("--components", type=int, default=8, help="dataset-inference: Gaussian mixture components")
     p.add_argument(
+        "--statistic",
+        choices=("likelihood", "alignment"),
+        default="likelihood",
+        help="dataset-inference: the per-image score compared between private and unseen images: the Gaussian "
+        "mixture's log-likelihood of the representation, or how consistently the suspect represents augmented "
+        "views of the image (the victim's own training views)",
+    )
+    p.add_argument("--views", type=int, default=8, help="dataset-inference with --statistic alignment: views per image")
+    p.add_argument(
         "--alpha",
         type=_alpha,
         default=0.01,
@@ -79,9 +88,11 @@ def _cmd_verify(args: argparse.Namespace) -> int:
     # Loaded when the command runs: keeps `sslsteal --help` fast.
     from torch import nn
 
+    from sslsteal_fast.config import VictimTrainConfig
     from sslsteal_fast.data import load_dataset
     from sslsteal_fast.models import checkpoint_paths
-    from sslsteal_fast.ownership import dataset_inference, load_head, verify_watermark
+    from sslsteal_fast.ownership import alignment_inference, dataset_inference, load_head, verify_watermark
+    from sslsteal_fast.victim import training_views
 
     _, meta_path = checkpoint_paths(args.victim)
     if not meta_path.is_file():
@@ -115,20 +126,29 @@ def _cmd_verify(args: argparse.Namespace) -> int:
             raise ValueError(f"the victim's private set has {len(private)} images; lower --count (now {args.count})")
         n_fit = len(private) - args.count
         unseen = load_dataset(args.images or dataset, "test", size=size).images[: args.count]
-        res = dataset_inference(
-            suspect,
-            private.images[:n_fit],
-            private.images[n_fit:],
-            unseen,
-            n_components=args.components,
-            alpha=args.alpha,
-            seed=args.seed,
-            device=device,
-        )
-        report.update(res.as_dict())
+        if args.statistic == "alignment":
+            if "train_config" not in meta:
+                raise ValueError(f"--victim {args.victim}: its metadata records no train_config (the views to use)")
+            views = training_views(VictimTrainConfig(**meta["train_config"]))
+            res = alignment_inference(
+                suspect, private.images[n_fit:], unseen, views, views=args.views, alpha=args.alpha, seed=args.seed
+            )
+        else:
+            res = dataset_inference(
+                suspect,
+                private.images[:n_fit],
+                private.images[n_fit:],
+                unseen,
+                n_components=args.components,
+                alpha=args.alpha,
+                seed=args.seed,
+                device=device,
+            )
+        report.update(res.as_dict(), statistic_kind=args.statistic)
     emit(
         args,
         report,
-        f"{args.method}: {report['verdict']} (p = {report['p_value']:.3g}, statistic {report['statistic']:.4f})",
+        f"{args.method}{' (' + args.statistic + ')' if args.method == 'dataset-inference' else ''}: "
+        f"{report['verdict']} (p = {report['p_value']:.3g}, statistic {report['statistic']:.4f})",
     )
     return 0

@@ -115,3 +115,15 @@ def test_verify_alpha_must_be_in_0_1(victim, alpha, capsys):
     assert main(argv) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("sslsteal verify: error: argument --alpha")
+
+
+def test_verify_dataset_inference_by_view_alignment(victim, capsys):
+    """--statistic alignment compares the suspect's agreement on the victim's own training views."""
+    args = ["verify", "--method", "dataset-inference", "--victim", str(victim), "--suspect", str(victim)]
+    code = main([*args, "--count", "30", "--statistic", "alignment", "--views", "3", "--json"])
+    assert code == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["statistic_kind"] == "alignment" and report["n_private"] == 30 and report["n_unseen"] == 30
+    assert 0.0 < report["ll_private"] <= 1.0 and 0.0 <= report["p_value"] <= 1.0
+    assert main([*args, "--count", "30", "--statistic", "alignment", "--views", "1"]) == 2
+    assert "views must be at least 2" in capsys.readouterr().err
