@@ -122,3 +122,12 @@ def test_python_dash_m_runs_the_command_line() -> None:
     from sslsteal_fast import __version__
 
     assert __version__ in proc.stdout
+
+
+def test_sdist_and_wheel_ship_the_pretrained_victims(sdist_members: set[str], wheel_files: Path) -> None:
+    """The demo's packaged victims (weights, metadata, manifest) travel with the package."""
+    files = sorted(str(p.relative_to(ROOT)) for p in (ROOT / "sslsteal_fast" / "pretrained").rglob("*") if p.is_file())
+    assert "sslsteal_fast/pretrained/manifest.json" in files
+    assert "sslsteal_fast/pretrained/demo/victim.safetensors" in files
+    assert not [f for f in files if f not in sdist_members], "the sdist lacks pretrained files"
+    assert not [f for f in files if not (wheel_files / f).is_file()], "the wheel lacks pretrained files"
