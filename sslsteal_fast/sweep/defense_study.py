@@ -1,7 +1,7 @@
 """The defense study (``sslsteal demo --defenses``): what each defense costs the honest user and the thief,
 and whether the ownership tests tell stolen copies from independent encoders.
 
-The study is three sweeps over the sweep's own grid, so the pipeline is orchestrated in one place
+The study is four sweeps over the sweep's own grid, so the pipeline is orchestrated in one place
 (:func:`~sslsteal_fast.sweep.run_sweep`): every defense is a value of ``grid.defenses``, the honest
 user's accuracy on defended answers is each cell's ``honest_top1`` and a detector's flag rates and
 precision / recall / F1 / ROC-AUC are cell columns.
@@ -11,12 +11,15 @@ precision / recall / F1 / ROC-AUC are cell columns.
 2. ``augmented``: the same victim and detector against a thief that sends augmented views every
    epoch (the traffic the detector is built for: every view after the first epoch is a repeat);
 3. ``watermark``: a victim trained with the rotation watermark (a hook of the same SimCLR loop), no
-   perturbation, stolen by two losses at two budgets (the stolen encoders are kept).
+   perturbation, stolen by two losses at two budgets (the stolen encoders are kept);
+4. ``memorising``: a victim fit to a few private images (:meth:`DefenseStudyConfig.memorising_victim`),
+   stolen by the same two losses, for dataset inference where there is membership to infer.
 
 Then the ownership tests (:mod:`sslsteal_fast.ownership`) judge the watermarked victim, its stolen
 copies, the plain victim (same private data, no watermark, no access to the victim) and an encoder
 trained on disjoint images. Victims come from the shared victim cache. Outputs in ``out_dir``:
-``defenses.csv``, ``ownership.csv``, ``defenses_summary.json``, their plots (:mod:`.plots`:
+``defenses.csv``, ``defenses_mean.csv``, ``ownership.csv``, ``ownership_power.csv``,
+``ownership_memorising.csv``, ``ownership_memorising_power.csv``, ``defenses_summary.json``, their plots (:mod:`.plots`:
 ``honest_vs_thief.png``, ``detection_roc.png``, ``ownership_pvalues.png``) and each sweep's own
 outputs under ``defense-study/<sweep>/``.
 """
@@ -138,6 +141,10 @@ class DefenseStudyConfig:
     wm_weight: float = 1.0
     di_fit: int = 2000
     di_eval: int = 2000
+    mem_count: int = 256
+    mem_epochs: int = 1000
+    mem_di_fit: int = 64
+    mem_views: int = 8
     alpha: float = 0.01
     seed: int = 0
     seeds: tuple[int, ...] = (0, 1, 2)
@@ -152,6 +159,14 @@ class DefenseStudyConfig:
             raise ValueError(
                 f"DefenseStudyConfig: victim_count ({self.victim_count}) must be at least di_fit ({self.di_fit}) + "
                 f"di_eval ({self.di_eval}): dataset inference draws both from the private training images"
+            )
+        check_int("DefenseStudyConfig.mem_count", self.mem_count, low=4)
+        check_positive_int("DefenseStudyConfig.mem_epochs", self.mem_epochs)
+        check_int("DefenseStudyConfig.mem_views", self.mem_views, low=2)
+        if not 2 <= self.mem_di_fit <= self.mem_count - 2:
+            raise ValueError(
+                f"DefenseStudyConfig.mem_di_fit ({self.mem_di_fit}) must leave at least 2 of mem_count "
+                f"({self.mem_count}) images to score"
             )
         if not self.seeds or len(set(self.seeds)) != len(self.seeds):
             raise ValueError(f"DefenseStudyConfig.seeds: expected distinct seeds, got {self.seeds!r}")
@@ -169,7 +184,29 @@ class DefenseStudyConfig:
             probe_epochs=20,
             di_fit=200,
             di_eval=100,
+            mem_count=64,
+            mem_epochs=2,
+            mem_di_fit=16,
+            mem_views=2,
             seeds=(0,),
+        )
+
+    def memorising_victim(self, *, progress: bool = True) -> VictimTrainConfig:
+        """A victim that fits its training set: ``mem_count`` images, ``mem_epochs`` epochs, the paper's
+        views without the pose step (the ownership study's dataset-inference check of the owner's own model)."""
+        return VictimTrainConfig(
+            dataset="shapes",
+            arch="small",
+            epochs=self.mem_epochs,
+            batch_size=self.victim_batch_size,
+            lr=self.victim_lr,
+            temperature=self.victim_temperature,
+            crop_min_scale=self.victim_crop_min_scale,
+            image_size=self.image_size,
+            count=self.mem_count,
+            seed=self.seed,
+            device="auto",
+            progress=progress,
         )
 
     def victim(self, *, seed: int | None = None, data_seed: int = 0, progress: bool = True) -> VictimTrainConfig:
@@ -196,14 +233,22 @@ class DefenseStudyConfig:
 
 
 def _sweep_raw(
-    cfg: DefenseStudyConfig, name: str, defenses: list[str], *, strategy: str, watermark: bool
+    cfg: DefenseStudyConfig,
+    name: str,
+    defenses: list[str],
+    *,
+    strategy: str,
+    watermark: bool,
+    victim: VictimTrainConfig | None = None,
 ) -> dict[str, Any]:
-    """The TOML mapping of one of the study's sweeps."""
+    """The TOML mapping of one of the study's sweeps (``victim``: another victim than the study's own)."""
     size = cfg.image_size
-    victim_train = {k: v for k, v in dataclasses.asdict(cfg.victim()).items() if k not in ("out", "device", "progress")}
+    chosen = victim if victim is not None else cfg.victim()
+    victim_train = {k: v for k, v in dataclasses.asdict(chosen).items() if k not in ("out", "device", "progress")}
     if watermark:
         victim_train["watermark"] = {"dataset": cfg.wm_dataset, "weight": cfg.wm_weight}
-    losses = [cfg.steal_loss, cfg.extra_stolen_loss] if watermark else [cfg.steal_loss]
+    keep = watermark or victim is not None  # sweeps whose stolen copies the ownership tests judge
+    losses = [cfg.steal_loss, cfg.extra_stolen_loss] if keep else [cfg.steal_loss]
     budgets = sorted({max(2, cfg.budget // 2), cfg.budget}) if watermark else [cfg.budget]
     return {
         "name": f"defense-study-{name}",
@@ -215,9 +260,9 @@ def _sweep_raw(
             "private": {
                 "spec": "shapes",
                 "seed": 0,
-                "count": cfg.victim_count,
+                "count": chosen.count,
                 "size": size,
-                "slice": [0, min(1000, cfg.victim_count)],
+                "slice": [0, min(1000, chosen.count or cfg.victim_count)],
             },
         },
         "victim": {"train": victim_train},
@@ -238,7 +283,7 @@ def _sweep_raw(
             "strategy": strategy,
         },
         "defenses": {"center": "private"},
-        "run": {"workers": cfg.workers, "save_encoders": watermark},
+        "run": {"workers": cfg.workers, "save_encoders": keep},
     }
 
 
@@ -313,6 +358,9 @@ def run_defense_study(
         power_csv=out / "ownership_power.csv",
         log=log,
     )
+    memorising_rows = _memorising_study(
+        cfg, out, plain_model=suspects["independent-same-data"], progress=progress, log=log
+    )
     summary = {
         "config": dataclasses.asdict(cfg),
         "noise_sigma": sigma,
@@ -323,12 +371,64 @@ def run_defense_study(
         "defenses_mean": mean_rows,
         "ownership": ownership_rows,
         "ownership_power": ownership_power(ownership_rows, cfg.alpha),
+        "ownership_memorising": memorising_rows,
+        "ownership_memorising_power": ownership_power(memorising_rows, cfg.alpha),
     }
     curves = [c for run in runs.values() for c in plots.detection_curves(run.out, collect_rows(run))]
     plots.defense_study_plots(out, mean_rows, ownership_rows, curves, alpha=cfg.alpha)
     write_json(out / "defenses_summary.json", summary)
     log(f"[defenses] wrote {out}/defenses.csv, ownership.csv, defenses_summary.json in {summary['seconds']} s")
     return summary
+
+
+def _memorising_study(
+    cfg: DefenseStudyConfig, out: Path, *, plain_model: Any, progress: bool, log: Log
+) -> list[dict[str, Any]]:
+    """Dataset inference against a victim that fits its training set, its stolen copies and an independent encoder.
+
+    The demo's victims generalise to unseen ``shapes`` draws as well as to their training draws, so
+    no membership statistic separates them (RESULTS.md). This victim (:meth:`DefenseStudyConfig.memorising_victim`)
+    sees each of its few images thousands of times as views: the setting dataset inference is built
+    for. Writes ``ownership_memorising.csv``, ``ownership_memorising_power.csv`` and their plot.
+    """
+    mem_cfg = cfg.memorising_victim(progress=progress)
+    log(f"[ownership] sweep 'memorising': a victim fit to {cfg.mem_count} images for {cfg.mem_epochs} epochs")
+    raw = _sweep_raw(cfg, "memorising", ["none"], strategy="query-once", watermark=False, victim=mem_cfg)
+    run = run_sweep(parse_config(raw), out / "defense-study" / "memorising", progress=progress, log=log)
+    write_outputs(run)
+    if run.failed:
+        raise RuntimeError(f"defense study: {len(run.failed)} cells of sweep 'memorising' failed (see above)")
+    assert run.victim.checkpoint is not None
+    suspects: dict[str, nn.Module | Victim | list[nn.Module | Victim]] = {
+        "victim": load_checkpoint(run.victim.checkpoint)[0]
+    }
+    copies: dict[str, dict[int, nn.Module]] = {}
+    for row in collect_rows(run):
+        stolen, _ = load_checkpoint(run.out / "encoders" / row["cell_id"])
+        copies.setdefault(f"stolen-{row['loss']}-{row['budget']}", {})[int(row["seed"])] = stolen
+    for name, by_seed in copies.items():
+        suspects[name] = [by_seed[seed] for seed in cfg.seeds]
+    suspects["independent-disjoint-data"] = plain_model  # the demo victim: other images, same distribution
+    private = load_dataset("shapes", "train", size=cfg.image_size, count=cfg.mem_count, seed=0).images
+    n_eval = cfg.mem_count - cfg.mem_di_fit
+    rows = run_ownership_study(
+        suspects,
+        head=None,
+        watermark_images=None,
+        private=private,
+        unseen=load_dataset("shapes", "test", size=cfg.image_size, count=2 * n_eval, seed=5).images,
+        n_fit=cfg.mem_di_fit,
+        n_eval=n_eval,
+        seeds=cfg.seeds,
+        alpha=cfg.alpha,
+        augment=training_views(mem_cfg),
+        views=cfg.mem_views,
+        out_csv=out / "ownership_memorising.csv",
+        power_csv=out / "ownership_memorising_power.csv",
+        log=log,
+    )
+    plots.save_figure(plots.figure_ownership(rows, alpha=cfg.alpha), out / "ownership_memorising_pvalues.png")
+    return rows
 
 
 def defense_means(rows: Sequence[dict[str, Any]], confidence: float = 0.95) -> list[dict[str, Any]]:

@@ -21,6 +21,10 @@ TINY = DefenseStudyConfig(
     di_fit=60,
     di_eval=40,
     seeds=(0, 1),
+    mem_count=48,
+    mem_epochs=2,
+    mem_di_fit=16,
+    mem_views=2,
     workers=1,
 )
 
@@ -77,11 +81,22 @@ def test_defense_study_runs_on_the_sweep_grid(tmp_path: Path, monkeypatch: pytes
     for name in ("honest_vs_thief.png", "detection_roc.png", "ownership_pvalues.png"):
         assert (out / name).read_bytes().startswith(b"\x89PNG"), name
 
-    # The three encoders come from the shared victim cache (plain, watermarked, independent).
-    assert len(list((tmp_path / "cache" / "victims").iterdir())) == 3
+    # Dataset inference against a victim fit to its few images, its copies and an independent encoder.
+    memorising = _rows(out / "ownership_memorising.csv")
+    assert {r["suspect"] for r in memorising} == {
+        "victim",
+        "independent-disjoint-data",
+        *(f"stolen-{loss}-{TINY.budget}" for loss in ("info_nce", "mse")),
+    }
+    assert {r["method"] for r in memorising} == {"dataset_inference", "dataset_inference_alignment"}
+    assert len(_rows(out / "ownership_memorising_power.csv")) == 4 * 2
+    assert (out / "ownership_memorising_pvalues.png").read_bytes().startswith(b"\x89PNG")
+
+    # The four encoders come from the shared victim cache (plain, watermarked, independent, memorising).
+    assert len(list((tmp_path / "cache" / "victims").iterdir())) == 4
 
     # Rerunning resumes every sweep: no cell runs again.
     run_defense_study(out, TINY, progress=False, log=lambda _: None)
-    for sweep in ("plain", "augmented", "watermark"):
+    for sweep in ("plain", "augmented", "watermark", "memorising"):
         summary = json.loads((out / "defense-study" / sweep / "summary.json").read_text())
         assert summary["cells"]["ran_this_run"] == 0 and summary["cells"]["resumed"] == summary["cells"]["total"]
