@@ -290,16 +290,21 @@ def dataset_inference(
     gmm = GaussianMixture(n_components, covariance, reg=reg, seed=seed, device=device).fit(project(fit))
     ll_priv = gmm.score_samples(project(priv))
     ll_new = gmm.score_samples(project(new))
-    t, p, verdict = welch_verdict(ll_priv, ll_new, alpha)
+    return _decide(ll_priv, ll_new, alpha)
+
+
+def _decide(private: torch.Tensor, unseen: torch.Tensor, alpha: float) -> DatasetInferenceResult:
+    """The one-sided Welch verdict on per-image scores of private and unseen images, with their means."""
+    t, p, verdict = welch_verdict(private, unseen, alpha)
     return DatasetInferenceResult(
         statistic=t,
         p_value=p,
         verdict=verdict,
         alpha=float(alpha),
-        ll_private=float(ll_priv.mean()),
-        ll_unseen=float(ll_new.mean()),
-        n_private=int(ll_priv.shape[0]),
-        n_unseen=int(ll_new.shape[0]),
+        ll_private=float(private.mean()),
+        ll_unseen=float(unseen.mean()),
+        n_private=int(private.shape[0]),
+        n_unseen=int(unseen.shape[0]),
     )
 
 
@@ -354,14 +359,4 @@ def alignment_inference(
     check_alpha("alignment_inference: alpha", alpha)
     priv = view_alignment(suspect, private, augment, views=views, seed=seed)
     new = view_alignment(suspect, unseen, augment, views=views, seed=seed + 1)
-    t, p, verdict = welch_verdict(priv, new, alpha)
-    return DatasetInferenceResult(
-        statistic=t,
-        p_value=p,
-        verdict=verdict,
-        alpha=float(alpha),
-        ll_private=float(priv.mean()),
-        ll_unseen=float(new.mean()),
-        n_private=int(priv.shape[0]),
-        n_unseen=int(new.shape[0]),
-    )
+    return _decide(priv, new, alpha)

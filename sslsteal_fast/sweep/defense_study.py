@@ -334,12 +334,7 @@ def run_defense_study(
     wm_model, _ = load_checkpoint(wm_run.victim.checkpoint)
     independent = trained_victim(cfg.victim(seed=cfg.seed + 1, data_seed=4, progress=progress), log=log)
     suspects: dict[str, nn.Module | Victim | list[nn.Module | Victim]] = {"victim": wm_model}
-    copies: dict[str, dict[int, nn.Module]] = {}
-    for row in collect_rows(wm_run):
-        stolen, _ = load_checkpoint(wm_run.out / "encoders" / row["cell_id"])
-        copies.setdefault(f"stolen-{row['loss']}-{row['budget']}", {})[int(row["seed"])] = stolen
-    for name, by_seed in copies.items():  # seed i of the study judges the copy stolen with thief seed i
-        suspects[name] = [by_seed[seed] for seed in cfg.seeds]
+    suspects.update(_stolen_copies(wm_run, cfg.seeds))
     suspects["independent-same-data"] = load_checkpoint(plain.prefix)[0]
     suspects["independent-disjoint-data"] = load_checkpoint(independent.prefix)[0]
     head, _ = load_head(wm_run.victim.checkpoint)
@@ -381,6 +376,16 @@ def run_defense_study(
     return summary
 
 
+def _stolen_copies(run: SweepRun, seeds: Sequence[int]) -> dict[str, list[nn.Module]]:
+    """``stolen-LOSS-BUDGET`` -> the copies a sweep saved, one per seed in ``seeds`` order (seed i of the
+    ownership study judges the copy stolen with thief seed i)."""
+    copies: dict[str, dict[int, nn.Module]] = {}
+    for row in collect_rows(run):
+        stolen, _ = load_checkpoint(run.out / "encoders" / row["cell_id"])
+        copies.setdefault(f"stolen-{row['loss']}-{row['budget']}", {})[int(row["seed"])] = stolen
+    return {name: [by_seed[seed] for seed in seeds] for name, by_seed in copies.items()}
+
+
 def _memorising_study(
     cfg: DefenseStudyConfig, out: Path, *, plain_model: Any, progress: bool, log: Log
 ) -> list[dict[str, Any]]:
@@ -402,12 +407,7 @@ def _memorising_study(
     suspects: dict[str, nn.Module | Victim | list[nn.Module | Victim]] = {
         "victim": load_checkpoint(run.victim.checkpoint)[0]
     }
-    copies: dict[str, dict[int, nn.Module]] = {}
-    for row in collect_rows(run):
-        stolen, _ = load_checkpoint(run.out / "encoders" / row["cell_id"])
-        copies.setdefault(f"stolen-{row['loss']}-{row['budget']}", {})[int(row["seed"])] = stolen
-    for name, by_seed in copies.items():
-        suspects[name] = [by_seed[seed] for seed in cfg.seeds]
+    suspects.update(_stolen_copies(run, cfg.seeds))
     suspects["independent-disjoint-data"] = plain_model  # the demo victim: other images, same distribution
     private = load_dataset("shapes", "train", size=cfg.image_size, count=cfg.mem_count, seed=0).images
     n_eval = cfg.mem_count - cfg.mem_di_fit
