@@ -194,19 +194,14 @@ class DefenseStudyConfig:
     def memorising_victim(self, *, progress: bool = True) -> VictimTrainConfig:
         """A victim that fits its training set: ``mem_count`` images, ``mem_epochs`` epochs, the paper's
         views without the pose step (the ownership study's dataset-inference check of the owner's own model)."""
-        return VictimTrainConfig(
-            dataset="shapes",
-            arch="small",
-            epochs=self.mem_epochs,
-            batch_size=self.victim_batch_size,
-            lr=self.victim_lr,
-            temperature=self.victim_temperature,
-            crop_min_scale=self.victim_crop_min_scale,
-            image_size=self.image_size,
+        return dataclasses.replace(
+            self.victim(progress=progress),
             count=self.mem_count,
-            seed=self.seed,
-            device="auto",
-            progress=progress,
+            epochs=self.mem_epochs,
+            rotation=0.0,
+            translate=0.0,
+            min_zoom=1.0,
+            grayscale_p=0.2,
         )
 
     def victim(self, *, seed: int | None = None, data_seed: int = 0, progress: bool = True) -> VictimTrainConfig:
