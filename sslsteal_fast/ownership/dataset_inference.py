@@ -31,6 +31,7 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from scipy.stats import ttest_ind
@@ -226,6 +227,13 @@ def welch_verdict(private: torch.Tensor, unseen: torch.Tensor, alpha: float = 0.
     a, b = private.double().cpu().numpy(), unseen.double().cpu().numpy()
     if a.size < 2 or b.size < 2:
         raise ValueError("welch_verdict: need at least 2 scores on each side")
+    bad = {name: int((~np.isfinite(v)).sum()) for name, v in (("private", a), ("unseen", b))}
+    if any(bad.values()):
+        # A NaN score would make the t-test's p NaN, read as "no evidence": a silent "independent".
+        raise ValueError(
+            f"welch_verdict: {bad['private']} private and {bad['unseen']} unseen scores are not finite; the suspect's "
+            "representations (or the images) contain NaN or inf"
+        )
     res = ttest_ind(a, b, equal_var=False, alternative="greater")
     t, p = float(res.statistic), float(res.pvalue)
     if math.isnan(p):  # both samples constant: no evidence either way

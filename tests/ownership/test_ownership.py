@@ -180,3 +180,20 @@ def test_view_alignment_scores_and_alignment_inference_direction() -> None:
     assert cleared.verdict == "independent" and cleared.p_value > 0.5
     with pytest.raises(ValueError, match="views must be at least 2"):
         view_alignment(flatten, flat, aug, views=1)
+
+
+def test_non_finite_scores_are_refused_not_read_as_independent() -> None:
+    """A NaN image gives NaN scores: a clear error, never a silent 'independent' verdict."""
+    from sslsteal_fast.data import SimCLRAugment
+    from sslsteal_fast.ownership import alignment_inference, dataset_inference, welch_verdict
+
+    with pytest.raises(ValueError, match="1 private and 0 unseen scores are not finite"):
+        welch_verdict(torch.tensor([1.0, float("nan"), 2.0]), torch.tensor([1.0, 2.0]))
+    flatten = nn.Flatten()
+    images = torch.rand(12, 3, 8, 8)
+    poisoned = images.clone()
+    poisoned[0] = float("nan")
+    with pytest.raises(ValueError, match="not finite"):
+        alignment_inference(flatten, poisoned, images, SimCLRAugment(8, min_scale=1.0), views=2)
+    with pytest.raises(ValueError, match="NaN or inf"):  # the mixture refuses the scored features itself
+        dataset_inference(flatten, images, poisoned, images, n_components=1, pca_dim=4)
