@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from sslsteal_fast.cli.common import add_command, add_out, check_out, device_spec, emit, info
-from sslsteal_fast.config import DEVICES
+from sslsteal_fast.config import DEVICES, ENGINES
 
 __all__ = ["register"]
 
@@ -51,6 +51,20 @@ def _common(p: argparse.ArgumentParser) -> None:
     add_out(p, "folder", "output folder (created; rerunning into the same folder resumes the sweep)", required=True)
     p.add_argument("--workers", type=int, default=None, help="parallel cells (default: the config's run.workers)")
     p.add_argument(
+        "--engine",
+        choices=ENGINES,
+        default=None,
+        help="where cells run: local (this machine's process pool) or ray (Ray tasks, a local Ray instance "
+        "unless --address; needs pip install 'sslsteal_fast[ray]') (default: the config's run.engine)",
+    )
+    p.add_argument(
+        "--address",
+        default=None,
+        metavar="ADDR",
+        help="with --engine ray: the Ray cluster to join, auto (this machine's) or host:port or ray://host:port "
+        "(default: the config's run.address; none starts a local Ray instance sized to this machine)",
+    )
+    p.add_argument(
         "--device",
         type=device_spec,
         default=None,
@@ -69,6 +83,10 @@ def _run(cfg: Any, args: argparse.Namespace, start: float) -> tuple[dict[str, An
         cfg = cfg.with_workers(args.workers)
     if args.device is not None:
         cfg = dataclasses.replace(cfg, run=dataclasses.replace(cfg.run, device=args.device))
+    if args.engine is not None or args.address is not None:
+        engine = args.engine or ("ray" if args.address is not None else cfg.run.engine)
+        address = args.address if args.address is not None else (cfg.run.address if engine == "ray" else None)
+        cfg = dataclasses.replace(cfg, run=dataclasses.replace(cfg.run, engine=engine, address=address))
     run = run_sweep(cfg, args.out, progress=not args.quiet, log=lambda message: info(args, message))
     written = write_outputs(run, started=start)
     summary = written["summary"]
