@@ -3,12 +3,13 @@
 Two measurements, each run on both engines in one invocation, each sweep into a fresh folder:
 
 * ``overhead``: a 200-cell grid of near-instant cells (a ``small`` thief on 16x16 images, one epoch,
-  budgets of 4 to 20 queries, a one-epoch probe). For each engine: the wall time of the cells phase,
-  the cells' own work (the sum of their ``wall_time_s``) and the **scheduling overhead per cell**,
-  ``(cells phase x slots - cells' work) / cells``: what the engine adds around each cell, worker
-  start-up included. The **steady-state** overhead leaves start-up out: the same sum from the first
-  committed cell to the last. The fixed cost outside the cells phase (starting and stopping Ray) is
-  apart. Interleaved rounds (``--repeats``), the median round per engine.
+  budgets of 4 to 20 queries, a one-epoch probe), run three ways in interleaved rounds: in the
+  driver's own process, one cell after another (``workers = 1``: the cells' work and nothing else),
+  on the pool and on Ray with ``SLOTS`` slots each. An engine's **overhead per cell** is
+  ``(its cells phase x slots - the in-process cells phase) / cells``: the slot-seconds it spends
+  around each cell beyond the cell's own work (worker start-up, pickling, the object store, result
+  transfer). The fixed cost outside the cells phase (starting and stopping Ray) is reported apart.
+  The median of ``--repeats`` rounds per engine.
 * ``demo``: the packaged demo grid (``sweep/configs/demo.toml``) on both engines: the wall time of
   each and whether ``results.csv`` is the same row for row (every column but the times and the node).
 
@@ -38,6 +39,8 @@ from sslsteal_fast.sweep.artifacts import prepare_victim
 from sslsteal_fast.sweep.grid import RUN_DEPENDENT_COLUMNS
 
 ENGINES = ("local", "ray")
+#: The overhead grid's three ways of running: the cells alone (in the driver, serially), then the engines.
+WAYS = ("in-process", *ENGINES)
 #: Parallel cells on either engine (this machine's cores, at most).
 SLOTS = 2
 #: results.csv columns that differ between two runs of the same cell.
@@ -99,9 +102,12 @@ threads = 1
     return path
 
 
-def on_engine(cfg: SweepConfig, engine: str) -> SweepConfig:
-    extra = {"num_cpus": 1.0} if engine == "ray" else {}
-    return dataclasses.replace(cfg, run=dataclasses.replace(cfg.run, engine=engine, workers=SLOTS, threads=1, **extra))
+def on_engine(cfg: SweepConfig, way: str) -> SweepConfig:
+    """``cfg`` run ``way``: ``in-process`` (one worker: the driver itself), ``local`` or ``ray``."""
+    if way == "in-process":
+        return dataclasses.replace(cfg, run=dataclasses.replace(cfg.run, engine="local", workers=1, threads=1))
+    extra = {"num_cpus": 1.0} if way == "ray" else {}
+    return dataclasses.replace(cfg, run=dataclasses.replace(cfg.run, engine=way, workers=SLOTS, threads=1, **extra))
 
 
 def timed(cfg: SweepConfig, engine: str, out: Path, report: bool = False) -> dict[str, Any]:
@@ -112,13 +118,7 @@ def timed(cfg: SweepConfig, engine: str, out: Path, report: bool = False) -> dic
         write_outputs(run)
     with ResultStore(out / "results.sqlite") as store:
         rows = store.cells()
-    work = sum(r["wall_time_s"] for r in rows)
     cells_s = run.timings["cells_s"]
-    # Steady state: from the first commit to the last, the workers are started and every slot is busy.
-    by_time = sorted(rows, key=lambda r: r["finished_at"])
-    span = by_time[-1]["finished_at"] - by_time[0]["finished_at"]
-    later = by_time[SLOTS:]
-    steady = (span * SLOTS - sum(r["wall_time_s"] for r in later)) / max(1, len(later))
     return {
         "engine": engine,
         "wall_s": wall,
@@ -126,10 +126,7 @@ def timed(cfg: SweepConfig, engine: str, out: Path, report: bool = False) -> dic
         "fixed_s": wall - cells_s,
         "cells": len(rows),
         "failed": len(run.failed),
-        "work_s": work,
         "median_cell_s": statistics.median(r["wall_time_s"] for r in rows),
-        "overhead_per_cell_s": (cells_s * SLOTS - work) / max(1, len(rows)),
-        "steady_overhead_per_cell_s": steady,
         "engine_info": run.engine_info,
     }
 
@@ -140,17 +137,22 @@ def csv_rows(path: Path) -> dict[str, dict[str, str]]:
 
 
 def bench_overhead(cells: int, repeats: int) -> dict[str, Any]:
-    """``repeats`` rounds of both engines, interleaved; per engine the round with the median overhead."""
+    """``repeats`` interleaved rounds of the three ways; per way the median round (by its cells phase)."""
     with tempfile.TemporaryDirectory(prefix="bench-engines-") as tmp:
         folder = Path(tmp)
         cfg = load_config(overhead_config(folder, cells))
-        rounds: dict[str, list[dict[str, Any]]] = {e: [] for e in ENGINES}
+        rounds: dict[str, list[dict[str, Any]]] = {w: [] for w in WAYS}
         same = True
         for i in range(repeats):
-            for e in ENGINES:
-                rounds[e].append(timed(cfg, e, folder / f"{e}-{i}"))
-            same = same and store_rows(folder / f"local-{i}") == store_rows(folder / f"ray-{i}")
-    runs = {e: sorted(rs, key=lambda x: x["overhead_per_cell_s"])[len(rs) // 2] for e, rs in rounds.items()}
+            for w in WAYS:
+                rounds[w].append(timed(cfg, w, folder / f"{w}-{i}"))
+            same = same and all(
+                store_rows(folder / f"{w}-{i}") == store_rows(folder / f"in-process-{i}") for w in ENGINES
+            )
+    runs = {w: sorted(rs, key=lambda x: x["cells_s"])[len(rs) // 2] for w, rs in rounds.items()}
+    base = runs["in-process"]["cells_s"]
+    for w in ENGINES:
+        runs[w]["overhead_per_cell_s"] = (runs[w]["cells_s"] * SLOTS - base) / cells
     return {"runs": runs, "rounds": rounds, "identical": same}
 
 
@@ -188,36 +190,23 @@ def main() -> int:
         result["overhead"] = r
         rows = [
             [
-                e,
+                w,
                 x["cells"],
+                1 if w == "in-process" else SLOTS,
                 f"{x['fixed_s']:.1f}",
                 f"{x['cells_s']:.1f}",
-                f"{x['work_s']:.1f}",
                 f"{x['median_cell_s'] * 1e3:.0f}",
-                f"{x['overhead_per_cell_s'] * 1e3:.0f}",
-                f"{x['steady_overhead_per_cell_s'] * 1e3:.0f}",
+                "—" if w == "in-process" else f"{x['overhead_per_cell_s'] * 1e3:.0f}",
             ]
-            for e, x in r["runs"].items()
+            for w, x in r["runs"].items()
         ]
         print(f"Scheduling overhead, {opts.cells} near-instant cells (median of {opts.repeats} interleaved rounds)")
-        print(
-            markdown_table(
-                [
-                    "engine",
-                    "cells",
-                    "fixed cost (s)",
-                    "cells phase (s)",
-                    "cells' work (s)",
-                    "median cell (ms)",
-                    "overhead per cell (ms)",
-                ],
-                rows,
-            )
-        )
+        headers = ["run", "cells", "slots", "fixed cost (s)", "cells phase (s)", "median cell (ms)"]
+        print(markdown_table([*headers, "overhead per cell (slot-ms)"], rows))
         loc, ray = r["runs"]["local"], r["runs"]["ray"]
         print(
-            f"Ray/local overhead per cell: {ray['overhead_per_cell_s'] / loc['overhead_per_cell_s']:.2f}x; "
-            f"rows identical: {r['identical']}\n"
+            f"overhead per cell: local {loc['overhead_per_cell_s'] * 1e3:.0f} ms, Ray {ray['overhead_per_cell_s'] * 1e3:.0f} ms; "
+            f"rows identical on all three: {r['identical']}\n"
         )
         ok = ok and r["identical"] and not loc["failed"] and not ray["failed"]
     if opts.only in (None, "demo"):

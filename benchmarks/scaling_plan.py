@@ -44,6 +44,8 @@ from sslsteal_fast.util.files import save_tensors
 LOSSES, BUDGETS, QUERY_SETS, DEFENSES, SEEDS = 4, (500, 1000, 5000, 10000, 25000, 50000), 3, 4, 3
 EPOCHS = 100
 PROBE_IMAGES = 51_000
+#: The victim: SimCLR, 200 epochs of 195 steps of 2 x 256 views (the paper's recipe, paper/cifar10-resnet18.toml).
+VICTIM_VIEWS = 200 * 195 * 512
 IMAGE = (3, 32, 32)
 ARCH = "resnet18"
 
@@ -87,8 +89,8 @@ def bytes_per_row() -> dict[str, float]:
         folder = Path(tmp)
         n = 1000
         images = torch.randint(0, 256, (n, *IMAGE), dtype=torch.uint8)
-        save_tensors(folder / "q.safetensors", {"images": images, "labels": torch.zeros(n, dtype=torch.int64)})
-        save_tensors(folder / "a.safetensors", {"answers": torch.rand(n, rep)})
+        save_tensors(folder / "q.safetensors", {"images": images, "labels": torch.zeros(n, dtype=torch.int64)}, {})
+        save_tensors(folder / "a.safetensors", {"answers": torch.rand(n, rep)}, {})
         sizes = {
             "query_image_bytes": (folder / "q.safetensors").stat().st_size / n,
             "answer_bytes": (folder / "a.safetensors").stat().st_size / n,
@@ -135,6 +137,7 @@ def plan(m: dict[str, Any], gpu_tflops: float, nodes: int, overhead_s: float | N
     put = sum(inputs.values())
     return {
         "cells": cells,
+        "victim_gpu_h": VICTIM_VIEWS * m["train_gflop_per_image"] * 1e9 / rate / 3600,
         "steal_gpu_h": steal_flop / rate / 3600,
         "probe_gpu_h": probe_flop / rate / 3600,
         "answers_gpu_h": answers_flop / rate / 3600,
@@ -162,7 +165,7 @@ def main() -> int:
     overhead = None
     if opts.engines:
         runs = json.loads(Path(opts.engines).read_text())["overhead"]["runs"]
-        overhead = runs["ray"]["steady_overhead_per_cell_s"]
+        overhead = runs["ray"]["overhead_per_cell_s"]
     p = plan(m, opts.gpu_tflops, opts.nodes, overhead)
     print(f"scaling_plan: {machine()}\n")
     print("Measured per-item costs")
@@ -178,7 +181,7 @@ def main() -> int:
                 ["query image in a sweep file (bytes)", f"{m['query_image_bytes']:.0f}"],
                 ["victim answer in a sweep file (bytes)", f"{m['answer_bytes']:.0f}"],
                 ["results.sqlite per cell (bytes)", f"{m['store_row_bytes']:.0f}"],
-                ["Ray steady-state overhead per cell (ms)", "—" if overhead is None else f"{overhead * 1e3:.0f}"],
+                ["Ray overhead per cell (slot-ms)", "—" if overhead is None else f"{overhead * 1e3:.0f}"],
             ],
         )
     )
@@ -188,6 +191,7 @@ def main() -> int:
         markdown_table(
             ["quantity", "value"],
             [
+                ["victim training, once, on the driver (GPU-hours)", f"{p['victim_gpu_h']:.1f}"],
                 ["stealing (GPU-hours)", f"{p['steal_gpu_h']:.1f}"],
                 ["probing (GPU-hours)", f"{p['probe_gpu_h']:.1f}"],
                 ["victim answers, once per (query set, defense) (GPU-hours)", f"{p['answers_gpu_h']:.2f}"],

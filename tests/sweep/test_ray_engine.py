@@ -22,9 +22,11 @@ import pytest
 import torch
 
 from sslsteal_fast.sweep import ResultStore, load_config, run_sweep
+from sslsteal_fast.sweep.cell import CellTask
 from sslsteal_fast.sweep.config import RunConfig
-from sslsteal_fast.sweep.grid import RUN_DEPENDENT_COLUMNS
+from sslsteal_fast.sweep.grid import RUN_DEPENDENT_COLUMNS, CellSink
 from sslsteal_fast.sweep.ray_engine import cell_resources, check_address
+from sslsteal_fast.sweep.store import CELL_COLUMNS
 from sslsteal_fast.util.files import load_tensors
 from sslsteal_fast.util.reaper import MARK_VARIABLE, marked_processes
 from tests.sweep.test_resume_kill import alive, committed
@@ -212,6 +214,38 @@ def test_without_ray_the_engine_says_how_to_install_it(write_config: Callable[..
     assert len(lines) == 1 and "pip install 'sslsteal_fast[ray]'" in lines[0], proc.stderr
 
 
+def _task(cell_id: str) -> CellTask:
+    return CellTask(
+        **{f.name: None for f in dataclasses.fields(CellTask)}
+        | {"cell_id": cell_id, "loss": "mse", "budget": 8, "query_dataset": "q", "seed": 0}
+    )  # type: ignore[arg-type]
+
+
+def test_a_cell_that_lands_twice_keeps_one_row_and_a_disagreement_is_reported(tmp_path: Path) -> None:
+    row = {name: 0 for name, _ in CELL_COLUMNS if name != "finished_at"}
+    row.update(
+        cell_id="c1",
+        loss="mse",
+        query_dataset="q",
+        defense="none",
+        arch="small",
+        strategy="query-once",
+        config_json="{}",
+        probe_top1=0.5,
+        node="a",
+    )
+    lines: list[str] = []
+    with ResultStore(tmp_path / "results.sqlite") as store:
+        sink = CellSink(store, 3, progress=False, log=lines.append)
+        sink.done(_task("c1"), row)
+        sink.done(_task("c1"), {**row, "wall_time_s": 9.0, "node": "b"})  # a retry elsewhere: same result
+        assert not lines and sink.duplicates == 1
+        sink.done(_task("c1"), {**row, "probe_top1": 0.25})
+        sink.close()
+        assert len(store.cells()) == 1 and store.cells()[0]["probe_top1"] == 0.5 and store.cells()[0]["node"] == "a"
+    assert len(lines) == 1 and "finished twice with different probe_top1" in lines[0]
+
+
 # --- on a local Ray instance ---------------------------------------------------------------------------
 
 
@@ -262,6 +296,28 @@ def test_ray_gives_the_rows_of_the_process_pool(write_config: Callable[..., Path
     assert remote.answers.keys() == local.answers.keys()
     assert all(remote.answers[k]["forward_passes"] == local.answers[k]["forward_passes"] for k in local.answers)
     assert remote.engine_info["put_objects"] > 0
+
+
+@needs_ray
+@LINUX
+def test_augmented_cells_bill_on_ray_what_they_bill_in_the_pool(
+    write_config: Callable[..., Path], tmp_path: Path
+) -> None:
+    """Augmented cells query their own defended victim (the ONNX file shipped to the worker): same bills."""
+    config = write_config(
+        losses=("mse",),
+        budgets=(8,),
+        steal_epochs=2,
+        strategy="augmented",
+        defenses=("none", "detection:threshold=0.9"),
+    )
+    cfg = load_config(config)
+    run_sweep(cfg, tmp_path / "local", progress=False, log=lambda m: None)
+    ray_cfg = dataclasses.replace(cfg, run=dataclasses.replace(cfg.run, engine="ray"))
+    remote = run_sweep(ray_cfg, tmp_path / "ray", progress=False, log=lambda m: None)
+    a, b = _rows(tmp_path / "local"), _rows(tmp_path / "ray")
+    assert not remote.failed and len(a) == 4 and a == b
+    assert all(r["billed_queries"] == 16 and r["cell_forward_passes"] > 0 for r in b.values())  # 8 x 2 epochs
 
 
 @needs_ray
