@@ -90,6 +90,11 @@ INPUT_FIELDS = (
 #: Ray's logger that announces token authentication (on by default), which says nothing to a sweep that
 #: starts and stops its own local instance.
 _RAY_AUTH_LOGGER = "ray._private.authentication.authentication_token_setup"
+#: Appended to a failed join: Ray uses a cluster's token only when told to.
+_AUTH_HINT = (
+    " (a cluster with token authentication needs RAY_AUTH_MODE=token, and its token in ~/.ray/auth_token "
+    "or RAY_AUTH_TOKEN, in the environment of the sweep)"
+)
 #: The name of a cell's Ray task (its workers' process title is ``ray::sweep_cell`` while it runs).
 TASK_NAME = "sweep_cell"
 
@@ -155,7 +160,8 @@ def ray_session(run: RunConfig, *, log: Any = print) -> Iterator[RaySession]:
             try:
                 ray.init(address=address, logging_level=logging.WARNING, log_to_driver=True)
             except (ConnectionError, RuntimeError, TimeoutError) as exc:
-                raise ValueError(f"cannot join the Ray cluster at {address!r}: {exc}") from exc
+                hint = "" if os.environ.get("RAY_AUTH_MODE") else _AUTH_HINT
+                raise ValueError(f"cannot join the Ray cluster at {address!r}: {exc}{hint}") from exc
         nodes = [n for n in ray.nodes() if n.get("Alive")]
         cpus = int(ray.cluster_resources().get("CPU", 0))
         gpus = ray.cluster_resources().get("GPU", 0)

@@ -8,12 +8,15 @@ Ray processes are then checked gone by process listing.
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
+import shutil
 import signal
 import socket
 import sqlite3
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -28,7 +31,7 @@ from sslsteal_fast.sweep.grid import RUN_DEPENDENT_COLUMNS, CellSink
 from sslsteal_fast.sweep.ray_engine import cell_resources, check_address
 from sslsteal_fast.sweep.store import CELL_COLUMNS
 from sslsteal_fast.util.files import load_tensors
-from sslsteal_fast.util.reaper import MARK_VARIABLE, marked_processes
+from sslsteal_fast.util.reaper import MARK_VARIABLE, marked_processes, reap
 from tests.sweep.test_resume_kill import alive, committed
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -412,3 +415,68 @@ def test_sigkill_the_driver_then_resume_leaves_no_ray_processes(
     with sqlite3.connect(db) as conn:
         assert conn.execute("SELECT count(*), count(DISTINCT cell_id) FROM cells").fetchone() == (12, 12)
     _assert_no_ray_left(mark, seen)
+
+
+@needs_ray
+@LINUX
+def test_a_sweep_joins_an_existing_cluster_and_leaves_it_running(
+    write_config: Callable[..., Path], tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """``--address host:port`` runs the cells on a cluster started apart (``ray start --head``), which survives."""
+    port = _closed_port()
+    temp = Path(tempfile.mkdtemp(prefix="rh", dir="/tmp"))  # Ray's socket paths must stay short
+    mark = f"test-head-{os.getpid()}"
+    env = {**_env(), "RAY_AUTH_MODE": "token", "RAY_USAGE_STATS_ENABLED": "0"}
+    ray_cli = str(Path(sys.executable).with_name("ray"))
+    head = subprocess.Popen(
+        [
+            ray_cli,
+            "start",
+            "--head",
+            "--block",
+            f"--port={port}",
+            "--num-cpus=2",
+            "--include-dashboard=false",
+            f"--temp-dir={temp}",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env={**env, MARK_VARIABLE: mark},
+    )
+    out = tmp_path_factory.mktemp("joined")
+    try:
+        _wait_for(lambda: _reachable(port), SWEEP_TIMEOUT_S, "the head node to listen", head)
+        proc = subprocess.run(
+            _sslsteal(
+                "sweep",
+                str(write_config(losses=("mse",), budgets=(8, 16))),
+                "--out",
+                str(out),
+                "--address",
+                f"127.0.0.1:{port}",
+                "--json",
+                "--quiet",
+            ),
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=SWEEP_TIMEOUT_S,
+        )
+        assert proc.returncode == 0, proc.stderr
+        summary = json.loads(proc.stdout)
+        assert summary["engine"]["name"] == "ray" and summary["engine"]["address"] == f"127.0.0.1:{port}"
+        assert summary["cells"]["done"] == 4 and summary["nodes"] == [socket.gethostname()]
+        assert head.poll() is None and marked_processes(mark), "joining a cluster must not stop it"
+    finally:
+        reap(mark)
+        head.wait(30)
+        shutil.rmtree(temp, ignore_errors=True)
+    assert not marked_processes(mark)
+
+
+def _reachable(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=1):
+            return True
+    except OSError:
+        return False
