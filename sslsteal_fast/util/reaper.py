@@ -8,9 +8,13 @@ that gap:
 * it draws a random mark, which the owner puts in the environment of everything it starts
   (:meth:`Reaper.environ`); children inherit it, whatever they call themselves later;
 * it starts a small watcher process in a session of its own (so the terminal's Ctrl-C and the
-  owner's process group do not reach it) that blocks reading a pipe from the owner. The kernel
-  closes that pipe when the owner exits, for any reason, and the watcher then sends SIGTERM, and
-  after a grace period SIGKILL, to every process whose environment holds the mark;
+  owner's process group do not reach it) that waits on a pipe from the owner. Every second it
+  notes the marked processes and all their descendants (pid and start time). A mark alone is not
+  enough: a process that rewrites its title over its environment block (``setproctitle``, as Ray's
+  agents do) loses it, but it stays a descendant of a marked one. The kernel closes the pipe when
+  the owner exits, for any reason, and the watcher then sends SIGTERM, and after a grace period
+  SIGKILL, to every process it noted that still runs (an orphan among them re-parented to init),
+  every marked one, and their descendants;
 * :meth:`Reaper.finish` does the same on a normal exit, and waits for it.
 
 Processes are found through Linux ``/proc/PID/environ`` (readable for one's own processes); where
@@ -24,6 +28,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import select
 import signal
 import subprocess
 import sys
@@ -40,48 +45,99 @@ GRACE_S = 3.0
 FINISH_TIMEOUT_S = 30.0
 
 
-def marked_processes(mark: str) -> list[int]:
-    """Pids of the live processes (not this one) whose environment holds ``mark``."""
-    needle = f"{MARK_VARIABLE}={mark}".encode()
+#: Seconds between two looks of the watcher at the marked processes and their descendants.
+WATCH_INTERVAL_S = 1.0
+
+#: A process as the watcher knows it: its pid and its start time (clock ticks after boot), so that
+#: a pid the kernel has given to a new process since is never signalled.
+Proc = tuple[int, int]
+
+
+def _processes() -> dict[int, tuple[int, int, str]]:
+    """pid -> (parent pid, start time, state) of every process, from ``/proc/PID/stat``."""
+    table = {}
     proc = Path("/proc")
     if not proc.is_dir():
-        return []
-    found = []
+        return table
     for entry in proc.iterdir():
-        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+        if not entry.name.isdigit():
             continue
         try:
-            environ = (entry / "environ").read_bytes()
-            state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
-        except (OSError, IndexError):  # gone meanwhile, or not ours to read
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):  # gone meanwhile
             continue
-        if state not in ("Z", "X") and needle in environ.split(b"\0"):
-            found.append(int(entry.name))
+        table[int(entry.name)] = (int(fields[1]), int(fields[19]), fields[0])
+    return table
+
+
+def marked_processes(mark: str) -> list[int]:
+    """Pids of the live processes (not this one) whose environment holds ``mark``.
+
+    A process that rewrites its title over its environment block (``setproctitle``, as Ray's agents
+    do) may no longer show its mark here: :class:`Reaper` also follows the process tree.
+    """
+    needle = f"{MARK_VARIABLE}={mark}".encode()
+    found = []
+    for pid, (_, _, state) in _processes().items():
+        if pid == os.getpid() or state in ("Z", "X"):
+            continue
+        try:
+            environ = Path(f"/proc/{pid}/environ").read_bytes()
+        except OSError:  # gone meanwhile, or not ours to read
+            continue
+        if needle in environ.split(b"\0"):
+            found.append(pid)
     return found
 
 
-def reap(mark: str, grace_s: float = GRACE_S) -> int:
-    """SIGTERM every process marked ``mark``, SIGKILL those still alive after ``grace_s``; returns how many.
+def _with_descendants(roots: set[Proc], table: dict[int, tuple[int, int, str]]) -> set[Proc]:
+    """``roots`` that still run, and every live process below them."""
+    alive = {(pid, start) for pid, start in roots if pid in table and table[pid][1] == start}
+    children: dict[int, list[int]] = {}
+    for pid, (ppid, _, _) in table.items():
+        children.setdefault(ppid, []).append(pid)
+    found, frontier = set(alive), [pid for pid, _ in alive]
+    while frontier:
+        for child in children.get(frontier.pop(), []):
+            entry = (child, table[child][1])
+            if entry not in found:
+                found.add(entry)
+                frontier.append(child)
+    return {(pid, start) for pid, start in found if table[pid][2] not in ("Z", "X") and pid != os.getpid()}
+
+
+def _track(mark: str, known: set[Proc]) -> set[Proc]:
+    """``known`` plus the processes marked ``mark`` now, with all their descendants."""
+    table = _processes()
+    marked = {(pid, table[pid][1]) for pid in marked_processes(mark) if pid in table}
+    return known | _with_descendants(known | marked, table)
+
+
+def reap(mark: str, grace_s: float = GRACE_S, known: set[Proc] | None = None) -> int:
+    """SIGTERM every process marked ``mark`` or in ``known``, and all their descendants; SIGKILL those
+    alive after ``grace_s``. Returns how many were signalled.
 
     Repeats until none is left (a dying parent may start a child meanwhile), a few rounds at most.
     """
-    killed: set[int] = set()
+    signalled: set[Proc] = set()
+    tracked = set(known or ())
     for _ in range(5):
-        pids = marked_processes(mark)
-        if not pids:
+        tracked = _track(mark, tracked)
+        live = _with_descendants(tracked, _processes())
+        if not live:
             break
-        killed.update(pids)
-        _signal(pids, signal.SIGTERM)
+        signalled |= live
+        _signal(live, signal.SIGTERM)
         deadline = time.monotonic() + grace_s
-        while time.monotonic() < deadline and marked_processes(mark):
+        while time.monotonic() < deadline and _with_descendants(live, _processes()):
             time.sleep(0.1)
-        _signal(marked_processes(mark), signal.SIGKILL)
+        _signal(_with_descendants(live, _processes()), signal.SIGKILL)
         time.sleep(0.1)
-    return len(killed)
+    return len(signalled)
 
 
-def _signal(pids: list[int], sig: signal.Signals) -> None:
-    for pid in pids:
+def _signal(procs: set[Proc], sig: signal.Signals) -> None:
+    for pid, _ in procs:
         try:
             os.kill(pid, sig)
         except (ProcessLookupError, PermissionError):
@@ -119,17 +175,22 @@ class Reaper:
 
 
 def _main(argv: list[str]) -> int:
-    """The watcher: wait for the owner's end (the pipe on stdin closes), then reap."""
+    """The watcher: follow the marked processes until the owner's end (the pipe on stdin closes), then reap."""
     if len(argv) != 2:
         print("usage: reaper.py MARK", file=sys.stderr)
         return 2
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # only the pipe decides
-    try:
-        while sys.stdin.buffer.read(65536):
-            pass
-    except OSError:
-        pass
-    reap(argv[1])
+    mark, known = argv[1], set()
+    stdin = sys.stdin.buffer
+    while True:
+        try:
+            ready, _, _ = select.select([stdin], [], [], WATCH_INTERVAL_S)
+            if ready and not os.read(stdin.fileno(), 65536):
+                break  # EOF: the owner closed the pipe or died
+        except OSError:
+            break
+        known = _track(mark, known)
+    reap(mark, known=known)
     return 0
 
 
