@@ -29,6 +29,8 @@ from sslsteal_fast.util.checks import (
 
 __all__ = [
     "ARCHITECTURES",
+    "ATTACKS",
+    "ATTACK_SPECS",
     "DEFAULT_BATCH_SIZES",
     "DEFAULT_LRS",
     "DEVICES",
@@ -45,6 +47,7 @@ __all__ = [
     "TEMPERATURES",
     "THIEF_CLIENT",
     "VICTIM_LOSSES",
+    "AttackSpec",
     "ProbeConfig",
     "StealConfig",
     "VictimTrainConfig",
@@ -59,18 +62,99 @@ __all__ = [
 ARCHITECTURES = ("small", "resnet18", "resnet34", "resnet50")
 #: Representation dimension of each architecture (what a victim API of that architecture returns).
 REP_DIMS = {"small": 256, "resnet18": 512, "resnet34": 512, "resnet50": 2048}
-#: Stealing losses (:mod:`sslsteal_fast.attacks.losses`).
-LOSSES = ("mse", "info_nce", "soft_nn", "wasserstein", "cosine")
+#: Stealing losses (:mod:`sslsteal_fast.attacks.losses`): the paper's four (mse, info_nce, soft_nn,
+#: wasserstein), cosine, and two later ones: Barlow Twins' cross-correlation and a soft cross-entropy.
+LOSSES = ("mse", "info_nce", "soft_nn", "wasserstein", "cosine", "barlow_twins", "soft_ce")
+#: The label-only attack's loss: cross-entropy on the victim classifier's argmax labels (not a
+#: representation loss, so not one of :data:`LOSSES`).
+LABEL_LOSS = "cross_entropy"
 #: Contrastive losses a victim can be trained with (:mod:`sslsteal_fast.victim.train`).
 VICTIM_LOSSES = ("info_nce", "soft_nn")
-#: The paper's temperatures at CIFAR scale; only the two contrastive losses have one.
-TEMPERATURES = {"info_nce": 0.07, "soft_nn": 100.0}
+#: The temperatures of the losses that have one: the paper's at CIFAR scale for the two contrastive
+#: losses, and Hinton, Vinyals & Dean (2015, Sec. 3: MNIST distillation at T = 20) for soft_ce.
+TEMPERATURES = {"info_nce": 0.07, "soft_nn": 100.0, "soft_ce": 20.0}
+#: Barlow Twins' off-diagonal weight lambda (Zbontar et al. 2021, Sec. 2 and App.: 5e-3).
+BARLOW_TWINS_LAMBDA = 5e-3
 #: Query strategies of :func:`sslsteal_fast.attacks.steal` (see :class:`StealConfig`).
 STRATEGIES = ("query-once", "augmented")
-#: The paper's batch sizes: 64 for the losses on single pairs, 256 for the contrastive ones.
-DEFAULT_BATCH_SIZES = {"mse": 64, "wasserstein": 64, "cosine": 64, "info_nce": 256, "soft_nn": 256}
+#: The paper's batch sizes: 64 for the losses on single pairs, 256 for the contrastive ones (and for
+#: Barlow Twins, whose cross-correlation is a batch statistic too).
+DEFAULT_BATCH_SIZES = {
+    "mse": 64,
+    "wasserstein": 64,
+    "cosine": 64,
+    "soft_ce": 64,
+    LABEL_LOSS: 64,
+    "info_nce": 256,
+    "soft_nn": 256,
+    "barlow_twins": 256,
+}
 #: The paper's Adam learning rates: 1e-3, 3e-4 for InfoNCE.
-DEFAULT_LRS = {"mse": 1e-3, "wasserstein": 1e-3, "cosine": 1e-3, "info_nce": 3e-4, "soft_nn": 1e-3}
+DEFAULT_LRS = {
+    "mse": 1e-3,
+    "wasserstein": 1e-3,
+    "cosine": 1e-3,
+    "soft_ce": 1e-3,
+    LABEL_LOSS: 1e-3,
+    "info_nce": 3e-4,
+    "soft_nn": 1e-3,
+    "barlow_twins": 1e-3,
+}
+
+
+@dataclass(frozen=True)
+class AttackSpec:
+    """What the configuration layer knows of an attack (its code: ``sslsteal_fast.attacks.<name>``).
+
+    Attributes:
+        name: the attack's name (a value of ``StealConfig.attack`` and of the sweep's ``grid.attacks``).
+        summary: one line for help texts.
+        loss: the loss the attack always trains with, or None when it takes any of :data:`LOSSES`.
+        strategies: the query strategies it supports (:data:`STRATEGIES`).
+        parameters: the :class:`StealConfig` fields only this attack reads (they enter the identity
+            of its runs only, so changing one does not invalidate the other attacks' sweep cells).
+    """
+
+    name: str
+    summary: str
+    loss: str | None = None
+    strategies: tuple[str, ...] = ("query-once",)
+    parameters: tuple[str, ...] = ()
+
+
+#: The attacks (one module each under :mod:`sslsteal_fast.attacks`), by name.
+ATTACK_SPECS = {
+    spec.name: spec
+    for spec in (
+        AttackSpec(
+            "direct",
+            "the paper's: train on (image, victim answer) pairs with a representation loss",
+            strategies=STRATEGIES,
+        ),
+        AttackSpec(
+            "prototype",
+            "RDA-style: the victim answers `views` augmented views per image (all billed); train on their mean",
+            parameters=("views",),
+        ),
+        AttackSpec(
+            "consistency",
+            "StolenEncoder: the copy's output on the clean image and on a local view pulled to the victim's answer",
+            parameters=("consistency_weight",),
+        ),
+        AttackSpec(
+            "cont_steal",
+            "Cont-Steal: InfoNCE with the victim's answers to other images (and a memory of them) as negatives",
+            loss="info_nce",
+            parameters=("memory",),
+        ),
+        AttackSpec(
+            "label_only",
+            "Knockoff-style baseline: only the argmax label of the owner's linear classifier on the victim",
+            loss=LABEL_LOSS,
+        ),
+    )
+}
+ATTACKS = tuple(ATTACK_SPECS)
 #: Optimisers of the linear probe.
 OPTIMIZERS = ("lbfgs", "adam")
 #: The client names experiments bill: a legitimate downstream user and the attacker.
@@ -237,25 +321,36 @@ class WatermarkConfig:
 # ------------------------------------------------------------------------------------------ attack
 
 
+#: StealConfig fields added with the later attacks, with their defaults: a run's identity (a sweep cell
+#: id) leaves each out unless its attack reads it (:attr:`AttackSpec.parameters`), so cells of sweeps
+#: started before them keep their ids.
+ATTACK_FIELDS = {"attack": "direct", "views": 4, "memory": 1024, "consistency_weight": 1.0}
+#: Other StealConfig fields added later, left out of a run's identity at their default (as above).
+_LATER_STEAL_FIELDS = {"crop_min_scale": 0.08}
+
+
 @dataclass
 class StealConfig:
     """How to steal. ``None`` fields resolve to the paper's per-loss defaults (recorded in the result).
 
     Attributes:
-        loss: one of :data:`LOSSES`.
+        loss: one of :data:`LOSSES` (an attack with its own loss, :attr:`AttackSpec.loss`, replaces
+            the default with it; any other value is an error).
         arch: the stolen model's architecture (one of :data:`ARCHITECTURES`); it need not be the victim's.
         budget: number of distinct query images (the first ``budget`` rows of the query set).
         epochs: passes over the budget (paper: 100).
         batch_size: None -> :data:`DEFAULT_BATCH_SIZES`; clipped to the budget.
         lr: Adam learning rate; None -> :data:`DEFAULT_LRS`.
-        temperature: None -> :data:`TEMPERATURES` (info_nce, soft_nn); an error for the other losses.
+        temperature: None -> :data:`TEMPERATURES` (info_nce, soft_nn, soft_ce); an error for the other losses.
         strategy: ``"query-once"``: each image is sent once and its answer cached, augmentations are
             local and free; ``"augmented"``: augmented views are sent every epoch, each billed (the
-            paper's accounting).
+            paper's accounting). Only the ``direct`` attack has both (:attr:`AttackSpec.strategies`).
         augment: apply ``SimCLRAugment`` to the stolen model's inputs (and, in ``"augmented"``, to what
             is sent to the victim).
-        augment_strength: ``SimCLRAugment(strength=...)`` in [0, 1] (scales colour jitter; crops, flips and
+        augment_strength: ``SimCLRAugment(strength=...)`` in [0, 1] (scales colour jitter; flips and
             blur are always the paper's); 1.0 = the paper's SimCLR augmentations.
+        crop_min_scale: the smallest random-resized-crop area of those augmentations, in (0, 1]
+            (the paper's 0.08; 1.0 keeps the whole image, only its aspect jittered).
         weight_decay: Adam weight decay (paper: 0).
         victim_batch_size: rows per call to ``victim.query`` when filling the query-once cache.
         client: the client name queries are billed to.
@@ -264,6 +359,12 @@ class StealConfig:
         device: where the stolen model trains: ``"auto"`` (CUDA when torch sees a GPU, else the
             CPU), ``"cpu"``, ``"cuda"`` or ``"cuda:N"``. Not part of a result's identity (results
             agree across devices up to float rounding).
+        attack: one of :data:`ATTACKS` (:mod:`sslsteal_fast.attacks`); ``"direct"`` is the paper's.
+        views: ``prototype``: augmented views per image sent to the victim (each billed), >= 1.
+        memory: ``cont_steal``: most victim answers to earlier batches kept as extra negatives (0: the
+            batch's own only).
+        consistency_weight: ``consistency``: weight of the augmented view's term next to the clean
+            image's (StolenEncoder's lambda, 1 in Liu et al. 2022).
     """
 
     loss: str = "info_nce"
@@ -281,20 +382,50 @@ class StealConfig:
     client: str = "default"
     seed: int = 0
     device: str = "auto"
+    crop_min_scale: float = 0.08
+    attack: str = "direct"
+    views: int = 4
+    memory: int = 1024
+    consistency_weight: float = 1.0
+
+    @property
+    def spec(self) -> AttackSpec:
+        """The attack's :class:`AttackSpec` (an error naming the attack when it is unknown)."""
+        return ATTACK_SPECS[check_choice("attack", self.attack, ATTACKS)]
 
     def resolved(self) -> StealConfig:
         """A validated copy with every ``None`` replaced by its default; raises ValueError on bad fields."""
-        check_choice("loss", self.loss, LOSSES)
+        spec = self.spec
+        loss = self.loss
+        if spec.loss is not None:
+            if loss not in (spec.loss, _DEFAULT_LOSS):
+                raise ValueError(
+                    f"StealConfig.loss: the {spec.name} attack always trains with {spec.loss}, got {loss!r}; drop "
+                    "the loss"
+                )
+            loss = spec.loss
+        else:
+            check_choice("loss", loss, LOSSES)
         check_choice("strategy", self.strategy, STRATEGIES)
+        if self.strategy not in spec.strategies:
+            raise ValueError(
+                f"StealConfig.strategy: the {spec.name} attack supports {', '.join(spec.strategies)}, got "
+                f"{self.strategy!r}"
+            )
         check_choice("architecture", self.arch, ARCHITECTURES)
-        for field in ("budget", "epochs", "victim_batch_size"):
+        for field in ("budget", "epochs", "victim_batch_size", "views"):
             check_positive_int(f"StealConfig.{field}", getattr(self, field))
+        check_int("StealConfig.memory", self.memory, low=0)
+        check_number("StealConfig.consistency_weight", self.consistency_weight, low=0.0)
         check_seed("StealConfig.seed", self.seed)
         if self.batch_size is not None:
             check_positive_int("StealConfig.batch_size", self.batch_size)
         if self.lr is not None:
             check_number("StealConfig.lr", self.lr, low=0.0, strict=True)
         check_number("StealConfig.augment_strength", self.augment_strength, low=0.0, high=1.0)
+        check_number("StealConfig.crop_min_scale", self.crop_min_scale, low=0.0, high=1.0)
+        if self.crop_min_scale == 0.0:
+            raise ValueError("StealConfig.crop_min_scale must be in (0, 1], got 0.0")
         check_number("StealConfig.weight_decay", self.weight_decay, low=0.0)
         check_bool("StealConfig.augment", self.augment)
         check_device("StealConfig.device", self.device)
@@ -302,10 +433,30 @@ class StealConfig:
             raise ValueError(f"StealConfig.client must be a non-empty string, got {self.client!r}")
         return dataclasses.replace(
             self,
-            batch_size=self.batch_size if self.batch_size is not None else DEFAULT_BATCH_SIZES[self.loss],
-            lr=float(self.lr) if self.lr is not None else DEFAULT_LRS[self.loss],
-            temperature=loss_temperature(self.loss, self.temperature),
+            loss=loss,
+            batch_size=self.batch_size if self.batch_size is not None else DEFAULT_BATCH_SIZES[loss],
+            lr=float(self.lr) if self.lr is not None else DEFAULT_LRS[loss],
+            temperature=loss_temperature(loss, self.temperature),
         )
+
+    def identity(self) -> dict[str, Any]:
+        """The fields as they identify a run: :data:`ATTACK_FIELDS` only where the attack reads them, the
+        later fields only away from their defaults."""
+        spec = self.spec
+        values = dataclasses.asdict(self)
+        for name, default in _LATER_STEAL_FIELDS.items():
+            if values[name] == default:
+                del values[name]
+        for name, default in ATTACK_FIELDS.items():
+            if name == "attack" and values[name] == default:
+                del values[name]
+            elif name != "attack" and name not in spec.parameters:
+                del values[name]
+        return values
+
+
+#: StealConfig's default loss: an attack with its own loss takes that one in its place.
+_DEFAULT_LOSS = StealConfig.loss
 
 
 def loss_temperature(loss: str, temperature: float | None) -> float | None:

@@ -18,6 +18,17 @@ Extraction* (ICML 2022), Sec. 3 and App. C:
 * :class:`WassersteinLoss` - the paper's 1-D CDF distance between sum-normalised vectors.
 * :class:`CosineLoss` - ``1 - cos(stolen_i, target_i)`` averaged over rows.
 
+Later losses:
+
+* :class:`BarlowTwinsLoss` - Barlow Twins (Zbontar et al., ICML 2021): the cross-correlation of the
+  batch-standardised stolen and victim outputs pulled to the identity; off-diagonal weight 5e-3.
+* :class:`SoftCrossEntropyLoss` - soft cross-entropy between ``softmax(target / T)`` and
+  ``log_softmax(stolen / T)``, scaled by T^2 (Hinton, Vinyals & Dean 2015); T = 20. The stolen output
+  is compared with the victim's - the reference code compared it with itself.
+* :class:`ContStealLoss` - Cont-Steal (Sha et al., CVPR 2023): InfoNCE between stolen and victim
+  outputs whose negatives are the other images' answers in the batch plus a memory of the victim's
+  answers to earlier batches (:mod:`sslsteal_fast.attacks.cont_steal`); the native ``info_nce`` op.
+
 :func:`~sslsteal_fast.attacks.steal` also takes any callable ``loss(stolen, target) -> scalar tensor``
 (:data:`LossFn`). A loss says how many rows a batch needs with a ``min_batch`` attribute (default 1;
 the contrastive losses need 2, since each row's negatives are the other rows), and names itself in
@@ -33,16 +44,19 @@ import torch.nn.functional as F
 from torch import nn
 
 from sslsteal_fast import ops
-from sslsteal_fast.config import LOSSES, TEMPERATURES, loss_temperature
+from sslsteal_fast.config import BARLOW_TWINS_LAMBDA, LOSSES, TEMPERATURES, loss_temperature
 from sslsteal_fast.util.checks import ArgumentTypeError, check_choice, check_int, check_number
 
 __all__ = [
     "DEFAULT_TEMPERATURES",
     "LOSSES",
+    "BarlowTwinsLoss",
+    "ContStealLoss",
     "CosineLoss",
     "InfoNCELoss",
     "LossFn",
     "MSELoss",
+    "SoftCrossEntropyLoss",
     "SoftNNLoss",
     "WassersteinLoss",
     "loss_name",
@@ -191,11 +205,126 @@ class CosineLoss(nn.Module):
         return (1.0 - F.cosine_similarity(stolen, target.to(stolen.dtype), dim=1, eps=1e-8)).mean()
 
 
+class BarlowTwinsLoss(nn.Module):
+    """Barlow Twins (Zbontar, Jing, Misra, LeCun & Deny, ICML 2021, Eq. 1-2) between stolen and victim outputs.
+
+    Each output is standardised over the batch, feature by feature (``(z - mean_b) / sqrt(var_b + eps)``,
+    the biased variance, as the reference implementation's affine-free BatchNorm), and the (D, D)
+    cross-correlation ``C = z_s^T z_v / B`` is pulled to the identity::
+
+        loss = sum_i (1 - C_ii)^2 + lambda * sum_i sum_{j != i} C_ij^2
+
+    ``lambda`` = 5e-3 (the paper's). A feature constant over the batch (a dead ReLU channel of the
+    victim) standardises to 0 and contributes the constant 1 to the first sum, never NaN.
+
+    Shapes: stolen (B, D), target (B, D) -> scalar; B >= 2 (a variance needs two rows).
+    """
+
+    name = "barlow_twins"
+    min_batch = 2
+
+    def __init__(self, off_diagonal_weight: float = BARLOW_TWINS_LAMBDA, eps: float = 1e-5) -> None:
+        super().__init__()
+        self.off_diagonal_weight = check_number("BarlowTwinsLoss: off_diagonal_weight", off_diagonal_weight, low=0.0)
+        self.eps = check_number("BarlowTwinsLoss: eps", eps, low=0.0, strict=True)
+
+    def _standardise(self, z: torch.Tensor) -> torch.Tensor:
+        return (z - z.mean(0)) / torch.sqrt(z.var(0, unbiased=False) + self.eps)
+
+    def forward(self, stolen: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        _check_pair("BarlowTwinsLoss", stolen, target)
+        if stolen.shape[0] < 2:
+            raise ValueError("BarlowTwinsLoss: needs at least 2 rows (it standardises over the batch), got 1")
+        c = self._standardise(stolen).T @ self._standardise(target.to(stolen.dtype)) / stolen.shape[0]
+        diagonal = torch.diagonal(c)
+        on = (1.0 - diagonal).pow(2).sum()
+        off = c.pow(2).sum() - diagonal.pow(2).sum()
+        return on + self.off_diagonal_weight * off
+
+    def extra_repr(self) -> str:
+        return f"off_diagonal_weight={self.off_diagonal_weight}"
+
+
+class SoftCrossEntropyLoss(nn.Module):
+    """Soft cross-entropy of the stolen output against the victim's, at temperature T (Hinton et al. 2015).
+
+    Knowledge distillation's soft-target loss (Hinton, Vinyals & Dean, *Distilling the Knowledge in a
+    Neural Network*, 2015, Sec. 2), with the representation in place of the logits::
+
+        loss = T^2 * mean_b ( -sum_d softmax(target_b / T)_d * log_softmax(stolen_b / T)_d )
+
+    The T^2 factor keeps the gradients' size independent of T (Sec. 2); T = 20, the temperature of the
+    paper's MNIST distillation (Sec. 3). Unlike the reference code's soft cross-entropy, which compared
+    the stolen output with itself, the target is the victim's answer.
+
+    Shapes: stolen (B, D), target (B, D) -> scalar. ``temperature`` T > 0.
+    """
+
+    name = "soft_ce"
+
+    def __init__(self, temperature: float | None = None) -> None:
+        super().__init__()
+        t = TEMPERATURES[self.name] if temperature is None else temperature
+        self.temperature = check_number("SoftCrossEntropyLoss: temperature", t, low=0.0, strict=True)
+
+    def forward(self, stolen: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        _check_pair("SoftCrossEntropyLoss", stolen, target)
+        t = self.temperature
+        soft = F.softmax(target.to(stolen.dtype) / t, dim=1)
+        return -(soft * F.log_softmax(stolen / t, dim=1)).sum(dim=1).mean() * (t * t)
+
+    def extra_repr(self) -> str:
+        return f"temperature={self.temperature}"
+
+
+class ContStealLoss(InfoNCELoss):
+    """Cont-Steal's contrastive loss (Sha, He, Yu, Backes & Zhang, CVPR 2023) with a memory of negatives.
+
+    The rows of ``stolen`` and ``target`` (the victim's answers, same images) are anchors; each anchor's
+    only positive is its partner (the same image through the other encoder), and its negatives are
+    every other batch row - the stolen and victim outputs of the other images - and every row of
+    ``memory``, victim answers to other images kept from earlier batches. Cosine similarities ``s``,
+    temperature tau; per anchor ``-log(exp(s_ip/tau) / sum_{k != i} exp(s_ik/tau))``, averaged over
+    the 2B anchors (memory rows are negatives only, never anchors)::
+
+        rows = [stolen; target; memory]   # all L2-normalised
+
+    It runs the fused native :func:`sslsteal_fast.ops.info_nce` (O(n D) memory, no n x n matrix):
+    ``info_nce([stolen; m_1], [target; m_2])`` with the memory split into halves ``m_1, m_2`` puts
+    each memory row once among the rows, and its per-row output keeps the 2B anchors' terms. An odd
+    memory drops its first (oldest) row. Without memory it is :class:`InfoNCELoss`.
+
+    Shapes: stolen (B, D), target (B, D), memory (M, D) or None -> scalar. ``temperature``: the
+    package's InfoNCE temperature (0.07) by default.
+    """
+
+    def forward(  # type: ignore[override]
+        self, stolen: torch.Tensor, target: torch.Tensor, memory: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        _check_pair("ContStealLoss", stolen, target)
+        target = target.to(stolen.dtype)
+        if memory is not None and (
+            not isinstance(memory, torch.Tensor) or memory.dim() != 2 or memory.shape[1] != stolen.shape[1]
+        ):
+            raise ValueError(
+                f"ContStealLoss: memory must be (M, {stolen.shape[1]}), got {tuple(getattr(memory, 'shape', ()))}"
+            )
+        if memory is None or memory.shape[0] < 2:
+            return ops.info_nce(stolen, target, self.temperature)
+        memory = memory[memory.shape[0] % 2 :].to(stolen.dtype)
+        half = memory.shape[0] // 2
+        b = stolen.shape[0]
+        rows = ops.info_nce(
+            torch.cat([stolen, memory[:half]]), torch.cat([target, memory[half:]]), self.temperature, "none"
+        )
+        return torch.cat([rows[:b], rows[b + half : 2 * b + half]]).mean()
+
+
 def make_loss(name: str, temperature: float | None = None) -> nn.Module:
     """Build a stealing loss by name (one of :data:`LOSSES`).
 
-    ``temperature`` overrides the paper's default of the contrastive losses (info_nce: 0.07,
-    soft_nn: 100); it is an error to give one for a loss without a temperature.
+    ``temperature`` overrides the default of the losses that have one (info_nce: 0.07, soft_nn: 100,
+    soft_ce: 20); it is an error to give one for a loss without a temperature.
     """
     check_choice("loss", name, LOSSES)
     t = loss_temperature(name, temperature)
@@ -203,10 +332,13 @@ def make_loss(name: str, temperature: float | None = None) -> nn.Module:
         return InfoNCELoss(t)
     if name == "soft_nn":
         return SoftNNLoss(t)
-    return {"mse": MSELoss, "wasserstein": WassersteinLoss, "cosine": CosineLoss}[name]()
+    if name == "soft_ce":
+        return SoftCrossEntropyLoss(t)
+    plain = {"mse": MSELoss, "wasserstein": WassersteinLoss, "cosine": CosineLoss, "barlow_twins": BarlowTwinsLoss}
+    return plain[name]()
 
 
-_NAMED = (MSELoss, InfoNCELoss, SoftNNLoss, WassersteinLoss, CosineLoss)
+_NAMED = (MSELoss, InfoNCELoss, SoftNNLoss, WassersteinLoss, CosineLoss, BarlowTwinsLoss, SoftCrossEntropyLoss)
 
 
 def loss_name(loss: LossFn) -> str:

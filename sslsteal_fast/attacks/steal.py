@@ -1,6 +1,13 @@
-"""Steal an encoder: train a model on (query image, victim answer) pairs under a query budget.
+"""Steal an encoder: train a model on the victim's answers to query images under a query budget.
 
-Two query strategies (``StealConfig.strategy``):
+One loop for every attack (``StealConfig.attack``, one module each, see
+:mod:`sslsteal_fast.attacks.base`): ``direct`` (the paper's, query-once or augmented), ``prototype``
+(RDA-style mean answers over billed views), ``consistency`` (StolenEncoder), ``cont_steal``
+(Cont-Steal, a memory of negatives) and ``label_only`` (Knockoff-style, argmax labels only). Here is
+what they share: validation, the budget check before anything is billed, the thief and its head,
+seeding, the optimiser and the epoch loop, loss checks, the measured bill and the checkpoint.
+
+Query strategies of the ``direct`` attack (``StealConfig.strategy``):
 
 * ``"query-once"`` (default): each of the ``budget`` query images is sent to the victim once and
   its answer cached; every epoch reuses the cache while the stolen model sees a fresh local
@@ -16,10 +23,12 @@ output dimension is measured by one dry eval-mode forward pass on the first quer
 differs from the victim's a ``Linear(thief_dim, victim_dim)`` head is appended and trained with it
 (:class:`StolenEncoder`, e.g. a 512-d ResNet-18 thief of a 2048-d ResNet-50 victim), so every loss
 compares vectors in the victim's space. ``result.stolen`` is the thief with the head,
-``result.encoder`` the thief alone, ``result.head`` the head (None when the dimensions agree).
+``result.encoder`` the thief alone, ``result.head`` the head (None when the dimensions agree). The
+label-only attack has no head (its copy is the thief's own representation).
 
 The loss is one of :data:`LOSSES` by name (``cfg.loss``) or any callable ``loss(stolen, victim_answers)
--> scalar tensor`` (``loss=``), checked once on the thief's output before anything is billed.
+-> scalar tensor`` (``loss=``), checked once on the thief's output before anything is billed;
+``cont_steal`` and ``label_only`` train with their own loss.
 
 Queries are an :class:`ImageDataset`, a uint8 or float tensor, a numpy array or a map-style
 ``torch.utils.data.Dataset`` (see :mod:`sslsteal_fast.attacks.queries`), always read a batch at a time.
@@ -27,9 +36,10 @@ Queries are an :class:`ImageDataset`, a uint8 or float tensor, a numpy array or 
 Accounting: ``billed_queries`` and ``victim_forward_passes`` are *measured* on the victim (the change
 of ``victim.queries_used`` / ``victim.forward_passes`` during the call), never computed;
 ``answers_used`` is how many victim answers the training consumed (``budget`` for query-once, also
-when ``targets`` are passed in from a shared cache; ``budget * epochs`` for augmented). A steal that
-the victim's remaining budget (:func:`~sslsteal_fast.victim.protocol.remaining_budget`) cannot pay for
-is refused before anything is billed.
+when ``targets`` are passed in from a shared cache; ``budget * epochs`` for augmented; ``budget *
+views`` for prototype). A steal that the victim's remaining budget
+(:func:`~sslsteal_fast.victim.protocol.remaining_budget`) cannot pay for is refused before anything
+is billed.
 """
 
 from __future__ import annotations
@@ -44,10 +54,17 @@ from typing import Any
 import torch
 from torch import nn
 
-from sslsteal_fast.attacks.losses import LossFn, loss_name, make_loss, min_batch
-from sslsteal_fast.attacks.queries import QueryInput, QuerySet, update_hash
-from sslsteal_fast.config import DEFAULT_BATCH_SIZES, DEFAULT_LRS, STRATEGIES, StealConfig
-from sslsteal_fast.data import SimCLRAugment, to_float
+from sslsteal_fast.attacks.base import Attack, Run
+from sslsteal_fast.attacks.consistency import ConsistencyAttack
+from sslsteal_fast.attacks.cont_steal import ContStealAttack
+from sslsteal_fast.attacks.direct import DirectAttack
+from sslsteal_fast.attacks.label_only import LabelOnlyAttack
+from sslsteal_fast.attacks.losses import LossFn, loss_name, min_batch
+from sslsteal_fast.attacks.prototype import PrototypeAttack
+from sslsteal_fast.attacks.queries import QueryInput, QuerySet
+from sslsteal_fast.attacks.views import view_augment
+from sslsteal_fast.config import ATTACKS, DEFAULT_BATCH_SIZES, DEFAULT_LRS, STRATEGIES, StealConfig
+from sslsteal_fast.data import to_float
 from sslsteal_fast.models import StolenEncoder, build_encoder, save_checkpoint
 from sslsteal_fast.util.checks import ArgumentTypeError
 from sslsteal_fast.util.progress import progress_bar
@@ -57,14 +74,29 @@ from sslsteal_fast.victim.protocol import remaining_budget, victim_sha256
 from sslsteal_fast.victim.train import resolve_device
 
 __all__ = [
+    "ATTACKS",
     "DEFAULT_BATCH_SIZES",
     "DEFAULT_LRS",
     "STRATEGIES",
     "StealConfig",
     "StealResult",
     "StolenEncoder",
+    "make_attack",
     "steal",
 ]
+
+#: Every attack's implementation, by name (the names and their specs: :data:`sslsteal_fast.config.ATTACK_SPECS`).
+_ATTACKS: dict[str, type[Attack]] = {
+    cls.name: cls for cls in (DirectAttack, PrototypeAttack, ConsistencyAttack, ContStealAttack, LabelOnlyAttack)
+}
+assert tuple(_ATTACKS) == ATTACKS, "every attack of config.ATTACK_SPECS needs its module (and no other)"
+
+
+def make_attack(name: str) -> Attack:
+    """The attack called ``name`` (one of :data:`ATTACKS`)."""
+    if name not in _ATTACKS:
+        raise ValueError(f"unknown attack {name!r}; choose one of: {', '.join(ATTACKS)}")
+    return _ATTACKS[name]()
 
 
 @dataclass
@@ -87,6 +119,8 @@ class StealResult:
             None when unknown.
         query_set: ``{"name", "budget", "sha256"}`` of the query images used (the first ``budget``;
             the hash is :meth:`QuerySet.sha256`).
+        modules: other modules the attack trained, by name (``label_only``: ``"classifier"``, the
+            thief's ``Linear(thief dim, classes)`` on its labels); not part of the checkpoint.
     """
 
     stolen: StolenEncoder
@@ -99,6 +133,7 @@ class StealResult:
     answers_used: int = 0
     victim_sha256: str | None = None
     query_set: dict[str, Any] = field(default_factory=dict)
+    modules: dict[str, nn.Module] = field(default_factory=dict)
 
     @property
     def encoder(self) -> nn.Module:
@@ -114,6 +149,7 @@ class StealResult:
         """What was stolen from whom, how and at what cost (JSON-serialisable; saved under ``"steal"``)."""
         return {
             "victim_sha256": self.victim_sha256,
+            "attack": self.config["attack"],
             "loss": self.config["loss"],
             "budget": self.config["budget"],
             "strategy": self.config["strategy"],
@@ -150,45 +186,26 @@ def _check_victim_shape(victim: Victim, image_shape: tuple[int, int, int]) -> No
         )
 
 
-def _check_targets(targets: torch.Tensor | None, cfg: StealConfig, out_dim: int) -> None:
-    if targets is None:
-        return
-    if cfg.strategy != "query-once":
-        raise ValueError("steal: targets can only be reused with strategy='query-once'; drop targets")
-    if not isinstance(targets, torch.Tensor) or targets.dim() != 2 or targets.shape[0] < cfg.budget:
-        raise ValueError(
-            f"steal: targets must be a (>= {cfg.budget}, D) tensor of victim answers, got "
-            f"{tuple(getattr(targets, 'shape', ()))}"
-        )
-    if targets.shape[1] != out_dim:
-        raise ValueError(
-            f"steal: targets have dimension {targets.shape[1]} but the victim answers with {out_dim}; pass "
-            "answers from this victim"
-        )
-
-
-def _check_budget(victim: Victim, cfg: StealConfig, reuse_targets: bool) -> None:
+def _check_budget(victim: Victim, cfg: StealConfig, attack: Attack, reuse_targets: bool) -> None:
     """Refuse, before anything is billed, a steal the victim's remaining budget cannot pay for."""
     if reuse_targets:
         return
-    needed = cfg.budget if cfg.strategy == "query-once" else cfg.budget * cfg.epochs
+    needed = attack.needed_queries(cfg)
     remaining = remaining_budget(victim)
     if remaining is not None and needed > remaining:
-        how = (
-            f"{cfg.budget} images, each sent once"
-            if cfg.strategy == "query-once"
-            else f"{cfg.budget} images x {cfg.epochs} epochs of augmented views"
-        )
-        fix = "lower the budget" if cfg.strategy == "query-once" else "lower the budget or the epochs"
         raise ValueError(
-            f"steal: this steal needs {needed} queries ({how}) but the victim's budget has {remaining} left; "
-            f"nothing was billed - {fix}"
+            f"steal: this steal needs {needed} queries ({attack.cost(cfg)}) but the victim's budget has {remaining} "
+            f"left; nothing was billed - {attack.lower(cfg)}"
         )
 
 
-def _loss_function(cfg: StealConfig, loss: LossFn | None, temperature_given: bool) -> LossFn:
+def _loss_function(cfg: StealConfig, attack: Attack, loss: LossFn | None, temperature_given: bool) -> LossFn:
     if loss is None:
-        return make_loss(cfg.loss, cfg.temperature)
+        return attack.loss_function(cfg)
+    if not attack.takes_custom_loss:
+        raise ValueError(
+            f"steal: the {attack.name} attack trains with its own loss ({cfg.loss}); drop the loss callable"
+        )
     if not callable(loss):
         raise ArgumentTypeError(
             f"steal: loss must be a callable loss(stolen, victim_answers) -> scalar tensor, got {loss!r} (name a "
@@ -248,12 +265,14 @@ def _dry_loss(
 
 
 def _build_stolen(
-    thief: nn.Module | None, cfg: StealConfig, queries: QuerySet, out_dim: int, device: torch.device
+    thief: nn.Module | None, cfg: StealConfig, queries: QuerySet, out_dim: int | None, device: torch.device
 ) -> StolenEncoder:
-    """The model to train: ``build_encoder(cfg.arch)`` or ``thief``, with a head when its dimension is not ``out_dim``."""
+    """The model to train: ``build_encoder(cfg.arch)`` or ``thief``, with a head when its dimension is not
+    ``out_dim`` (None: the thief's own dimension, no head)."""
     channels = queries.image_shape[0]
     if thief is None:
-        return StolenEncoder(build_encoder(cfg.arch, channels), out_dim).to(device)
+        encoder = build_encoder(cfg.arch, channels)
+        return StolenEncoder(encoder, encoder.rep_dim if out_dim is None else out_dim).to(device)
     if not isinstance(thief, nn.Module):
         raise ArgumentTypeError(f"steal: thief must be an nn.Module, got {type(thief).__name__}")
     thief.to(device)
@@ -274,31 +293,10 @@ def _build_stolen(
             f"returned {got} (wrap a model with several outputs to return its representation)"
         )
     dim = int(out.shape[1])
+    out_dim = dim if out_dim is None else out_dim
     if isinstance(thief, StolenEncoder) and dim == out_dim:
         return thief
     return StolenEncoder(thief, out_dim, backbone_dim=dim, in_channels=channels).to(device)
-
-
-def _query_once(
-    victim: Victim, queries: QuerySet, cfg: StealConfig, out_dim: int, progress: bool
-) -> tuple[torch.Tensor, str]:
-    """Send the ``budget`` images once, in order and in chunks; returns (answers (budget, D), query sha256)."""
-    digest = queries.new_hash()
-    answers: list[torch.Tensor] = []
-    chunks = progress_bar(
-        queries.chunks(cfg.victim_batch_size),
-        total=math.ceil(queries.budget / cfg.victim_batch_size),
-        desc="querying victim",
-        unit="batch",
-        leave=False,
-        disable=not progress,
-    )
-    for batch in chunks:
-        update_hash(digest, batch)
-        answer = victim.query(batch, client=cfg.client)
-        _check_answers(answer, int(batch.shape[0]), out_dim)
-        answers.append(answer.to(torch.float32).cpu())
-    return torch.cat(answers), digest.hexdigest()
 
 
 def _batches(n: int, batch_size: int, generator: torch.Generator, min_rows: int = 1) -> list[torch.Tensor]:
@@ -343,7 +341,9 @@ def steal(
             needing more rows per batch declares ``min_batch`` (as the contrastive losses do: 2).
         targets: optional precomputed victim answers (>= budget, D) for those rows, in order (a sweep
             with nested budgets queries once for the largest budget and passes the cache). Only the
-            first ``budget`` rows are used and the victim is not queried. Query-once only.
+            first ``budget`` rows are used and the victim is not queried. Query-once only; for the
+            ``prototype`` attack, the prototypes (each image's mean answer over its seeded views);
+            for ``label_only``, int64 (>= budget,) labels.
         progress: show progress over epochs (stderr; see :func:`~sslsteal_fast.util.progress.progress_bar`).
 
     Returns:
@@ -364,12 +364,15 @@ def steal(
         raise ArgumentTypeError(f"steal: cfg must be a StealConfig, got {type(cfg).__name__}")
     temperature_given = cfg.temperature is not None
     cfg = cfg.resolved()
-    loss_fn = _loss_function(cfg, loss, temperature_given)
-    name = loss_name(loss_fn)
+    attack = make_attack(cfg.attack)
+    loss_fn = _loss_function(cfg, attack, loss, temperature_given)
+    name = loss_name(loss_fn) if loss is not None else cfg.loss
     query_set = QuerySet(queries, cfg.budget)
+    attack.check_victim(victim)
     _check_victim_shape(victim, query_set.image_shape)
-    out_dim = int(victim.output_dim)
-    _check_targets(targets, cfg, out_dim)
+    out_dim = attack.output_dim(victim)
+    if targets is not None:
+        attack.check_targets(targets, cfg, out_dim)
     assert cfg.batch_size is not None and cfg.lr is not None
     batch_size = min(cfg.batch_size, cfg.budget)
     rows = min_batch(loss_fn)
@@ -379,7 +382,7 @@ def steal(
             f"steal: the {name} loss needs at least {rows} rows per batch (each row's negatives are the other rows) "
             f"but got {why}; use a batch_size of at least {rows}"
         )
-    _check_budget(victim, cfg, targets is not None)
+    _check_budget(victim, cfg, attack, targets is not None)
 
     device = resolve_device(cfg.device)
     queries_before, passes_before = int(victim.queries_used), int(victim.forward_passes)
@@ -393,41 +396,43 @@ def steal(
         if loss is not None:
             _dry_loss(loss_fn, name, stolen, query_set, rows, device)
         size = query_set.image_shape[-1]
-        augment = SimCLRAugment(size, strength=cfg.augment_strength) if cfg.augment else None
-
-        cache: torch.Tensor | None = None
-        if cfg.strategy == "query-once" and targets is None:
-            cache, query_sha = _query_once(victim, query_set, cfg, out_dim, progress)
+        views = view_augment(cfg, size)
+        run = Run(
+            victim=victim,
+            queries=query_set,
+            cfg=cfg,
+            stolen=stolen,
+            loss_fn=loss_fn,
+            augment=views if cfg.augment else None,
+            views=views,
+            device=device,
+            out_dim=out_dim,
+            progress=progress,
+        )
+        if targets is not None:
+            attack.use_targets(run, targets)
         else:
-            query_sha = query_set.sha256(cfg.victim_batch_size)
-            if targets is not None:
-                cache = targets[: cfg.budget].to(torch.float32)
-        if cache is not None:
-            cache = cache.to(device)
+            attack.collect(run)
+        if run.query_sha is None:
+            run.query_sha = query_set.sha256(cfg.victim_batch_size)
 
-        optimizer = torch.optim.Adam(stolen.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        extra = attack.extra_modules(run)
+        parameters = [p for m in (stolen, *extra) for p in m.parameters()]
+        optimizer = torch.optim.Adam(parameters, lr=cfg.lr, weight_decay=cfg.weight_decay)
         history: list[float] = []
         epochs = progress_bar(
             range(cfg.epochs),
-            desc=f"steal {name} ({cfg.strategy}, {cfg.budget} queries)",
+            desc=f"steal {'' if attack.name == 'direct' else attack.name + ' '}{name} ({cfg.strategy}, {cfg.budget} queries)",
             unit="epoch",
             disable=not progress,
         )
-        stolen.train()
-        answers_used = cfg.budget if cache is not None else 0
+        for m in (stolen, *extra):
+            m.train()
         for epoch in epochs:
             total = 0.0
             for index in _batches(cfg.budget, batch_size, generator, rows):
                 x = to_float(query_set.fetch(index).to(device))
-                if augment is not None:
-                    x = augment(x)
-                if cache is not None:
-                    y = cache[index.to(device)]
-                else:
-                    y = victim.query(x, client=cfg.client).to(device=device, dtype=torch.float32)
-                    _check_answers(y, x.shape[0], out_dim)
-                    answers_used += x.shape[0]
-                value = _check_loss_value(loss_fn(stolen(x), y), name)
+                value = _check_loss_value(attack.batch_loss(run, index, x), name)
                 if not torch.isfinite(value):
                     raise FloatingPointError(
                         f"steal: the {name} loss became {value.item()} in epoch {epoch + 1}; lower the lr "
@@ -439,7 +444,8 @@ def steal(
                 total += value.item() * x.shape[0]
             history.append(total / cfg.budget)
             epochs.set_postfix(loss=f"{history[-1]:.4f}")
-    stolen.eval()
+    for m in (stolen, *extra):
+        m.eval()
     config = dataclasses.asdict(cfg)
     if thief is not None:
         config["arch"] = stolen.arch
@@ -453,17 +459,10 @@ def steal(
         seed=cfg.seed,
         config=config,
         history=history,
-        answers_used=answers_used,
+        answers_used=run.answers_used,
         victim_sha256=victim_sha256(victim),
-        query_set={"name": query_set.name, "budget": cfg.budget, "sha256": query_sha},
+        query_set={"name": query_set.name, "budget": cfg.budget, "sha256": run.query_sha},
+        modules={k: v for k, v in run.state.items() if isinstance(v, nn.Module)},
     )
     stolen.provenance = result.provenance()
     return result
-
-
-def _check_answers(answers: torch.Tensor, rows: int, out_dim: int) -> None:
-    if answers.dim() != 2 or answers.shape[0] != rows or answers.shape[1] != out_dim:
-        raise ValueError(
-            f"steal: the victim advertises output_dim {out_dim} but answered {rows} rows with shape "
-            f"{tuple(answers.shape)}; fix the victim's output_dim"
-        )

@@ -87,7 +87,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--temperature",
         type=float,
         default=None,
-        help=f"temperature of the contrastive losses (default: {_per_loss(TEMPERATURES)}; the others have none)",
+        help=f"temperature of the losses that have one (default: {_per_loss(TEMPERATURES)}; the others have none)",
     )
     p.add_argument("--no-augment", action="store_true", help="train on clean images only")
     p.add_argument("--seed", type=int, default=d.seed, help="seed of initialisation, batch order and augmentations")

@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from sslsteal_fast import ops
 from sslsteal_fast.config import OPTIMIZERS
 from sslsteal_fast.util.checks import check_choice, check_int, check_number, check_positive_int
+from sslsteal_fast.victim.labels import LinearHead
 
 __all__ = ["OPTIMIZERS", "ProbeResult", "knn_probe", "linear_probe"]
 
@@ -26,11 +27,14 @@ class ProbeResult:
         top1: fraction of test rows whose best class is the label.
         top5: fraction whose label is among the min(5, num_classes) best classes.
         predictions: int64 (N_test,) predicted class per test row.
+        head: the fitted classifier (the linear probe's: standardisation and weights, on the CPU);
+            None for the kNN probe.
     """
 
     top1: float
     top5: float
     predictions: torch.Tensor
+    head: LinearHead | None = None
 
 
 def _check_split(name: str, x: object, y: object, num_classes: int, dim: int | None = None) -> None:
@@ -149,7 +153,8 @@ def linear_probe(
     with torch.no_grad():
         scores = F.linear(xte, weight, bias)
     top1, top5, pred = _accuracy(scores.cpu(), test_y.cpu())
-    return ProbeResult(top1, top5, pred)
+    head = LinearHead(mean[0].cpu(), std[0].cpu(), weight.detach().cpu(), bias.detach().cpu())
+    return ProbeResult(top1, top5, pred, head)
 
 
 def knn_probe(

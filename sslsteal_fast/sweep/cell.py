@@ -2,9 +2,11 @@
 
 A :class:`CellTask` carries only plain values and file paths (cheap to pickle into a spawn worker);
 the worker loads the sweep's cached inputs once per process (:func:`cached_tensors`). A query-once
-cell trains on the sweep's cached victim answers and never queries (its stand-in victim,
-:class:`CachedAnswers`, refuses to); an augmented-query cell serves its own defended ``OnnxVictim``
-and its measured bill and forward passes are recorded.
+cell trains on the sweep's cached victim answers (a prototype cell on the cached prototypes, a
+label-only cell on the owner's classifier's labels of the cached answers) and never queries (its
+stand-in victim, :class:`CachedAnswers`, refuses to); it is billed what its attack would have paid
+alone (``budget``, ``budget * views`` for prototype). An augmented-query cell serves its own
+defended ``OnnxVictim`` and its measured bill and forward passes are recorded.
 """
 
 from __future__ import annotations
@@ -29,12 +31,13 @@ import torch
 from sslsteal_fast.attacks import StealConfig, steal
 from sslsteal_fast.config import ProbeConfig
 from sslsteal_fast.defenses import SimilarityDetector, detection_metrics, make_defense
-from sslsteal_fast.probes import extract_features, fidelity, probe_features
+from sslsteal_fast.probes import Fidelity, extract_features, fidelity, probe_features
 from sslsteal_fast.sweep.store import DETECTION_COLUMNS
 from sslsteal_fast.util.files import load_tensors, save_tensors
-from sslsteal_fast.victim import OnnxVictim
+from sslsteal_fast.victim import LinearHead, OnnxVictim
 
 __all__ = [
+    "OWNER_HEAD",
     "CachedAnswers",
     "CellTask",
     "cached_tensors",
@@ -50,6 +53,9 @@ __all__ = [
 _PR_SET_PDEATHSIG = 1
 #: Seconds between two looks of the parent watchdog.
 _WATCH_INTERVAL_S = 0.5
+#: Prefix of the owner's classifier (:class:`~sslsteal_fast.victim.LinearHead`, the victim's linear
+#: probe: the label-only API's head) in the sweep's victim-eval file.
+OWNER_HEAD = "owner_head_"
 
 
 @dataclass
@@ -191,9 +197,17 @@ class CachedAnswers:
     cached answers, so a query here would be an accounting bug.
     """
 
-    def __init__(self, input_shape: tuple[int, int, int], output_dim: int, sha256: str | None = None) -> None:
+    def __init__(
+        self,
+        input_shape: tuple[int, int, int],
+        output_dim: int,
+        sha256: str | None = None,
+        num_classes: int | None = None,
+    ) -> None:
         self.input_shape = input_shape
         self.output_dim = output_dim
+        if num_classes is not None:  # the owner's label-only API: its answers are labels
+            self.num_classes = num_classes
         self.sha256 = sha256  # the served victim's, so a saved stolen encoder names what it was stolen from
         self.remaining = None  # nothing is billed here: the answers were paid for when they were cached
         self.queries_used = 0
@@ -214,20 +228,25 @@ def run_cell(task: CellTask) -> dict[str, Any]:
         cached = cached_tensors(task.answers_path, device)
         answers = cached["answers"]
         c, h, w = (int(v) for v in queries.shape[1:])
+        targets, classes = answers[: task.budget], None
+        if cfg.attack == "label_only":  # the owner's classifier answers with its label of the representation
+            head = LinearHead.from_tensors(cached_tensors(task.victim_eval_path), OWNER_HEAD)
+            targets, classes = head.predict(targets).to(targets.device), head.num_classes
         result = steal(
-            CachedAnswers((c, h, w), int(answers.shape[1]), task.victim_sha256),
+            CachedAnswers((c, h, w), int(answers.shape[1]), task.victim_sha256, classes),
             queries,
             cfg,
-            targets=answers[: task.budget],
+            targets=targets,
             progress=task.progress,
         )
-        billed, passes = task.budget, 0
+        billed, passes = result.answers_used, 0
         if "scores" in cached:  # the answers went through a detector: this cell's thief sent the first rows
-            rows = slice(0, task.budget)
+            views = cfg.views if cfg.attack == "prototype" else 1
+            sent = task.budget * views  # a prototype thief sent `views` views per image, in image order
             detections = (
-                cached["scores"][rows].cpu(),
-                cached["flags"][rows].cpu(),
-                torch.zeros(task.budget, dtype=torch.bool),
+                cached["scores"][:sent].cpu(),
+                cached["flags"][:sent].cpu(),
+                torch.arange(sent) % views != 0,  # an image's later views repeat its first
             )
     else:
         defenses = build_defenses(task.defense, task.defense_key, task.center_path)
@@ -257,7 +276,11 @@ def run_cell(task: CellTask) -> dict[str, Any]:
         task.num_classes,
         dataclasses.replace(probe, seed=task.seed),
     )
-    fid = fidelity(test_x, veval["test_features"], scores.linear.predictions, veval["test_predictions"])
+    if cfg.attack == "label_only":  # its representation is not the victim's: only the probes can agree
+        agreement = float((scores.linear.predictions.cpu() == veval["test_predictions"].cpu()).float().mean())
+        fid = Fidelity(math.nan, math.nan, agreement)
+    else:
+        fid = fidelity(test_x, veval["test_features"], scores.linear.predictions, veval["test_predictions"])
     probe_time = time.perf_counter() - t
 
     detection_data = _detection_data(task.honest_detections_path, detections)
@@ -273,6 +296,7 @@ def run_cell(task: CellTask) -> dict[str, Any]:
         "query_dataset": task.query_dataset,
         "defense": task.defense,
         "seed": task.seed,
+        "attack": cfg.attack,
         "arch": cfg.arch,
         "epochs": cfg.epochs,
         "strategy": cfg.strategy,

@@ -28,6 +28,11 @@ A sweep file has these tables (only ``[victim]``, ``[probe]`` and ``[grid]`` are
     [grid]                               # the cells: losses x budgets x query sets x seeds x defenses
     losses = ["mse", "info_nce"]; budgets = [250, 500, 1000]
     query_datasets = ["shapes", "shapes-ood"]; seeds = [0]; defenses = ["none", "noise:sigma=0.5"]
+    attacks = ["direct", "prototype"]    # optional axes: attacks (default ["direct"]), strategies and
+    strategies = ["query-once"]          # thief_archs (default: [steal] strategy / arch, which they
+    thief_archs = ["small", "resnet18"]  # replace); an attack with its own loss takes it once, not
+                                         # once per grid.losses, and only the direct attack augments
+    attack_losses = { prototype = ["mse"] }   # optional: an attack's own list in place of grid.losses
 
     [steal]                              # StealConfig fields shared by every cell (not loss/budget/seed)
     arch = "small"; epochs = 20; strategy = "query-once"
@@ -68,9 +73,13 @@ from pathlib import Path
 from typing import Any
 
 from sslsteal_fast.config import (
+    ARCHITECTURES,
+    ATTACK_SPECS,
+    ATTACKS,
     ENGINES,
     LOSSES,
     MAX_IMAGES,
+    STRATEGIES,
     THIEF_CLIENT,
     ProbeConfig,
     StealConfig,
@@ -103,7 +112,10 @@ __all__ = [
 ]
 
 #: StealConfig fields the grid sets per cell (a ``[steal]`` table may not).
-GRID_OWNED = ("loss", "budget", "seed", "client")
+GRID_OWNED = ("loss", "budget", "seed", "client", "attack")
+#: StealConfig fields a ``[steal]`` table may set for every cell, or the grid axis named here per cell
+#: (not both).
+GRID_OR_STEAL = {"strategy": "strategies", "arch": "thief_archs"}
 #: StealConfig fields the sweep sets per worker from ``[run]`` (a ``[steal]`` table may not).
 RUN_OWNED = ("device",)
 #: What a path in a sweep file writes for the data root (``--data-root`` / ``[run] data_root``).
@@ -195,17 +207,50 @@ class ProbeTask:
 
 @dataclass(frozen=True)
 class GridConfig:
-    """The axes; one cell per element of their product."""
+    """The axes; one cell per element of their product, with two exceptions: an attack with its own
+    loss (:attr:`~sslsteal_fast.config.AttackSpec.loss`) takes it instead of every entry of ``losses``,
+    and an attack runs only the ``strategies`` it supports (:meth:`methods`).
+
+    ``strategies`` and ``thief_archs`` are None when the file does not give them: every cell then has
+    ``[steal]``'s strategy and arch.
+    """
 
     losses: tuple[str, ...]
     budgets: tuple[int, ...]
     query_datasets: tuple[DatasetRef, ...]
     seeds: tuple[int, ...] = (0,)
     defenses: tuple[str, ...] = ("none",)
+    attacks: tuple[str, ...] = ("direct",)
+    strategies: tuple[str, ...] | None = None
+    thief_archs: tuple[str, ...] | None = None
+    attack_losses: tuple[tuple[str, tuple[str, ...]], ...] = ()
+
+    def losses_of(self, attack: str) -> tuple[str, ...]:
+        """The losses ``attack`` runs with: its own (fixed) loss, its ``attack_losses`` entry, else ``losses``."""
+        fixed = ATTACK_SPECS[attack].loss
+        return (fixed,) if fixed is not None else dict(self.attack_losses).get(attack, self.losses)
+
+    def methods(self, steal: StealConfig) -> list[tuple[str, str, str, str]]:
+        """Every (attack, strategy, arch, loss) of the grid, in the order of its axes.
+
+        Without ``strategies`` / ``thief_archs`` every attack has ``steal``'s strategy / arch (an attack
+        that does not support that strategy is a configuration error, found when the file is parsed).
+        """
+        out = []
+        for attack in self.attacks:
+            spec = ATTACK_SPECS[attack]
+            strategies = [s for s in self.strategies if s in spec.strategies] if self.strategies else [steal.strategy]
+            for strategy in strategies:
+                for arch in self.thief_archs or (steal.arch,):
+                    for loss in self.losses_of(attack):
+                        out.append((attack, strategy, arch, loss))
+        return out
 
     @property
     def size(self) -> int:
-        return len(self.losses) * len(self.budgets) * len(self.query_datasets) * len(self.seeds) * len(self.defenses)
+        """How many cells the grid has (the count does not depend on ``[steal]``'s strategy or arch)."""
+        methods = len(self.methods(StealConfig()))
+        return methods * len(self.budgets) * len(self.query_datasets) * len(self.seeds) * len(self.defenses)
 
 
 @dataclass(frozen=True)
@@ -288,18 +333,42 @@ class SweepConfig:
         """A copy with ``run.workers`` replaced (the CLI's ``--workers``)."""
         return dataclasses.replace(self, run=dataclasses.replace(self.run, workers=workers))
 
-    def cell_steal(self, loss: str, budget: int, seed: int) -> StealConfig:
-        """The StealConfig of one cell: the shared fields plus the cell's axes (billed to the thief)."""
-        return dataclasses.replace(self.steal, loss=loss, budget=budget, seed=seed, client=THIEF_CLIENT)
+    def cell_steal(
+        self,
+        loss: str,
+        budget: int,
+        seed: int,
+        attack: str = "direct",
+        strategy: str | None = None,
+        arch: str | None = None,
+    ) -> StealConfig:
+        """The StealConfig of one cell: the shared fields plus the cell's axes (billed to the thief).
 
-    def steal_key(self) -> dict[str, Any]:
-        """The shared steal settings, as they enter cell ids.
+        ``strategy`` / ``arch`` None: ``[steal]``'s.
+        """
+        return dataclasses.replace(
+            self.steal,
+            loss=loss,
+            budget=budget,
+            seed=seed,
+            client=THIEF_CLIENT,
+            attack=attack,
+            strategy=strategy or self.steal.strategy,
+            arch=arch or self.steal.arch,
+        )
 
+    def steal_key(self, attack: str = "direct", strategy: str | None = None, arch: str | None = None) -> dict[str, Any]:
+        """The steal settings of a cell but its loss, budget and seed, as they enter cell ids.
+
+        The fields only some attacks read enter the ids of those attacks' cells only
+        (:meth:`~sslsteal_fast.config.StealConfig.identity`), and ``attack`` only when it is not
+        ``direct``, so the cells of a grid without the later axes keep the ids they always had.
         The device does not change a result beyond float rounding, so it is not the run's: it is
         pinned to ``"cpu"``, the value every cell id was made with before the device moved to
         ``[run]``, so that sweeps started earlier resume on any device.
         """
-        shared = {k: v for k, v in dataclasses.asdict(self.steal).items() if k not in GRID_OWNED}
+        cell = self.cell_steal(self.steal.loss, 1, 0, attack, strategy, arch)
+        shared = {k: v for k, v in cell.identity().items() if k not in GRID_OWNED}
         return {**shared, "device": "cpu"}
 
 
@@ -377,6 +446,13 @@ def parse_config(
         )
 
     grid = _parse_grid(_table(raw, "grid"), ref)
+    s = _table(raw, "steal")
+    for field_name, axis in GRID_OR_STEAL.items():
+        if field_name in s and getattr(grid, axis) is not None:
+            raise ValueError(
+                f"grid.{axis}: [steal] {field_name} sets it for every cell as well; give one of grid.{axis} and "
+                f"steal.{field_name}"
+            )
     largest = max(grid.budgets)
     for i, q in enumerate(grid.query_datasets):
         if q.rows is not None and q.rows < largest:
@@ -385,13 +461,21 @@ def parse_config(
                 "it more images (e.g. a larger 'count' in its [datasets] table) or lower grid.budgets"
             )
 
-    s = _table(raw, "steal")
     if "device" in s:
         raise ValueError("[steal] device: the device is a [run] setting; write it as [run] device")
     _check_keys("steal", s, {f.name for f in dataclasses.fields(StealConfig)} - set(GRID_OWNED))
     steal = _build("steal", StealConfig, s)
-    for loss in grid.losses:  # validate every cell's configuration now, not when the cell runs
-        _build("steal", dataclasses.replace(steal, loss=loss, budget=grid.budgets[0]).resolved, {})
+    methods = grid.methods(steal)
+    if not methods:
+        raise ValueError(
+            f"grid.strategies: none of {list(grid.strategies or (steal.strategy,))} is a strategy of the attacks "
+            f"{list(grid.attacks)} (only direct has 'augmented')"
+        )
+    for attack, strategy, arch, loss in methods:  # validate every cell's configuration now, not when it runs
+        cell = dataclasses.replace(
+            steal, loss=loss, budget=grid.budgets[0], attack=attack, strategy=strategy, arch=arch
+        )
+        _build("steal", cell.resolved, {})
 
     d = _table(raw, "defenses")
     _check_keys("defenses", d, {"center"})
@@ -446,7 +530,12 @@ def _parse_victim(v: dict[str, Any], paths: _Paths) -> VictimSource:
 
 
 def _parse_grid(g: dict[str, Any], ref: Any) -> GridConfig:
-    _check_keys("grid", g, {"losses", "budgets", "query_datasets", "seeds", "defenses"})
+    _check_keys(
+        "grid",
+        g,
+        {"losses", "budgets", "query_datasets", "seeds", "defenses", "attacks", "strategies", "thief_archs"}
+        | {"attack_losses"},
+    )
     for required in ("losses", "budgets", "query_datasets"):
         if required not in g:
             raise ValueError(f"grid.{required}: required (a non-empty list)")
@@ -470,7 +559,26 @@ def _parse_grid(g: dict[str, Any], ref: Any) -> GridConfig:
         _defense_spec(f"grid.defenses[{i}]", x)
         for i, x in enumerate(_list("grid.defenses", g.get("defenses", ["none"])))
     )
+    attacks = tuple(
+        check_choice(f"grid.attacks[{i}]", x, ATTACKS)
+        for i, x in enumerate(_list("grid.attacks", g.get("attacks", ["direct"])))
+    )
+    strategies = thief_archs = None
+    if "strategies" in g:
+        strategies = tuple(
+            check_choice(f"grid.strategies[{i}]", x, STRATEGIES)
+            for i, x in enumerate(_list("grid.strategies", g["strategies"]))
+        )
+    if "thief_archs" in g:
+        thief_archs = tuple(
+            check_choice(f"grid.thief_archs[{i}]", x, ARCHITECTURES)
+            for i, x in enumerate(_list("grid.thief_archs", g["thief_archs"]))
+        )
+    attack_losses = _attack_losses(g.get("attack_losses", {}), attacks)
     for axis, values in (
+        ("attacks", attacks),
+        ("strategies", strategies or ()),
+        ("thief_archs", thief_archs or ()),
         ("losses", losses),
         ("budgets", budgets),
         ("seeds", seeds),
@@ -479,7 +587,27 @@ def _parse_grid(g: dict[str, Any], ref: Any) -> GridConfig:
     ):
         if len(set(values)) != len(values):
             raise ValueError(f"grid.{axis}: contains duplicates {list(values)}")
-    return GridConfig(losses, tuple(sorted(budgets)), queries, seeds, defenses)
+    return GridConfig(
+        losses, tuple(sorted(budgets)), queries, seeds, defenses, attacks, strategies, thief_archs, attack_losses
+    )
+
+
+def _attack_losses(value: Any, attacks: tuple[str, ...]) -> tuple[tuple[str, tuple[str, ...]], ...]:
+    """``grid.attack_losses``: per attack of the grid that takes a loss, its own non-empty list of losses."""
+    if not isinstance(value, dict):
+        raise ValueError(f"grid.attack_losses: expected a table of attack = [losses], got {value!r}")
+    out = []
+    for attack, listed in value.items():
+        where = f"grid.attack_losses.{attack}"
+        if attack not in attacks:
+            raise ValueError(f"{where}: {attack!r} is not one of grid.attacks {list(attacks)}")
+        if ATTACK_SPECS[attack].loss is not None:
+            raise ValueError(f"{where}: the {attack} attack always trains with {ATTACK_SPECS[attack].loss}; drop it")
+        losses = tuple(check_choice(f"{where}[{i}]", x, LOSSES) for i, x in enumerate(_list(where, listed)))
+        if len(set(losses)) != len(losses):
+            raise ValueError(f"{where}: contains duplicates {list(losses)}")
+        out.append((attack, losses))
+    return tuple(out)
 
 
 def _defense_spec(where: str, value: Any) -> str:

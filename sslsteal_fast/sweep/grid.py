@@ -1,6 +1,7 @@
 """The grid and the pool: which cells a sweep has, what identifies each, and how they are run.
 
-A cell is one point of the grid (loss, budget, query set, seed, defense); its id is the hash of
+A cell is one point of the grid (attack, strategy, thief architecture, loss, budget, query set, seed,
+defense); its id is the hash of
 everything its result depends on (:func:`cell_key`), which is the SQLite key that makes resuming
 exact. :func:`execute` runs cell tasks in this process (one worker) or in a spawn process pool and
 hands each finished row to the caller as it lands, so the parent stays the single writer.
@@ -20,6 +21,7 @@ from typing import Any
 
 import torch
 
+from sslsteal_fast.config import StealConfig
 from sslsteal_fast.models import build_encoder
 from sslsteal_fast.sweep.cell import CellTask, init_worker, run_cell, set_worker_device
 from sslsteal_fast.sweep.config import DatasetRef, SweepConfig
@@ -54,24 +56,31 @@ Log = Callable[[str], None]
 
 @dataclass(frozen=True)
 class Cell:
-    """One point of the grid."""
+    """One point of the grid. ``strategy`` / ``arch`` None: the ``[steal]`` table's."""
 
     loss: str
     budget: int
     query: DatasetRef
     seed: int
     defense: str
+    attack: str = "direct"
+    strategy: str | None = None
+    arch: str | None = None
+
+    def steal(self, cfg: SweepConfig) -> StealConfig:
+        """The cell's StealConfig."""
+        return cfg.cell_steal(self.loss, self.budget, self.seed, self.attack, self.strategy, self.arch)
 
 
 def expand_grid(cfg: SweepConfig) -> list[Cell]:
     """Every cell of the grid, most expensive first (largest budget), which balances the pool."""
     g = cfg.grid
     cells = [
-        Cell(loss, budget, query, seed, defense)
+        Cell(loss, budget, query, seed, defense, attack, strategy, arch)
         for query in g.query_datasets
         for defense in g.defenses
         for seed in g.seeds
-        for loss in g.losses
+        for attack, strategy, arch, loss in g.methods(cfg.steal)
         for budget in g.budgets
     ]
     return sorted(cells, key=lambda c: -c.budget)
@@ -87,7 +96,7 @@ def cell_key(cfg: SweepConfig, cell: Cell, victim_sha: str) -> dict[str, Any]:
         "seed": cell.seed,
         "defense": cell.defense,
         "defense_center": None if cfg.defense_center is None else cfg.defense_center.key(),
-        "steal": cfg.steal_key(),
+        "steal": cfg.steal_key(cell.attack, cell.strategy, cell.arch),
         "probe": cfg.probe.key(),
     }
 

@@ -6,6 +6,10 @@
   budget b trains on the first b answers (nested budgets). So the victim's forward passes equal the
   unique queries, not the sum of budgets over cells. A cell is still *billed* its budget: what that
   attack would have paid alone. Under a detector the per-row scores and flags are kept too.
+  Prototype cells share theirs the same way: per query set, defense and number of views, the victim
+  answers each image's seeded views (:func:`~sslsteal_fast.attacks.views.seeded_views`, a function of
+  the image's row alone) once, and the file keeps the per-image means; each cell is billed
+  ``budget * views``.
 * **Evaluations**: the victim's own probe accuracy and test features (for fidelity), the untrained
   encoder of the thief's architecture (the floor a theft must beat), and the honest user's accuracy
   on defended answers: all through the one probe pipeline
@@ -23,12 +27,14 @@ from typing import Any
 
 import torch
 
+from sslsteal_fast.attacks.prototype import prototypes
+from sslsteal_fast.attacks.views import view_augment
 from sslsteal_fast.config import HONEST_CLIENT, THIEF_CLIENT
 from sslsteal_fast.data import image_digests, images_sha256
 from sslsteal_fast.defenses import SimilarityDetector, StatefulDefense
 from sslsteal_fast.probes import ProbeScores, check_disjoint, extract_features, probe_features, untrained_encoder
 from sslsteal_fast.sweep.artifacts import PreparedVictim
-from sslsteal_fast.sweep.cell import build_defenses, cached_tensors, defense_key
+from sslsteal_fast.sweep.cell import OWNER_HEAD, build_defenses, cached_tensors, defense_key
 from sslsteal_fast.sweep.config import DatasetRef, SweepConfig
 from sslsteal_fast.sweep.store import ResultStore
 from sslsteal_fast.util.files import load_tensors, safe_filename, save_tensors, stable_hash
@@ -163,8 +169,12 @@ def victim_answers(
     *,
     progress: bool,
     log: Log,
+    views: int | None = None,
 ) -> dict[str, Any]:
     """The victim's answers to a query set's images, queried once (billed to the thief) and cached.
+
+    ``views``: the prototype attack's answers instead - per image, the mean of the victim's answers to
+    its ``views`` seeded views (every view billed), with ``[steal]``'s augmentation.
 
     A file with at least the needed rows is reused as is (no forward passes); a shorter one (the
     largest budget grew) is extended by querying only the missing rows - except under a stateful
@@ -178,8 +188,12 @@ def victim_answers(
     """
     count = max(cfg.grid.budgets)
     center = None if cfg.defense_center is None else cfg.defense_center.key()
-    key = stable_hash({"victim": victim.sha256, "query": q.key(), "defense": defense, "center": center})
-    path = out / "answers" / f"{safe_filename(q.name)}-{safe_filename(defense)}-{key}.safetensors"
+    identity: dict[str, Any] = {"victim": victim.sha256, "query": q.key(), "defense": defense, "center": center}
+    if views is not None:
+        identity.update(views=views, augment_strength=cfg.steal.augment_strength, crop=cfg.steal.crop_min_scale)
+    key = stable_hash(identity)
+    label = safe_filename(defense) + ("" if views is None else f"-views{views}")
+    path = out / "answers" / f"{safe_filename(q.name)}-{label}-{key}.safetensors"
     tensors: dict[str, torch.Tensor] = {"answers": torch.zeros(0)}
     meta: dict[str, Any] = {"forward_passes": 0, "billed_queries": 0}
     if path.is_file():
@@ -190,12 +204,19 @@ def victim_answers(
         images = cached_tensors(queries_path)["images"]
         defenses = build_defenses(defense, defense_key(victim.sha256, defense), _str(center_path))
         start = 0 if any(isinstance(d, StatefulDefense) for d in defenses) else have
-        api = OnnxVictim(victim.onnx, budget=count - start, batch_size=cfg.victim.batch_size, defenses=defenses)
-        _check_images(api.input_shape, images, q.name)
-        log(f"sweep: querying the victim with {count - start} images of {q.name!r} (defense {defense})")
-        fresh = query_victim(
-            api, images[start:count], batch_size=cfg.victim.batch_size, client=THIEF_CLIENT, progress=progress
+        per_image = 1 if views is None else views
+        api = OnnxVictim(
+            victim.onnx, budget=(count - start) * per_image, batch_size=cfg.victim.batch_size, defenses=defenses
         )
+        _check_images(api.input_shape, images, q.name)
+        what = "images" if views is None else f"images x {views} views"
+        log(f"sweep: querying the victim with {count - start} {what} of {q.name!r} (defense {defense})")
+        if views is None:
+            fresh = query_victim(
+                api, images[start:count], batch_size=cfg.victim.batch_size, client=THIEF_CLIENT, progress=progress
+            )
+        else:
+            fresh = _prototypes(cfg, api, images, start, count, views)
         new = {"answers": fresh}
         if defenses and isinstance(defenses[0], SimilarityDetector):
             scores, flags = defenses[0].history(THIEF_CLIENT)
@@ -222,13 +243,36 @@ def victim_answers(
         "billed_queries": int(meta["billed_queries"]),
         "forward_passes_this_run": new_passes,
         "output_dim": int(tensors["answers"].shape[1]),
+        "views": views,
     }
 
 
+def _prototypes(
+    cfg: SweepConfig, api: OnnxVictim, images: torch.Tensor, start: int, stop: int, views: int
+) -> torch.Tensor:
+    """Rows ``[start, stop)``'s prototypes: each image's mean answer over its ``views`` seeded views."""
+    augment = view_augment(cfg.steal, int(images.shape[-1]))
+    step = max(1, cfg.victim.batch_size // views)
+
+    def query(x: torch.Tensor) -> torch.Tensor:
+        return api.query(x, client=THIEF_CLIENT)
+
+    chunks = [
+        prototypes(query, images[i : min(i + step, stop)], torch.arange(i, min(i + step, stop)), views, augment)[0]
+        for i in range(start, stop, step)
+    ]
+    return torch.cat(chunks) if chunks else torch.zeros(0, int(api.output_dim))
+
+
 def _check_same_prefix(old: dict[str, torch.Tensor], new: dict[str, torch.Tensor], rows: int, path: Path) -> None:
-    """The re-queried file's first ``rows`` must be the old file's: cells computed from those stand."""
+    """The re-queried file's first ``rows`` must be the old file's: cells computed from those stand.
+
+    Per-query entries (a detector's scores and flags) have one row per query sent: ``views`` per
+    image for prototype answers.
+    """
     for name, tensor in new.items():
-        if name not in old or not torch.equal(old[name], tensor[:rows]):
+        sent = rows * (tensor.shape[0] // max(1, new["answers"].shape[0]))
+        if name not in old or not torch.equal(old[name], tensor[:sent]):
             raise RuntimeError(
                 f"{path}: querying again through a fresh defense changed the answers to the first {rows} rows "
                 f"({name}); the cells computed from them would no longer hold: delete this file and results.sqlite"
@@ -272,16 +316,21 @@ def victim_eval(
 ) -> tuple[Path, dict[str, Any]]:
     """The victim's linear / kNN probe accuracy and test features, computed once per sweep.
 
-    Also the same probes on an untrained encoder of the thief's architecture (the floor a stolen
-    copy must beat: random convolutional features are far from useless on simple images).
+    Also the same probes on an untrained encoder of each thief architecture (the floor a stolen
+    copy must beat: random convolutional features are far from useless on simple images): the
+    ``random_init_*`` metrics are ``[steal]``'s architecture's (or the first of ``grid.thief_archs``),
+    ``floors`` has every architecture's. And the owner's downstream classifier, the label-only API's
+    head: the victim's linear probe, fitted on ``[probe] train`` (``owner_head_*`` tensors).
 
     The metrics are stored in SQLite (``kv``) and the features in ``out/victim``; the victim is
     evaluated through its own unbilled ``OnnxVictim`` (the owner's forward passes, reported apart).
     """
-    key = stable_hash({"victim": victim.sha256, "probe": cfg.probe.key(), "baseline_arch": cfg.steal.arch})
+    archs = list(cfg.grid.thief_archs or (cfg.steal.arch,))
+    baseline: Any = cfg.steal.arch if cfg.grid.thief_archs is None else archs
+    key = stable_hash({"victim": victim.sha256, "probe": cfg.probe.key(), "baseline_arch": baseline})
     path = out / "victim" / f"eval-{key}.safetensors"
     stored = store.get(f"victim_eval:{key}")
-    if stored is not None and path.is_file():
+    if stored is not None and "floors" in stored and path.is_file() and _has_head(path):
         return path, stored
     log("sweep: probing the victim")
     data = cached_tensors(probe_path)
@@ -289,10 +338,13 @@ def victim_eval(
     t = time.perf_counter()
     num_classes = int(probe_meta["num_classes"])
     test_x, scores = _probe_through(api, cfg, data, num_classes, client="default", progress=progress)
-    floor = _random_init(cfg, data, num_classes)
+    floors = {}
+    for arch in archs:
+        floor = _random_init(cfg, arch, data, num_classes)
+        floors[arch] = {"random_init_top1": float(floor.linear.top1), "random_init_knn_top1": float(floor.knn.top1)}
     metrics = {
-        "random_init_top1": float(floor.linear.top1),
-        "random_init_knn_top1": float(floor.knn.top1),
+        **floors[archs[0]],
+        "floors": floors,
         "victim_top1": float(scores.linear.top1),
         "victim_top5": float(scores.linear.top5),
         "victim_knn_top1": float(scores.knn.top1),
@@ -302,15 +354,25 @@ def victim_eval(
         "probe_train_size": int(probe_meta["train_size"]),
         "probe_test_size": int(probe_meta["test_size"]),
     }
-    tensors = {"test_features": test_x, "test_predictions": scores.linear.predictions.to(torch.int64)}
+    assert scores.linear.head is not None
+    tensors = {
+        "test_features": test_x,
+        "test_predictions": scores.linear.predictions.to(torch.int64),
+        **scores.linear.head.as_tensors(OWNER_HEAD),
+    }
     save_tensors(path, tensors, metrics, header=HEADER)
     store.put(f"victim_eval:{key}", metrics)
     return path, metrics
 
 
-def _random_init(cfg: SweepConfig, data: dict[str, torch.Tensor], num_classes: int) -> ProbeScores:
+def _has_head(path: Path) -> bool:
+    """Whether a victim-eval file holds the owner's classifier (files written before it do not)."""
+    return f"{OWNER_HEAD}weight" in cached_tensors(path)
+
+
+def _random_init(cfg: SweepConfig, arch: str, data: dict[str, torch.Tensor], num_classes: int) -> ProbeScores:
     """Probes of an untrained encoder of the thief's architecture: the floor a theft must beat."""
-    encoder = untrained_encoder(cfg.steal.arch, int(data["train_images"].shape[1]))  # not any victim's init
+    encoder = untrained_encoder(arch, int(data["train_images"].shape[1]))  # not any victim's init
     bs = cfg.probe.config.batch_size
     train_x = extract_features(encoder, data["train_images"], batch_size=bs)
     test_x = extract_features(encoder, data["test_images"], batch_size=bs)

@@ -9,6 +9,10 @@ value in this cost-sharing game, which is the airport game (Littlechild & Owen, 
 ``(b_{j-1}, b_j]`` between consecutive budgets are split equally among the cells whose budget
 reaches ``b_j``. Shares are non-negative, grow with the budget, and sum to the true forward passes.
 
+Methods: a cell's method is its (attack, strategy, thief architecture, loss); the reports group,
+order and label cells by it, naming only the axes the grid varies (a grid without the later axes
+reads as before: by loss).
+
 Seeds: every aggregated number (``aggregate.csv``, ``table.md``, ``summary.json``'s ``aggregate``,
 the plots' bands) is a mean over a group's seeds with its 95% Student-t interval
 (:mod:`sslsteal_fast.util.stats`). Accuracies are also given as a share of the victim's and of the
@@ -30,7 +34,7 @@ import torch
 
 from sslsteal_fast._version import __version__
 from sslsteal_fast.sweep import plots
-from sslsteal_fast.sweep.runner import SweepRun, answers_group
+from sslsteal_fast.sweep.runner import SweepRun, cell_answers_group
 from sslsteal_fast.sweep.store import CELL_COLUMNS, DETECTION_COLUMNS, ResultStore
 from sslsteal_fast.util.files import atomic_write, write_json, write_text
 from sslsteal_fast.util.stats import gap_share, mean_ci
@@ -39,12 +43,16 @@ __all__ = [
     "AGGREGATE_COLUMNS",
     "AGGREGATE_METRICS",
     "CSV_COLUMNS",
+    "GROUP_AXES",
     "aggregate",
     "collect_rows",
     "forward_pass_shares",
     "markdown_table",
+    "method_label",
+    "method_of",
     "seed_metrics",
     "summarize",
+    "varying_axes",
     "write_outputs",
 ]
 
@@ -53,6 +61,7 @@ CSV_COLUMNS = (
     "cell_id",
     "query_dataset",
     "defense",
+    "attack",
     "loss",
     "budget",
     "seed",
@@ -94,12 +103,13 @@ AGGREGATE_METRICS = (
 )
 #: The confidence of every interval the reports show.
 CONFIDENCE = 0.95
-#: aggregate.csv columns: the group's axes, its number of seeds, then mean and interval per metric.
+#: A group's axes: one aggregate row per (query set, defense, method, budget).
+GROUP_AXES = ("query_dataset", "defense", "attack", "strategy", "arch", "loss", "budget")
+#: aggregate.csv columns: the group's axes, its bill per cell, its number of seeds, then mean and
+#: interval per metric.
 AGGREGATE_COLUMNS = (
-    "query_dataset",
-    "defense",
-    "loss",
-    "budget",
+    *GROUP_AXES,
+    "billed_queries",
     "n_seeds",
     *(f"{m}_{part}" for m in AGGREGATE_METRICS for part in ("mean", "ci_low", "ci_high")),
 )
@@ -130,60 +140,76 @@ def forward_pass_shares(budgets: list[int], forward_passes: int) -> list[float]:
     return [s * scale for s in shares]
 
 
+def method_of(row: dict[str, Any]) -> tuple[str, str, str, str]:
+    """A row's (attack, strategy, arch, loss); rows of stores written before attacks were an axis are ``direct``."""
+    return (row.get("attack") or "direct", row["strategy"], row["arch"], row["loss"])
+
+
+def varying_axes(run: SweepRun) -> list[int]:
+    """Which of (attack, strategy, arch) - by position in :func:`method_of` - the grid varies."""
+    methods = run.config.grid.methods(run.config.steal)
+    return [i for i in range(3) if len({m[i] for m in methods}) > 1 or (i == 0 and methods[0][0] != "direct")]
+
+
+def method_label(method: tuple[str, str, str, str], varying: list[int]) -> str:
+    """How tables and plots name a method: the loss, after the axes the grid varies (``prototype mse``)."""
+    return " ".join([*(method[i] for i in varying), method[3]])
+
+
 def collect_rows(run: SweepRun) -> list[dict[str, Any]]:
     """One dict per committed cell of this grid, with the CSV columns (sorted by axes)."""
     with ResultStore(run.out / "results.sqlite") as store:
         rows = store.cells(set(run.cell_ids))
     v = run.victim_eval
     train_size = run.victim.train_size
-    query_once = run.config.steal.strategy == "query-once"
-    groups: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
-    for row in rows:
-        groups[(row["query_dataset"], row["defense"])].append(row)
-    # Shares are over the whole grid (pending cells included), so they do not move as cells land.
-    grid_budgets: dict[tuple[str, str], list[int]] = defaultdict(list)
-    grid_index: dict[str, int] = {}
+    # Shares are over the whole grid (pending cells included), so they do not move as cells land: the
+    # cells of one shared set of answers split its forward passes.
+    grid_budgets: dict[str | None, list[int]] = defaultdict(list)
+    grid_index: dict[str, tuple[str | None, int]] = {}
     for cid, cell in zip(run.cell_ids, run.cells, strict=True):
-        key = (cell.query.name, cell.defense)
-        grid_index[cid] = len(grid_budgets[key])
-        grid_budgets[key].append(cell.budget)
+        group = cell_answers_group(run.config, cell)
+        grid_index[cid] = (group, len(grid_budgets[group]))
+        grid_budgets[group].append(cell.budget)
+    shares = {
+        group: forward_pass_shares(budgets, run.answers[group]["forward_passes"])
+        for group, budgets in grid_budgets.items()
+        if group is not None
+    }
     out = []
-    for (qname, defense), members in groups.items():
-        if query_once:
-            passes = run.answers[answers_group(qname, defense)]["forward_passes"]
-            shares = forward_pass_shares(grid_budgets[(qname, defense)], passes)
-        for row in members:
-            r = {k: row.get(k) for k in CSV_COLUMNS if k in row}
-            r["victim_top1"] = v["victim_top1"]
-            r["victim_knn_top1"] = v["victim_knn_top1"]
-            r["relative_top1"] = row["probe_top1"] / v["victim_top1"] if v["victim_top1"] else None
-            r["victim_train_size"] = train_size
-            r["budget_fraction"] = row["budget"] / train_size if train_size else None
-            r["victim_forward_passes_share"] = (
-                shares[grid_index[row["cell_id"]]] if query_once else float(row["cell_forward_passes"])
-            )
-            out.append(r)
+    for row in rows:
+        group, index = grid_index[row["cell_id"]]
+        r = {k: row.get(k) for k in CSV_COLUMNS if k in row}
+        r["attack"] = r.get("attack") or "direct"
+        r["victim_top1"] = v["victim_top1"]
+        r["victim_knn_top1"] = v["victim_knn_top1"]
+        r["relative_top1"] = row["probe_top1"] / v["victim_top1"] if v["victim_top1"] else None
+        r["victim_train_size"] = train_size
+        r["budget_fraction"] = row["budget"] / train_size if train_size else None
+        r["victim_forward_passes_share"] = (
+            shares[group][index] if group is not None else float(row["cell_forward_passes"])
+        )
+        out.append(r)
     order = {name: i for i, name in enumerate(q.name for q in run.config.grid.query_datasets)}
-    losses = {name: i for i, name in enumerate(run.config.grid.losses)}
-    out.sort(key=lambda r: (order[r["query_dataset"]], r["defense"], losses[r["loss"]], r["budget"], r["seed"]))
+    methods = {m: i for i, m in enumerate(run.config.grid.methods(run.config.steal))}
+    out.sort(key=lambda r: (order[r["query_dataset"]], r["defense"], methods[method_of(r)], r["budget"], r["seed"]))
     return out
 
 
 def summarize(run: SweepRun, rows: list[dict[str, Any]], timings: dict[str, float]) -> dict[str, Any]:
     """The ``summary.json`` mapping: victim cost totals, victim accuracy, config, timings."""
-    query_once = run.config.steal.strategy == "query-once"
-    if query_once:
-        passes = sum(a["forward_passes"] for a in run.answers.values())
-        unique = sum(a["rows"] for a in run.answers.values())
-        passes_now = sum(a["forward_passes_this_run"] for a in run.answers.values())
-    else:  # every cell queried its own victim: nothing is shared
-        passes = sum(int(r["victim_forward_passes_share"]) for r in rows)
-        unique = passes
-        passes_now = None
+    augmented = [r for r in rows if r["strategy"] != "query-once"]  # each queried its own victim: nothing shared
+    passes = sum(a["forward_passes"] for a in run.answers.values()) + sum(
+        int(r["victim_forward_passes_share"]) for r in augmented
+    )
+    unique = sum(a["rows"] * (a.get("views") or 1) for a in run.answers.values()) + sum(
+        int(r["victim_forward_passes_share"]) for r in augmented
+    )
+    passes_now = None if augmented else sum(a["forward_passes_this_run"] for a in run.answers.values())
     v = run.victim_eval
+    strategies = run.config.grid.strategies
     return {
         "name": run.config.name,
-        "strategy": run.config.steal.strategy,
+        "strategy": run.config.steal.strategy if strategies is None else list(strategies),
         "victim_forward_passes": passes,
         "unique_queries": unique,
         "billed_queries_total": sum(int(r["billed_queries"]) for r in rows),
@@ -192,6 +218,7 @@ def summarize(run: SweepRun, rows: list[dict[str, Any]], timings: dict[str, floa
             {
                 "query_dataset": a["query_dataset"],
                 "defense": a["defense"],
+                "views": a.get("views"),
                 "rows": a["rows"],
                 "victim_forward_passes": a["forward_passes"],
                 "billed_queries": a["billed_queries"],
@@ -241,10 +268,12 @@ def summarize(run: SweepRun, rows: list[dict[str, Any]], timings: dict[str, floa
 
 
 def seed_metrics(row: dict[str, Any], victim_eval: dict[str, Any]) -> dict[str, float | None]:
-    """One cell's :data:`AGGREGATE_METRICS` (None where a metric or a baseline is missing)."""
+    """One cell's :data:`AGGREGATE_METRICS` (None where a metric or a baseline is missing); the gap is
+    to the untrained encoder of the row's thief architecture."""
     out: dict[str, float | None] = {}
+    floors = victim_eval.get("floors", {}).get(row.get("arch"), victim_eval)
     for metric, victim_key, floor_key in _BASELINES:
-        value, victim, floor = row.get(metric), victim_eval.get(victim_key), victim_eval.get(floor_key)
+        value, victim, floor = row.get(metric), victim_eval.get(victim_key), floors.get(floor_key)
         out[metric] = None if value is None else float(value)
         out[f"{metric}_share"] = None if value is None or not victim else float(value) / float(victim)
         gap = None if value is None or victim is None or floor is None else gap_share(value, floor, victim)
@@ -257,24 +286,25 @@ def seed_metrics(row: dict[str, Any], victim_eval: dict[str, Any]) -> dict[str, 
 def aggregate(
     rows: list[dict[str, Any]], victim_eval: dict[str, Any], *, confidence: float = CONFIDENCE
 ) -> list[dict[str, Any]]:
-    """One dict per (query set, defense, loss, budget), in the rows' order, with :data:`AGGREGATE_COLUMNS`.
+    """One dict per (query set, defense, method, budget) (:data:`GROUP_AXES`), in the rows' order, with
+    :data:`AGGREGATE_COLUMNS`.
 
-    ``n_seeds`` counts the group's cells; each metric's mean and ``confidence`` interval over seeds
-    are Student-t (:func:`~sslsteal_fast.util.stats.mean_ci`): ``ci_low``/``ci_high`` are None for one
-    seed (no interval), and every part is None when no seed has the metric.
+    ``billed_queries`` is the mean bill of the group's cells (the same for every seed); ``n_seeds``
+    counts them; each metric's mean and ``confidence`` interval over seeds are Student-t
+    (:func:`~sslsteal_fast.util.stats.mean_ci`): ``ci_low``/``ci_high`` are None for one seed (no
+    interval), and every part is None when no seed has the metric.
     """
-    groups: dict[tuple[str, str, str, int], list[dict[str, float | None]]] = defaultdict(list)
+    groups: dict[tuple[Any, ...], list[dict[str, Any]]] = defaultdict(list)
     for r in rows:
-        groups[(r["query_dataset"], r["defense"], r["loss"], int(r["budget"]))].append(seed_metrics(r, victim_eval))
+        groups[tuple((r.get(a) or "direct") if a == "attack" else r.get(a) for a in GROUP_AXES)].append(r)
     out = []
-    for (qname, defense, loss, budget), members in groups.items():
-        record: dict[str, Any] = {
-            "query_dataset": qname,
-            "defense": defense,
-            "loss": loss,
-            "budget": budget,
-            "n_seeds": len(members),
-        }
+    for axes, group in groups.items():
+        members = [seed_metrics(r, victim_eval) for r in group]
+        record: dict[str, Any] = dict(zip(GROUP_AXES, axes, strict=True))
+        record["budget"] = int(record["budget"])
+        bills = [r.get("billed_queries") for r in group]
+        record["billed_queries"] = None if None in bills else sum(int(b) for b in bills) / len(bills)
+        record["n_seeds"] = len(members)
         for metric in AGGREGATE_METRICS:
             values = [m[metric] for m in members if m[metric] is not None]
             ci = mean_ci(values, confidence) if values else None
@@ -304,7 +334,10 @@ def markdown_table(run: SweepRun, rows: list[dict[str, Any]]) -> str:
     untrained-to-victim gap and of the victim's) and fidelity, as mean ± 95% CI half-width over seeds."""
     g = run.config.grid
     v = run.victim_eval
-    agg = {(a["query_dataset"], a["defense"], a["loss"], a["budget"]): a for a in aggregate(rows, v)}
+    agg = {tuple(a[k] for k in GROUP_AXES): a for a in aggregate(rows, v)}
+    methods = g.methods(run.config.steal)
+    varying = varying_axes(run)
+    axis_titles = [("attack", "strategy", "thief")[i] for i in varying]
     several_defenses = len(g.defenses) > 1
     train_size = run.victim.train_size
     budgets = list(g.budgets)
@@ -349,18 +382,28 @@ def markdown_table(run: SweepRun, rows: list[dict[str, Any]]) -> str:
             lines.append(f"The victim's {probe} probe is no better than the untrained encoder's: no gap to share (—).")
 
     def grid_table(title: str, budget_heads: list[str], cell: Any) -> None:
-        """One markdown table: a row per (query set[, defense], loss), a column per budget."""
+        """One markdown table: a row per (query set[, defense], method), a column per budget."""
         lines.extend(["", title, ""])
+        axes = "".join(f"{t} | " for t in axis_titles)
         lines.append(
-            "| query set | " + ("defense | " if several_defenses else "") + "loss | " + " | ".join(budget_heads) + " |"
+            "| query set | "
+            + ("defense | " if several_defenses else "")
+            + axes
+            + "loss | "
+            + " | ".join(budget_heads)
+            + " |"
         )
-        lines.append("|---|" + ("---|" if several_defenses else "") + "---|" + "---:|" * len(budgets))
+        lines.append(
+            "|---|" + ("---|" if several_defenses else "") + "---|" * (len(varying) + 1) + "---:|" * len(budgets)
+        )
         for q in g.query_datasets:
             for d in g.defenses:
-                for loss in g.losses:
-                    cells = [cell(agg.get((q.name, d, loss, b))) for b in budgets]
+                for m in methods:
+                    cells = [cell(agg.get((q.name, d, *m, b))) for b in budgets]
                     prefix = f"| {q.name} | " + (f"{d} | " if several_defenses else "")
-                    lines.append(prefix + f"{loss} | " + " | ".join(cells) + " |")
+                    lines.append(
+                        prefix + "".join(f"{m[i]} | " for i in varying) + f"{m[3]} | " + " | ".join(cells) + " |"
+                    )
 
     def interval(metric: str, fmt: str) -> Any:
         return lambda record: _with_interval(record, metric, fmt, mark_single=several_seeds)
@@ -398,6 +441,12 @@ def markdown_table(run: SweepRun, rows: list[dict[str, Any]]) -> str:
         [str(b) for b in budgets],
         interval("fidelity_cosine", ".3f"),
     )
+    if len({a["billed_queries"] for a in agg.values()}) > len(budgets):  # some methods bill more than their budget
+        grid_table(
+            "Billed queries per cell (what the attack pays for its budget of distinct images)",
+            [str(b) for b in budgets],
+            lambda record: "—" if record is None else f"{record['billed_queries']:,.0f}",
+        )
     if several_defenses:
         honest = {r["defense"]: r["honest_top1"] for r in rows if r.get("honest_top1") is not None}
         lines.extend(
@@ -426,14 +475,16 @@ def write_outputs(run: SweepRun, *, started: float | None = None) -> dict[str, A
     write_text(out / "table.md", table)
     if rows:
         g = run.config.grid
+        varying = varying_axes(run)
+        labelled = [dict(a, loss=method_label(tuple(a[k] for k in GROUP_AXES[2:6]), varying)) for a in groups]
         plots.sweep_plots(
-            groups,
+            labelled,
             run.victim_eval,
             out,
             name=run.config.name,
             query_sets=[q.name for q in g.query_datasets],
             defenses=list(g.defenses),
-            losses=list(g.losses),
+            losses=[method_label(m, varying) for m in g.methods(run.config.steal)],
         )
         if plots.detection_roc_plot(plots.detection_curves(out, rows), out / "detection_roc.png") is None:
             (out / "detection_roc.png").unlink(missing_ok=True)  # not an earlier grid's curves

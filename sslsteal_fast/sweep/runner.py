@@ -16,7 +16,9 @@ Order of work (everything before the cells is computed once and cached in ``--ou
 
 With ``strategy = "augmented"`` cells cannot share answers (augmented views are random per cell and
 epoch): each cell queries its own defended ``OnnxVictim`` and its measured bill and forward passes
-are recorded.
+are recorded. Every other cell shares: query-once cells of every attack but ``prototype`` one set of
+answers per (query set, defense) - the label-only cells read the owner's classifier's labels off
+them - and prototype cells one set of prototypes per (query set, defense, views).
 """
 
 from __future__ import annotations
@@ -49,7 +51,7 @@ from sslsteal_fast.sweep.store import ResultStore
 from sslsteal_fast.util.files import stable_hash
 from sslsteal_fast.victim.train import resolve_device
 
-__all__ = ["SweepRun", "answers_group", "run_sweep"]
+__all__ = ["SweepRun", "answers_group", "cell_answers_group", "run_sweep"]
 
 Log = Callable[[str], None]
 
@@ -79,9 +81,11 @@ class SweepRun:
 def _cell_bytes(cfg: SweepConfig, query_paths: dict[str, Path]) -> int:
     """The largest cell's estimated GPU memory (its largest budget, at the resolved batch size)."""
     budget = max(cfg.grid.budgets)
-    batch = max(min(cfg.cell_steal(loss, budget, 0).resolved().batch_size or 1, budget) for loss in cfg.grid.losses)
+    methods = cfg.grid.methods(cfg.steal)
+    batch = max(min(cfg.cell_steal(m[3], budget, 0, *m[:3]).resolved().batch_size or 1, budget) for m in methods)
     shape = _image_shape(next(iter(query_paths.values())))
-    return cell_memory_bytes(cfg.steal.arch, batch, shape, budget, max(REP_DIMS.values()))  # widest answers
+    widest = max((m[2] for m in methods), key=lambda arch: cell_memory_bytes(arch, 1, shape, 1, 1))
+    return cell_memory_bytes(widest, batch, shape, budget, max(REP_DIMS.values()))  # widest answers
 
 
 def _image_shape(path: Path) -> tuple[int, int, int]:
@@ -90,9 +94,18 @@ def _image_shape(path: Path) -> tuple[int, int, int]:
     return c, h, w
 
 
-def answers_group(query_name: str, defense: str) -> str:
-    """The key of one query set's answers under one defense in :attr:`SweepRun.answers`."""
-    return f"{query_name}|{defense}"
+def answers_group(query_name: str, defense: str, views: int | None = None) -> str:
+    """The key of one query set's answers under one defense in :attr:`SweepRun.answers` (``views``: the
+    prototype attack's, with that many views per image)."""
+    return f"{query_name}|{defense}" + ("" if views is None else f"|views={views}")
+
+
+def cell_answers_group(cfg: SweepConfig, cell: Cell) -> str | None:
+    """The answers a cell trains on (its :func:`answers_group`), None for an augmented cell (it queries)."""
+    steal = cell.steal(cfg)
+    if steal.strategy != "query-once":
+        return None
+    return answers_group(cell.query.name, cell.defense, steal.views if steal.attack == "prototype" else None)
 
 
 def run_sweep(cfg: SweepConfig, out: str | Path, *, progress: bool = True, log: Log = print) -> SweepRun:
@@ -141,12 +154,23 @@ def _run(cfg: SweepConfig, out: Path, session: RaySession | None, *, progress: b
 
         t = time.perf_counter()
         answers: dict[str, dict[str, Any]] = {}
-        if cfg.steal.strategy == "query-once":
-            for q in cfg.grid.query_datasets:
-                for defense in cfg.grid.defenses:
-                    answers[answers_group(q.name, defense)] = inputs.victim_answers(
-                        cfg, victim, q, defense, query_paths[q.name], center_path, out, progress=progress, log=log
-                    )
+        groups = {cell_answers_group(cfg, c): c for c in cells}
+        for group, c in groups.items():
+            if group is None:
+                continue
+            steal = c.steal(cfg)
+            answers[group] = inputs.victim_answers(
+                cfg,
+                victim,
+                c.query,
+                c.defense,
+                query_paths[c.query.name],
+                center_path,
+                out,
+                progress=progress,
+                log=log,
+                views=steal.views if steal.attack == "prototype" else None,
+            )
         timings["query_s"] = time.perf_counter() - t
 
         t = time.perf_counter()
@@ -180,9 +204,9 @@ def _run(cfg: SweepConfig, out: Path, session: RaySession | None, *, progress: b
                 query_dataset=c.query.name,
                 defense=c.defense,
                 seed=c.seed,
-                steal=dataclasses.asdict(cfg.cell_steal(c.loss, c.budget, c.seed)),
+                steal=dataclasses.asdict(c.steal(cfg)),
                 queries_path=str(query_paths[c.query.name]),
-                answers_path=answers[answers_group(c.query.name, c.defense)]["path"] if answers else None,
+                answers_path=None if (group := cell_answers_group(cfg, c)) is None else answers[group]["path"],
                 onnx_path=str(victim.onnx),
                 victim_sha256=victim.sha256,
                 victim_batch_size=cfg.victim.batch_size,

@@ -41,6 +41,7 @@ CELL_COLUMNS: tuple[tuple[str, str], ...] = (
     ("query_dataset", "TEXT NOT NULL"),
     ("defense", "TEXT NOT NULL"),
     ("seed", "INTEGER NOT NULL"),
+    ("attack", "TEXT NOT NULL"),
     ("arch", "TEXT NOT NULL"),
     ("epochs", "INTEGER NOT NULL"),
     ("strategy", "TEXT NOT NULL"),

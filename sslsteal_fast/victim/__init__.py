@@ -9,6 +9,7 @@
 * :mod:`.protocol`: the :class:`Victim` interface every consumer (attacks, probes, ownership tests)
   codes against, the in-process :class:`LocalVictim`, and billed chunked querying
   (:func:`query_victim`).
+* :mod:`.labels`: :class:`LabelVictim`, a label-only API (the owner's :class:`LinearHead` on a victim).
 * :mod:`.defense_api`: the :class:`Defense` plug-in protocol (and :class:`Transactional` for
   defenses with state); implementations live in :mod:`sslsteal_fast.defenses`.
 """
@@ -19,6 +20,7 @@ from sslsteal_fast.config import VictimTrainConfig
 from sslsteal_fast.victim.cache import CachedVictim, trained_victim
 from sslsteal_fast.victim.defense_api import Defense, Transactional, apply_defenses, check_client, defense_transaction
 from sslsteal_fast.victim.export import PARITY_TOLERANCE, export_onnx, max_relative_difference, read_metadata
+from sslsteal_fast.victim.labels import LabelVictim, LinearHead
 from sslsteal_fast.victim.protocol import LocalVictim, Victim, query_victim
 from sslsteal_fast.victim.serving import BudgetExceeded, OnnxVictim, Preprocess, default_providers, physical_cores
 from sslsteal_fast.victim.train import TrainHook, train_victim, training_views
@@ -28,6 +30,8 @@ __all__ = [
     "BudgetExceeded",
     "CachedVictim",
     "Defense",
+    "LabelVictim",
+    "LinearHead",
     "LocalVictim",
     "OnnxVictim",
     "Preprocess",

@@ -155,12 +155,14 @@ def test_wasserstein_well_defined_on_negative_and_zero_rows() -> None:
 
 
 def test_make_loss_factory() -> None:
-    assert set(LOSSES) == {"mse", "info_nce", "soft_nn", "wasserstein", "cosine"}
+    assert set(LOSSES) == {"mse", "info_nce", "soft_nn", "wasserstein", "cosine", "barlow_twins", "soft_ce"}
     for name in LOSSES:
         assert make_loss(name).name == name
     assert make_loss("info_nce").temperature == 0.07
     assert make_loss("soft_nn").temperature == 100.0
     assert make_loss("soft_nn", 1000.0).temperature == 1000.0
+    assert make_loss("soft_ce").temperature == 20.0
+    assert make_loss("barlow_twins").off_diagonal_weight == 5e-3
 
 
 @pytest.mark.parametrize(

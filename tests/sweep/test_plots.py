@@ -25,8 +25,10 @@ from matplotlib.figure import Figure
 from scipy import stats as sps
 from sklearn.metrics import roc_auc_score
 
+from sslsteal_fast.config import StealConfig
 from sslsteal_fast.sweep import load_config, run_sweep, write_outputs
 from sslsteal_fast.sweep.cell import detections_file
+from sslsteal_fast.sweep.config import GridConfig
 from sslsteal_fast.sweep.plots import (
     DetectionCurve,
     defense_study_plots,
@@ -58,6 +60,7 @@ def _row(q: str, defense: str, loss: str, budget: int, seed: int, probe: float, 
         "budget": budget,
         "seed": seed,
         "strategy": "query-once",
+        "arch": "small",
         "probe_top1": probe,
         "knn_top1": knn,
         "fidelity_cosine": fid,
@@ -176,15 +179,15 @@ def test_aggregate_without_baselines_or_gap_leaves_shares_empty() -> None:
 
 
 def _fake_run(rows: list[dict[str, Any]], seeds: tuple[int, ...]) -> SimpleNamespace:
-    grid = SimpleNamespace(
-        losses=list(dict.fromkeys(r["loss"] for r in rows)),
-        budgets=sorted({r["budget"] for r in rows}),
-        query_datasets=[SimpleNamespace(name=q) for q in dict.fromkeys(r["query_dataset"] for r in rows)],
-        defenses=list(dict.fromkeys(r["defense"] for r in rows)),
-        seeds=list(seeds),
+    grid = GridConfig(
+        losses=tuple(dict.fromkeys(r["loss"] for r in rows)),
+        budgets=tuple(sorted({r["budget"] for r in rows})),
+        query_datasets=tuple(SimpleNamespace(name=q) for q in dict.fromkeys(r["query_dataset"] for r in rows)),  # type: ignore[misc]
+        defenses=tuple(dict.fromkeys(r["defense"] for r in rows)),
+        seeds=tuple(seeds),
     )
     return SimpleNamespace(
-        config=SimpleNamespace(grid=grid, steal=SimpleNamespace(arch="small"), name="t"),
+        config=SimpleNamespace(grid=grid, steal=StealConfig(arch="small"), name="t"),
         victim_eval=VICTIM,
         victim=SimpleNamespace(train_size=1000),
     )

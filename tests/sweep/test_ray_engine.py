@@ -231,6 +231,7 @@ def test_a_cell_that_lands_twice_keeps_one_row_and_a_disagreement_is_reported(tm
         loss="mse",
         query_dataset="q",
         defense="none",
+        attack="direct",
         arch="small",
         strategy="query-once",
         config_json="{}",
