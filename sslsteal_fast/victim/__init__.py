@@ -8,6 +8,8 @@
   output defenses.
 * :mod:`.billing`: the billing rules every served victim follows (:class:`Ledger`: reserve before
   running, settle all-or-nothing, release on failure), shared by ``OnnxVictim`` and the HTTP server.
+* :mod:`.http`: :class:`HttpVictim`, the same protocol spoken to an encoder API over HTTP
+  (``sslsteal serve``), with its body formats in :mod:`.wire`.
 * :mod:`.protocol`: the :class:`Victim` interface every consumer (attacks, probes, ownership tests)
   codes against, the in-process :class:`LocalVictim`, and billed chunked querying
   (:func:`query_victim`).
@@ -22,6 +24,7 @@ from sslsteal_fast.victim.billing import BudgetExceeded, Ledger, MemoryLedger, R
 from sslsteal_fast.victim.cache import CachedVictim, trained_victim
 from sslsteal_fast.victim.defense_api import Defense, Transactional, apply_defenses, check_client, defense_transaction
 from sslsteal_fast.victim.export import PARITY_TOLERANCE, export_onnx, max_relative_difference, read_metadata
+from sslsteal_fast.victim.http import HttpVictim
 from sslsteal_fast.victim.protocol import LocalVictim, Victim, query_victim
 from sslsteal_fast.victim.serving import OnnxVictim, Preprocess, ResponseCache, default_providers, physical_cores
 from sslsteal_fast.victim.train import TrainHook, train_victim, training_views
@@ -31,6 +34,7 @@ __all__ = [
     "BudgetExceeded",
     "CachedVictim",
     "Defense",
+    "HttpVictim",
     "Ledger",
     "LocalVictim",
     "MemoryLedger",
