@@ -3,8 +3,8 @@
 Layers, bottom to top (a package may import only from layers below it, function-level imports
 included): the version, neutral helpers and test support; the configuration; the native ops; data;
 models; the victim (training, export, serving and the defense plug-in protocol); the defenses that
-plug into it; the HTTP API serving a defended victim; attacks; probes; ownership tests; experiments (sweeps); the command line; and the
-package root, the facade that re-exports ``ops``.
+plug into it; the HTTP API serving a defended victim; attacks; probes; ownership tests; experiments
+(sweeps); the command line; and the package root, the facade that re-exports ``ops``.
 """
 
 from __future__ import annotations

@@ -54,7 +54,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--access-log", action="store_true", help="log every request on stderr (never the key)")
 
     k = add_command(subparsers, _cmd_keys)
-    sub = k.add_subparsers(dest="keys_command", metavar="{add,list}")
+    sub = k.add_subparsers(dest="keys_command", metavar="{add,list}", help="add a key, or list the keys")
     a = add_command(sub, _cmd_add, epilog="example: sslsteal keys add --state api --client alice --budget 10000")
     a.add_argument("--state", required=True, type=Path, metavar="DIR", help="the server's state folder")
     a.add_argument("--client", required=True, metavar="NAME", help="the client the key bills")

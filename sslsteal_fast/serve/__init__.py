@@ -45,8 +45,13 @@ NO_SERVE_EXTRA = "serving needs the serve extra: pip install 'sslsteal_fast[serv
 
 def require_serve_extra() -> None:
     """An ImportError naming the extra to install unless FastAPI, uvicorn and httpx are all importable."""
-    import importlib.util
+    import importlib
 
-    missing = [m for m in ("fastapi", "uvicorn", "httpx") if importlib.util.find_spec(m) is None]
+    missing = []
+    for module in ("fastapi", "uvicorn", "httpx"):
+        try:
+            importlib.import_module(module)
+        except ImportError:
+            missing.append(module)
     if missing:
         raise ImportError(f"{NO_SERVE_EXTRA} (missing: {', '.join(missing)})")

@@ -37,9 +37,13 @@ from sslsteal_fast.victim import OnnxVictim, Reservation
 from sslsteal_fast.victim.defense_api import Defense
 from sslsteal_fast.victim.serving import NON_FINITE_ANSWER, CachePlan
 
-__all__ = ["Answer", "Batcher", "Job"]
+__all__ = ["Answer", "Batcher", "Job", "ShuttingDown"]
 
 logger = logging.getLogger(__name__)
+
+
+class ShuttingDown(RuntimeError):
+    """The batcher is closed: the request was not admitted (nothing reserved, nothing billed)."""
 
 
 @dataclasses.dataclass
@@ -107,7 +111,7 @@ class Batcher:
         with self._cond:
             if self._closed:
                 job.reservation.release()
-                raise RuntimeError("the server is shutting down")
+                raise ShuttingDown("the server is shutting down")
             self._waiting.append(job)
             self._cond.notify()
         return job.future

@@ -30,7 +30,7 @@ import numpy as np
 import torch
 
 from sslsteal_fast.defenses import CoverageDefense, SimilarityDetector, StatefulDefense, make_defense
-from sslsteal_fast.serve.batcher import Answer, Batcher, Job
+from sslsteal_fast.serve.batcher import Answer, Batcher, Job, ShuttingDown
 from sslsteal_fast.serve.ledger import SqliteLedger
 from sslsteal_fast.serve.state import KeyRecord, ServerState, key_id_of
 from sslsteal_fast.util.checks import check_int, check_number
@@ -312,10 +312,13 @@ class Service:
             job.future.add_done_callback(lambda _: self._done(name, request_id))
         try:
             return self.batcher.submit(job)
-        except RuntimeError as exc:
+        except BaseException as exc:  # not admitted: give the rows back
+            reservation.release()
             if request_id is not None:
                 self._done(name, request_id)
-            raise ServeError(503, str(exc)) from None
+            if isinstance(exc, ShuttingDown):
+                raise ServeError(503, str(exc)) from None
+            raise
 
     def _done(self, client: str, request_id: str) -> None:
         with self._inflight_lock:
