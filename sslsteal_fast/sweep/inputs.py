@@ -1,9 +1,10 @@
 """What a sweep computes once, before its cells, and caches in ``--out``: data, victim answers, evaluations.
 
 * **Data**: the probe's train/test images and, per query set, its first ``max(budgets)`` images.
-* **Answers** (query-once): per query set and defense, the victim (an ``OnnxVictim``) answers those
-  images once, through :func:`~sslsteal_fast.victim.query_victim`, billed to the thief; a cell with
-  budget b trains on the first b answers (nested budgets). So the victim's forward passes equal the
+* **Answers** (query-once): per query set and defense, the victim (an ``OnnxVictim``, or an
+  ``HttpVictim`` for a ``victim.url`` API) answers those images once, through
+  :func:`~sslsteal_fast.victim.query_victim`, billed to the thief; a cell with budget b trains on
+  the first b answers (nested budgets). So the victim's forward passes equal the
   unique queries, not the sum of budgets over cells. A cell is still *billed* its budget: what that
   attack would have paid alone. Under a detector the per-row scores and flags are kept too.
 * **Evaluations**: the victim's own probe accuracy and test features (for fidelity), the untrained
@@ -32,7 +33,7 @@ from sslsteal_fast.sweep.cell import build_defenses, cached_tensors, defense_key
 from sslsteal_fast.sweep.config import DatasetRef, SweepConfig
 from sslsteal_fast.sweep.store import ResultStore
 from sslsteal_fast.util.files import load_tensors, safe_filename, save_tensors, stable_hash
-from sslsteal_fast.victim import OnnxVictim, query_victim
+from sslsteal_fast.victim import Victim, query_victim
 
 __all__ = [
     "defense_center",
@@ -146,7 +147,7 @@ def defense_center(cfg: SweepConfig, victim: PreparedVictim, out: Path, *, log: 
     path = out / "victim" / f"center-{key}.safetensors"
     if not path.is_file():
         log(f"sweep: the defenses' centre: the victim's mean answer on {cfg.defense_center.name!r}")
-        api = OnnxVictim(victim.onnx, batch_size=cfg.victim.batch_size)
+        api = victim.api(batch_size=cfg.victim.batch_size)
         answers = query_victim(api, cfg.defense_center.load().images, batch_size=cfg.victim.batch_size)
         save_tensors(path, {"center": answers.mean(0)}, {"rows": int(answers.shape[0])}, header=HEADER)
     return path
@@ -190,7 +191,7 @@ def victim_answers(
         images = cached_tensors(queries_path)["images"]
         defenses = build_defenses(defense, defense_key(victim.sha256, defense), _str(center_path))
         start = 0 if any(isinstance(d, StatefulDefense) for d in defenses) else have
-        api = OnnxVictim(victim.onnx, budget=count - start, batch_size=cfg.victim.batch_size, defenses=defenses)
+        api = victim.api(budget=count - start, batch_size=cfg.victim.batch_size, defenses=defenses)
         _check_images(api.input_shape, images, q.name)
         log(f"sweep: querying the victim with {count - start} images of {q.name!r} (defense {defense})")
         fresh = query_victim(
@@ -250,7 +251,7 @@ def _str(path: Path | None) -> str | None:
 
 
 def _probe_through(
-    api: OnnxVictim, cfg: SweepConfig, data: dict[str, torch.Tensor], num_classes: int, *, client: str, progress: bool
+    api: Victim, cfg: SweepConfig, data: dict[str, torch.Tensor], num_classes: int, *, client: str, progress: bool
 ) -> tuple[torch.Tensor, ProbeScores]:
     """Query the probe's images through ``api`` as ``client`` and probe the answers -> (test features, scores)."""
     bs = cfg.victim.batch_size
@@ -276,7 +277,8 @@ def victim_eval(
     copy must beat: random convolutional features are far from useless on simple images).
 
     The metrics are stored in SQLite (``kv``) and the features in ``out/victim``; the victim is
-    evaluated through its own unbilled ``OnnxVictim`` (the owner's forward passes, reported apart).
+    evaluated through its own unbilled ``OnnxVictim`` (the owner's forward passes, reported apart); a
+    ``victim.url`` API has no such back door, so its evaluation is queried, and billed, through the key.
     """
     key = stable_hash({"victim": victim.sha256, "probe": cfg.probe.key(), "baseline_arch": cfg.steal.arch})
     path = out / "victim" / f"eval-{key}.safetensors"
@@ -285,7 +287,7 @@ def victim_eval(
         return path, stored
     log("sweep: probing the victim")
     data = cached_tensors(probe_path)
-    api = OnnxVictim(victim.onnx, batch_size=cfg.victim.batch_size)
+    api = victim.api(batch_size=cfg.victim.batch_size)
     t = time.perf_counter()
     num_classes = int(probe_meta["num_classes"])
     test_x, scores = _probe_through(api, cfg, data, num_classes, client="default", progress=progress)
@@ -348,7 +350,7 @@ def honest_eval(
     log(f"sweep: honest user's accuracy under defense {defense!r}")
     data = cached_tensors(probe_path)
     defenses = build_defenses(defense, defense_key(victim.sha256, defense), _str(center_path))
-    api = OnnxVictim(victim.onnx, batch_size=cfg.victim.batch_size, defenses=defenses)
+    api = victim.api(batch_size=cfg.victim.batch_size, defenses=defenses)
     num_classes = int(probe_meta["num_classes"])
     _, scores = _probe_through(api, cfg, data, num_classes, client=HONEST_CLIENT, progress=progress)
     detector = bool(defenses) and isinstance(defenses[0], SimilarityDetector)

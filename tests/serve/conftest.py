@@ -13,7 +13,6 @@ from pathlib import Path
 import pytest
 import torch
 
-from sslsteal_fast.serve import ServerState
 from sslsteal_fast.serve.process import ServerProcess
 from sslsteal_fast.victim import export_onnx
 from tests.helpers import TinyEncoder
@@ -45,15 +44,6 @@ def encoder_onnx(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("encoder") / "tiny.onnx"
     export_onnx(TinyEncoder().eval(), path, SHAPE, arch="tiny")
     return path
-
-
-def add_keys(state: Path, **clients: dict) -> dict[str, str]:
-    """``{client: key}`` for clients given as ``name={"budget": N, "defenses": [...], "rate_limit": R}``."""
-    with ServerState(state) as s:
-        return {
-            name: s.add_key(name, spec.get("budget"), spec.get("defenses", ()), spec.get("rate_limit"))
-            for name, spec in clients.items()
-        }
 
 
 @pytest.fixture

@@ -15,7 +15,8 @@ import torch
 from sslsteal_fast.serve.process import ServerProcess
 from sslsteal_fast.testing import EXPORT_RTOL, FOREIGN_ATOL
 from sslsteal_fast.victim import HttpVictim, OnnxVictim, wire
-from tests.serve.conftest import SHAPE, TEST_TIMEOUT_S, add_keys
+from tests.helpers import add_keys
+from tests.serve.conftest import SHAPE, TEST_TIMEOUT_S
 
 MAX_ROWS = 16
 MAX_BODY = int(0.05 * 2**20)

@@ -10,14 +10,13 @@ import numpy as np
 import pytest
 
 with warnings.catch_warnings():  # starlette's TestClient asks for httpx2, which the serve extra does not need
-    warnings.simplefilter("ignore", DeprecationWarning)
+    warnings.filterwarnings("ignore", message="Using `httpx` with `starlette.testclient`")
     from fastapi.testclient import TestClient
 
 from sslsteal_fast.serve.app import create_app
 from sslsteal_fast.serve.service import Service
 from sslsteal_fast.victim import wire
-from tests.helpers import linear_encoder
-from tests.serve.conftest import add_keys
+from tests.helpers import add_keys, linear_encoder
 
 
 @pytest.fixture

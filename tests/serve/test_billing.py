@@ -16,7 +16,8 @@ import torch
 from sslsteal_fast.serve.process import ServerProcess
 from sslsteal_fast.testing import EXPORT_RTOL, FOREIGN_ATOL
 from sslsteal_fast.victim import BudgetExceeded, HttpVictim, OnnxVictim, wire
-from tests.serve.conftest import SHAPE, add_keys
+from tests.helpers import add_keys
+from tests.serve.conftest import SHAPE
 
 Start = Callable[..., ServerProcess]
 
