@@ -16,9 +16,9 @@ from sslsteal_fast.cli import main
 from sslsteal_fast.serve.process import ServerProcess
 from sslsteal_fast.victim import HttpVictim, OnnxVictim
 from sslsteal_fast.victim import http as http_victim
+from tests.helpers import add_keys
 
 Start = Callable[..., ServerProcess]
-from tests.helpers import add_keys
 
 
 def test_http_victim_drives_a_real_steal(tmp_path: Path, start_server: Start, encoder_onnx: Path, capsys) -> None:
