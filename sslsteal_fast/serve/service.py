@@ -280,6 +280,7 @@ class Service:
                     "remaining": exc.remaining,
                     "budget": client.record.budget,
                 },
+                headers={"X-Remaining": str(exc.remaining)},
             ) from None
         wait = self.rates.admit(client.name, client.record.rate_limit, n)
         if wait is not None:
