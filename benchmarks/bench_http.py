@@ -4,9 +4,9 @@ Measured side by side in one run:
 
 * **Throughput and latency.** ResNet-18 at 32x32 (exported with the package's ``export_onnx``)
   served to 1, 8 and 64 concurrent clients sending batches of 1, 16 and 256 uint8 images (one
-  asyncio httpx client per connection, in this process), against in-process
-  ``OnnxVictim.query`` at batch 256 timed between the loads (the rounds alternate, so a shared
-  machine's changing load hits both alike). Images/s, p50 and p99 request latency, and the ratio
+  keep-alive connection each, driven by a minimal asyncio HTTP/1.1 client in this process), against in-process
+  ``OnnxVictim.query`` at batch 256 timed just before and just after each load (the mean of the
+  two is that load's reference, so a shared machine's changing load hits both alike). Images/s, p50 and p99 request latency, and the ratio
   server / in-process per round (median over rounds). Both sides run with the response cache off
   (``--cache-size 0``), so every image is a model run.
 * **Billing under load.** Keys with budgets that run out mid-test, each raced by several
@@ -36,7 +36,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import httpx
 import numpy as np
 import onnxruntime as ort
 import torch
@@ -65,34 +64,59 @@ def in_process(victim: OnnxVictim, shape: tuple[int, ...], seconds: float, rng: 
     return done / (time.perf_counter() - start)
 
 
+class _Connection:
+    """A minimal HTTP/1.1 keep-alive client on asyncio streams: the load generator's, so that the client's
+    own cost stays small next to the server's (httpx's async pool slows down with many connections)."""
+
+    def __init__(self, url: str, key: str) -> None:
+        host, port = url.removeprefix("http://").rsplit(":", 1)
+        self.host, self.port, self.key = host, int(port), key
+
+    async def open(self) -> None:
+        self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
+
+    async def post(self, body: bytes, headers: dict[str, str]) -> tuple[int, dict[str, str], bytes]:
+        head = ["POST /v1/embed HTTP/1.1", f"Host: {self.host}:{self.port}", f"Authorization: Bearer {self.key}"]
+        head += [f"{k}: {v}" for k, v in headers.items()] + [f"Content-Length: {len(body)}", "", ""]
+        self.writer.write("\r\n".join(head).encode() + body)
+        await self.writer.drain()
+        raw = await self.reader.readuntil(b"\r\n\r\n")
+        lines = raw.decode("latin-1").split("\r\n")
+        status = int(lines[0].split()[1])
+        fields = {k.strip().lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:] if line)}
+        return status, fields, await self.reader.readexactly(int(fields["content-length"]))
+
+    async def close(self) -> None:
+        self.writer.close()
+        await self.writer.wait_closed()
+
+
 async def _load(url: str, key: str, clients: int, batch: int, shape: tuple[int, ...], seconds: float) -> dict:
     """``clients`` connections each sending ``batch`` images per request until ``seconds`` passed."""
     rng = np.random.default_rng(clients * 1000 + batch)
     bodies = [wire.encode(rng.integers(0, 256, (batch, *shape), dtype=np.uint8)) for _ in range(4)]
     latencies: list[float] = []
     images = 0
-    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
-    async with httpx.AsyncClient(
-        base_url=url, headers={"Authorization": f"Bearer {key}"}, timeout=600, limits=limits
-    ) as http:
+    connections = [_Connection(url, key) for _ in range(clients)]
+    await asyncio.gather(*(c.open() for c in connections))
 
-        async def client(i: int) -> None:
-            nonlocal images
-            n = 0
-            while time.perf_counter() - start < seconds or n == 0:
-                body, headers = bodies[(i + n) % len(bodies)]
-                t = time.perf_counter()
-                r = await http.post("/v1/embed", content=body, headers=headers)
-                latencies.append(time.perf_counter() - t)
-                if r.status_code != 200 or int(r.headers["X-Billed"]) != batch:
-                    raise RuntimeError(f"load request failed: {r.status_code} {r.text[:200]}")
-                images += batch
-                n += 1
+    async def client(i: int) -> None:
+        nonlocal images
+        n = 0
+        while time.perf_counter() - start < seconds or n == 0:
+            body, headers = bodies[(i + n) % len(bodies)]
+            t = time.perf_counter()
+            status, fields, _ = await connections[i].post(body, headers)
+            latencies.append(time.perf_counter() - t)
+            if status != 200 or int(fields["x-billed"]) != batch:
+                raise RuntimeError(f"load request failed: {status}")
+            images += batch
+            n += 1
 
-        await http.get("/healthz")
-        start = time.perf_counter()
-        await asyncio.gather(*(client(i) for i in range(clients)))
-        wall = time.perf_counter() - start
+    start = time.perf_counter()
+    await asyncio.gather(*(client(i) for i in range(clients)))
+    wall = time.perf_counter() - start
+    await asyncio.gather(*(c.close() for c in connections))
     return {"images": images, "wall": wall, "latencies": latencies}
 
 
@@ -105,9 +129,10 @@ def throughput(server: ServerProcess, key: str, args: argparse.Namespace, shape:
     asyncio.run(_load(server.url, key, 2, 16, shape, 0.5))  # warm the server up
     for r in range(args.rounds):
         for c, b in loads:
-            ref = in_process(victim, shape, args.seconds / 2, rng)
-            base.append(ref)
+            before = in_process(victim, shape, args.seconds / 4, rng)
             got = asyncio.run(_load(server.url, key, c, b, shape, args.seconds))
+            ref = (before + in_process(victim, shape, args.seconds / 4, rng)) / 2  # around the load
+            base.append(ref)
             ips = got["images"] / got["wall"]
             rows[(c, b)]["ips"].append(ips)
             rows[(c, b)]["ratio"].append(ips / ref)
@@ -185,9 +210,8 @@ def billing_under_load(url: str, keys: dict[str, str], budgets: dict[str, int], 
     return out
 
 
-def crash(model: Path, state: Path, keys: dict[str, str], per_key: int, target: int, serve_args: list[str]) -> dict:
-    """SIGKILL the server under load, restart it on the same port; usage against what clients received."""
-    server = ServerProcess(model, state, *serve_args)
+def crash(server: ServerProcess, keys: dict[str, str], per_key: int, target: int, restart: Any) -> dict:
+    """SIGKILL ``server`` under load, ``restart(port)`` it; usage against what clients received."""
     port = server.port
     received = dict.fromkeys(keys, 0)
     replayed = dict.fromkeys(keys, 0)
@@ -214,7 +238,7 @@ def crash(model: Path, state: Path, keys: dict[str, str], per_key: int, target: 
     server.kill()
     at_kill = sum(received.values())
     t = time.perf_counter()
-    restarted = ServerProcess(model, state, *serve_args, port=port)
+    restarted = restart(port)
     restart_s = time.perf_counter() - t
     for th in threads:
         th.join()
@@ -244,25 +268,32 @@ def main(argv: list[str] | None = None) -> int:
     args.clients = [1, 8] if args.quick else [1, 8, 64]
     args.batches = [1, 16] if args.quick else [1, 16, 256]
     if args.quick:
-        args.rounds, args.seconds = 1, 1.0
+        args.rounds, args.seconds = 1, 0.5
     shape = (3, size, size)
     serve_args = ["--max-batch", "256", "--max-wait-ms", "5", "--cache-size", "0"]
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         model = export(arch, size, folder)
-        with ServerState(folder / "load") as s:
+        state = folder / "api"
+        budgets = {f"k{i}": b for i, b in enumerate([97, 250, 401] if args.quick else [997, 1500, 2003, 2500])}
+        with ServerState(state) as s:  # one state: the load's key, the budgets that run out, the crash's keys
             key = s.add_key("load", None)
-        print(f"bench_http: {arch} {size}x{size}, {machine()}", file=sys.stderr)
-        with ServerProcess(model, folder / "load", *serve_args) as server:
-            table, base = throughput(server, key, args, shape, model)
-            budgets = {f"k{i}": b for i, b in enumerate([97, 250, 401] if args.quick else [997, 1500, 2003, 2500])}
-            with ServerState(folder / "billing") as s:
-                bkeys = {n: s.add_key(n, b) for n, b in budgets.items()}
-        with ServerProcess(model, folder / "billing", *serve_args) as server:
-            billing = billing_under_load(server.url, bkeys, budgets, per_key=3 if args.quick else 6)
-        with ServerState(folder / "crash") as s:
+            bkeys = {n: s.add_key(n, b) for n, b in budgets.items()}
             ckeys = {f"c{i}": s.add_key(f"c{i}", None) for i in range(2 if args.quick else 4)}
-        crashed = crash(model, folder / "crash", ckeys, 2 if args.quick else 4, 96 if args.quick else 480, serve_args)
+        print(f"bench_http: {arch} {size}x{size}, {machine()}", file=sys.stderr)
+        server = ServerProcess(model, state, *serve_args)
+        try:
+            table, base = throughput(server, key, args, shape, model)
+            billing = billing_under_load(server.url, bkeys, budgets, per_key=3 if args.quick else 6)
+            crashed = crash(
+                server,
+                ckeys,
+                2 if args.quick else 4,
+                96 if args.quick else 480,
+                lambda port: ServerProcess(model, state, *serve_args, port=port),
+            )
+        finally:
+            server.stop()
 
     lines = [
         f"HTTP API, {arch} {size}x{size}, {machine()}; onnxruntime {ort.__version__}, {physical_cores()} physical "

@@ -38,7 +38,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--max-wait-ms",
         type=float,
         default=_MAX_WAIT_MS,
-        help="longest a request waits for others to join its batch, in milliseconds",
+        help="longest the model, once free, waits for more requests to fill a batch, in milliseconds",
     )
     g.add_argument("--threads", type=int, default=None, help="ONNX Runtime intra-op threads (default: physical cores)")
     g.add_argument("--cache-size", type=int, default=_CACHE, help="rows the response cache keeps (0: no cache)")

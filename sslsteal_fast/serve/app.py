@@ -115,9 +115,10 @@ def create_app(service: Service) -> FastAPI:
     def client_of(request: Request) -> Any:
         return service.authenticate(request.headers.get("authorization"), request.headers.get("x-api-key"))
 
-    @app.get("/healthz", summary="liveness")
-    async def healthz() -> dict[str, str]:
-        return {"status": "ok"}
+    @app.get("/healthz", summary="liveness, and how the batcher has been batching")
+    async def healthz() -> dict[str, Any]:
+        b = service.batcher
+        return {"status": "ok", "batches": b.batches, "batched_rows": b.batched_rows, "waiting": b.waiting}
 
     @app.get("/v1/model", summary="the served model: input shape, output dimension, sha256, limits")
     async def model(request: Request) -> dict[str, Any]:

@@ -3,10 +3,12 @@
 Two threads, a pipeline:
 
 * the **run** thread takes the waiting requests -- as many as fit in ``max_batch`` rows, waiting at
-  most ``max_wait_ms`` after the oldest arrived for more to come -- looks their rows up in the
+  most ``max_wait_ms`` for more to come, counted from when the model is free and a request waits --
+  looks their rows up in the
   response cache, runs every missing row of all of them through the model in one batch (a request
   larger than ``max_batch`` runs alone, in chunks), and checks each request's answer is finite;
-* the **settle** thread takes each batch in order and, in **one** transaction of the server's state,
+* the **settle** thread takes each batch in order -- with every other batch that finished while
+  the previous commit was being written -- and, in **one** transaction of the server's state,
   settles every request on the ledger's rules (:meth:`~sslsteal_fast.victim.billing.Ledger.settle`:
   the client's defenses, its receipt, its bill; a request that fails rolls back alone, to its
   savepoint). Only after that transaction has committed are the answers released to the waiting
@@ -84,7 +86,7 @@ class Batcher:
         victim: the served model (its ``run``, ``cache`` and ``prepare``); no budget or defenses of its own.
         ledger: the server's ledger (its state's transaction is the batch's commit).
         max_batch: most rows in one model run (a larger request runs alone, in chunks of this size).
-        max_wait_ms: longest the oldest waiting request waits for others to join its batch.
+        max_wait_ms: longest the model, once free, waits for a batch to fill (a lone request waits this long).
     """
 
     def __init__(self, victim: OnnxVictim, ledger: SqliteLedger, *, max_batch: int, max_wait_ms: float) -> None:
@@ -104,6 +106,11 @@ class Batcher:
         ]
         for t in self._threads:
             t.start()
+
+    @property
+    def waiting(self) -> int:
+        """Requests admitted and not yet taken into a batch."""
+        return len(self._waiting)
 
     # ------------------------------------------------------------------ admission
     def submit(self, job: Job) -> Future[Answer]:
@@ -126,12 +133,16 @@ class Batcher:
 
     # ------------------------------------------------------------------ the run stage
     def _gather(self) -> list[Job] | None:
+        ready = time.monotonic()  # when the model became free for the next batch
         with self._cond:
             while not self._waiting and not self._closed:
                 self._cond.wait()
             if not self._waiting:
                 return None
-            deadline = self._waiting[0].arrived + self.max_wait
+            # The window opens when the model is free and a request waits, whichever comes last: the
+            # requests that queued while the model ran do not close it at once, so on a busy machine
+            # the handlers get max_wait to admit more before a small batch takes the cores.
+            deadline = max(ready, self._waiting[0].arrived) + self.max_wait
             jobs: list[Job] = []
             rows = 0
             while True:
@@ -182,7 +193,21 @@ class Batcher:
             jobs = self._settling.get()
             if jobs is None:
                 return
+            # Group commit: every batch that finished while the last commit was on disk joins this one,
+            # so the commits (a disk flush each) never fall behind the model.
+            stop = False
+            while not stop:
+                try:
+                    more = self._settling.get_nowait()
+                except queue.Empty:
+                    break
+                if more is None:
+                    stop = True
+                else:
+                    jobs = jobs + more
             self._settle(jobs)
+            if stop:
+                return
 
     def _settle(self, jobs: list[Job]) -> None:
         answers: dict[int, Answer] = {}

@@ -138,7 +138,12 @@ class Service:
         self.limits = limits
         folder = Path(state)
         self.victim = OnnxVictim(
-            model, batch_size=max_batch, cache_size=cache_size, intra_op_threads=threads, providers=providers
+            model,
+            batch_size=max_batch,
+            cache_size=cache_size,
+            intra_op_threads=threads,
+            providers=providers,
+            spin=False,  # the HTTP layer shares these cores: idle ORT threads sleep instead of spinning
         )
         self._lock_file = _lock_folder(folder)
         try:

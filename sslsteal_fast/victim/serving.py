@@ -384,6 +384,9 @@ class OnnxVictim:
         cache_size: most rows the response cache keeps (least recently used evicted first); 0
             disables the cache (and the hashing of inputs).
         intra_op_threads: ONNX Runtime intra-op threads; None means :func:`physical_cores`.
+        spin: whether ONNX Runtime's idle intra-op threads spin waiting for work (its default: the
+            lowest latency for back-to-back runs) or sleep at once (what a server that shares the
+            cores with other work wants).
         preprocess: a :class:`Preprocess` step (resize, normalise) run on every query before the
             model, the cache and the defenses; None: the images go to the model as they are.
 
@@ -411,6 +414,7 @@ class OnnxVictim:
         cache_size: int = 16384,
         intra_op_threads: int | None = None,
         preprocess: Preprocess | None = None,
+        spin: bool = True,
     ) -> None:
         path = Path(path)
         if not path.exists():
@@ -445,6 +449,8 @@ class OnnxVictim:
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
+        if not check_bool("OnnxVictim: spin", spin):
+            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         with warnings.catch_warnings():
             # onnxruntime warns (UserWarning) about unavailable providers; we say it louder below.
             warnings.simplefilter("ignore", UserWarning)

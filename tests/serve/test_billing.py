@@ -28,7 +28,8 @@ def images(n: int, seed: int) -> torch.Tensor:
 
 def test_concurrent_clients_racing_for_the_last_units_never_overspend(tmp_path: Path, start_server: Start) -> None:
     keys = add_keys(tmp_path, racer={"budget": 50, "defenses": ["detection:threshold=0.99"]}, other={"budget": 1000})
-    server = start_server(tmp_path, "--max-wait-ms", "20")
+    server = start_server(tmp_path, "--max-wait-ms", "50")
+    batches_before = httpx.get(f"{server.url}/healthz").json()["batches"]
     received = {"racer": 0, "other": 0}
     lock = threading.Lock()
 
@@ -51,6 +52,9 @@ def test_concurrent_clients_racing_for_the_last_units_never_overspend(tmp_path: 
     with ThreadPoolExecutor(16) as pool:
         refusals = sum(pool.map(race, range(16)))
     assert refusals == 12  # every racer stopped on the budget
+    batching = httpx.get(f"{server.url}/healthz").json()
+    assert batching["batched_rows"] == 48 + 96  # every answered row ran once (all images distinct)
+    assert batching["batches"] - batches_before < (48 + 96) // 3  # concurrent requests shared model runs
     with HttpVictim(server.url, keys["racer"]) as racer:
         usage = racer.usage()
         assert usage["billed"] == received["racer"] == 48 and usage["remaining"] == 2
