@@ -15,7 +15,8 @@ The rules (an API bills every row it answers, nothing else):
    back only then.
 3. **Release on failure.** A query that fails anywhere before its bill is recorded -- a bad answer, a
    defense breaking its contract, a failed commit -- releases its reservation: no bill, no defense
-   record.
+   record. A bill recorded inside an enclosing transaction that then rolls back (a server's batch
+   commit failing) is taken back with it, and its rows return to the budget.
 
 :class:`MemoryLedger` is :class:`~sslsteal_fast.victim.OnnxVictim`'s (one budget shared by all its
 clients, bills in memory); the HTTP server keeps a per-client ledger in SQLite on the same rules
@@ -170,15 +171,22 @@ class Ledger:
             else:
                 self._reserved.pop(reservation.client, None)
 
-    def _move(self, reservation: Reservation, sign: int) -> None:
-        """Turn the reservation into a bill (sign 1), or a bill back into the open reservation (-1)."""
-        client, rows = reservation.client, reservation.rows * sign
+    def _bill(self, reservation: Reservation) -> None:
+        """Turn the open reservation into a bill."""
+        client, rows = reservation.client, reservation.rows
         with self._lock:
-            self._reserved[client] = self._reserved.get(client, 0) - rows
-            if not self._reserved[client]:
-                del self._reserved[client]
+            self._release(reservation)
             self._billed[client] = self._billed.get(client, 0) + rows
-            reservation.open = sign < 0
+
+    def _unbill(self, reservation: Reservation) -> None:
+        """Take back a bill whose transaction was rolled back: its rows return to the budget."""
+        client, rows = reservation.client, reservation.rows
+        with self._lock:
+            left = self._billed.get(client, 0) - rows
+            if left > 0:
+                self._billed[client] = left
+            else:
+                self._billed.pop(client, None)
 
     def settle(
         self,
@@ -212,8 +220,9 @@ class Ledger:
                 if record is not None:
                     record(conn, served)
                 self._persist(conn, reservation.client, reservation.rows)
-                self._move(reservation, 1)
-                self._on_rollback(lambda: self._move(reservation, -1))
+                self._bill(reservation)
+                # An enclosing transaction (a batch's commit) may still roll back: the bill goes with it.
+                self._on_rollback(lambda: self._unbill(reservation))
         except BaseException:
             reservation.release()
             raise
