@@ -32,6 +32,7 @@ __all__ = [
     "DEFAULT_BATCH_SIZES",
     "DEFAULT_LRS",
     "DEVICES",
+    "ENGINES",
     "HONEST_CLIENT",
     "LOSSES",
     "MAX_DATASET_BYTES",
@@ -96,6 +97,8 @@ MAX_DATASET_BYTES = 64 * 2**30
 #: never enters a run's identity (checkpoints, cache entries, sweep cell ids).
 DEVICES = ("auto", "cpu", "cuda")
 _DEVICE_SPEC = re.compile(r"auto|cpu|cuda(:\d+)?")
+#: How a sweep's cells run: this machine's process pool, or Ray tasks (``[run] engine``).
+ENGINES = ("local", "ray")
 
 
 def check_device(name: str, value: Any) -> str:

@@ -2,7 +2,8 @@
 
 The package's contract: bad arguments raise ``ValueError`` (:class:`~sslsteal_fast.util.checks.
 ArgumentTypeError` is one), a missing file ``FileNotFoundError``, a corrupt or invalid file a
-``ValueError`` naming it. Besides those, the command line treats as expected every ``OSError`` (a
+``ValueError`` naming it, a missing optional dependency
+:class:`~sslsteal_fast.util.extras.MissingExtra` (saying what to install). Besides those, the command line treats as expected every ``OSError`` (a
 path that is a file where a folder is needed, a permission, a full disk), a loss that diverged
 (``FloatingPointError``, whose message says what to change) and the errors the file-format libraries
 raise on a corrupt file (listed in :data:`FILE_FORMAT_ERRORS`, matched by name so that checking
@@ -10,6 +11,8 @@ imports none of them). Anything else is a bug and keeps its traceback.
 """
 
 from __future__ import annotations
+
+from sslsteal_fast.util.extras import MissingExtra
 
 __all__ = ["FILE_FORMAT_ERRORS", "expected_error", "one_line"]
 
@@ -47,7 +50,7 @@ def expected_error(exc: BaseException) -> str | None:
     if isinstance(exc, OSError) and exc.filename is not None and exc.strerror:
         where = str(exc.filename) + (f" -> {exc.filename2}" if exc.filename2 is not None else "")
         return one_line(f"{where}: {exc.strerror}")
-    if isinstance(exc, (ValueError, FileNotFoundError, FloatingPointError)):
+    if isinstance(exc, (ValueError, FileNotFoundError, FloatingPointError, MissingExtra)):
         return one_line(str(exc)) or type(exc).__name__
     if isinstance(exc, _EXPECTED) or _names(exc) & FILE_FORMAT_ERRORS:
         text = one_line(str(exc))

@@ -88,11 +88,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     # Loaded when the command runs: keeps `sslsteal --help` fast.
     from sslsteal_fast.serve import require_serve_extra
 
-    try:
-        require_serve_extra()
-    except ImportError as exc:
-        print(f"sslsteal serve: error: {exc}", file=sys.stderr)
-        return 2
+    require_serve_extra()  # a missing extra is one line saying what to install (exit 2)
     # Loaded when the command runs: keeps `sslsteal --help` fast.
     from sslsteal_fast.serve.server import serve
     from sslsteal_fast.serve.service import Service, check_limits

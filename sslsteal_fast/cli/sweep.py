@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from sslsteal_fast.cli.common import add_command, add_out, check_out, device_spec, emit, info
-from sslsteal_fast.config import DEVICES
+from sslsteal_fast.config import DEVICES, ENGINES
 
 __all__ = ["register"]
 
@@ -51,6 +51,20 @@ def _common(p: argparse.ArgumentParser) -> None:
     add_out(p, "folder", "output folder (created; rerunning into the same folder resumes the sweep)", required=True)
     p.add_argument("--workers", type=int, default=None, help="parallel cells (default: the config's run.workers)")
     p.add_argument(
+        "--engine",
+        choices=ENGINES,
+        default=None,
+        help="where cells run: local (this machine's process pool) or ray (Ray tasks, a local Ray instance "
+        "unless --address; needs pip install 'sslsteal_fast[ray]') (default: the config's run.engine)",
+    )
+    p.add_argument(
+        "--address",
+        default=None,
+        metavar="ADDR",
+        help="with --engine ray: the Ray cluster to join, auto (this machine's) or host:port or ray://host:port "
+        "(default: the config's run.address; none starts a local Ray instance sized to this machine)",
+    )
+    p.add_argument(
         "--device",
         type=device_spec,
         default=None,
@@ -69,6 +83,7 @@ def _run(cfg: Any, args: argparse.Namespace, start: float) -> tuple[dict[str, An
         cfg = cfg.with_workers(args.workers)
     if args.device is not None:
         cfg = dataclasses.replace(cfg, run=dataclasses.replace(cfg.run, device=args.device))
+    cfg = _engine_overrides(cfg, args)
     run = run_sweep(cfg, args.out, progress=not args.quiet, log=lambda message: info(args, message))
     written = write_outputs(run, started=start)
     summary = written["summary"]
@@ -92,6 +107,15 @@ def _run(cfg: Any, args: argparse.Namespace, start: float) -> tuple[dict[str, An
             file=sys.stderr,
         )
     return summary, list(run.failed)
+
+
+def _engine_overrides(cfg: Any, args: argparse.Namespace) -> Any:
+    """``cfg`` with ``--engine`` / ``--address`` applied (an address alone implies the Ray engine)."""
+    if args.engine is None and args.address is None:
+        return cfg
+    engine = args.engine or ("ray" if args.address is not None else cfg.run.engine)
+    address = args.address if args.address is not None else (cfg.run.address if engine == "ray" else None)
+    return dataclasses.replace(cfg, run=dataclasses.replace(cfg.run, engine=engine, address=address))
 
 
 def _cmd_sweep(args: argparse.Namespace) -> int:
@@ -140,15 +164,20 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     The config is sslsteal_fast/sweep/configs/demo.toml.
     """
     # Loaded when the command runs: keeps `sslsteal --help` fast.
-    from sslsteal_fast.sweep import demo_config, run_defense_study
+    from sslsteal_fast.sweep import DefenseStudyConfig, demo_config, run_defense_study
 
     start = time.perf_counter()
     check_out(args.out, "folder")
     summary, failed = _run(demo_config(args.quick), args, start)
     study = None
     if args.defenses:
+        run = _engine_overrides(demo_config(args.quick), args).run  # the study's sweeps run where the demo's did
+        study_cfg = DefenseStudyConfig.quick() if args.quick else DefenseStudyConfig()
         study = run_defense_study(
-            args.out, quick=args.quick, progress=not args.quiet, log=lambda message: info(args, message)
+            args.out,
+            dataclasses.replace(study_cfg, engine=run.engine, address=run.address),
+            progress=not args.quiet,
+            log=lambda message: info(args, message),
         )
         if not args.json:
             print(

@@ -37,21 +37,13 @@ from __future__ import annotations
 
 from sslsteal_fast.serve.ledger import SqliteLedger
 from sslsteal_fast.serve.state import STATE_FILE, KeyRecord, ServerState
+from sslsteal_fast.util.extras import require
 
-__all__ = ["NO_SERVE_EXTRA", "STATE_FILE", "KeyRecord", "ServerState", "SqliteLedger", "require_serve_extra"]
-
-NO_SERVE_EXTRA = "serving needs the serve extra: pip install 'sslsteal_fast[serve]'"
+__all__ = ["STATE_FILE", "KeyRecord", "ServerState", "SqliteLedger", "require_serve_extra"]
 
 
 def require_serve_extra() -> None:
-    """An ImportError naming the extra to install unless FastAPI, uvicorn and httpx are all importable."""
-    import importlib
-
-    missing = []
+    """A :class:`~sslsteal_fast.util.extras.MissingExtra` naming ``pip install 'sslsteal_fast[serve]'``
+    unless FastAPI, uvicorn and httpx are all importable."""
     for module in ("fastapi", "uvicorn", "httpx"):
-        try:
-            importlib.import_module(module)
-        except ImportError:
-            missing.append(module)
-    if missing:
-        raise ImportError(f"{NO_SERVE_EXTRA} (missing: {', '.join(missing)})")
+        require(module, "serve", "sslsteal serve")

@@ -16,6 +16,7 @@ import json
 import math
 import os
 import signal
+import socket
 import sys
 import threading
 import time
@@ -289,6 +290,7 @@ def run_cell(task: CellTask) -> dict[str, Any]:
         "probe_time_s": probe_time,
         "wall_time_s": time.perf_counter() - start,
         "final_loss": None if final is None or not math.isfinite(final) else float(final),
+        "node": socket.gethostname(),
         "config_json": stable_json(result.config),
     }
 

@@ -70,6 +70,7 @@ from pathlib import Path
 from typing import Any
 
 from sslsteal_fast.config import (
+    ENGINES,
     LOSSES,
     MAX_IMAGES,
     THIEF_CLIENT,
@@ -82,7 +83,7 @@ from sslsteal_fast.config import (
 )
 from sslsteal_fast.data import ImageDataset, check_dataset, load_dataset, parse_spec, resolve_spec
 from sslsteal_fast.defenses import make_defense
-from sslsteal_fast.util.checks import check_bool, check_choice, check_positive_int
+from sslsteal_fast.util.checks import check_bool, check_choice, check_int, check_number, check_positive_int
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -224,6 +225,14 @@ class RunConfig:
     id: results agree across devices up to float rounding, so a sweep resumes on any device.
     ``data_root``: the folder ``{data_root}`` stands for in the file's paths (absolute once parsed:
     the ``data_root`` argument of :func:`load_config` when given, else the file's own).
+
+    ``engine``: ``local`` runs cells in this machine's process pool (``workers`` of them); ``ray`` runs
+    each cell as a Ray task (:mod:`.ray_engine`) on a local Ray instance or, with ``address``
+    (``auto``, ``host:port`` or ``ray://host:port``), on an existing cluster. A Ray cell reserves
+    ``num_cpus`` cores (default: ``threads``, else 1) and ``num_gpus`` GPUs (fractions let several small
+    thieves share one; default: ``1 / cells_per_gpu`` on CUDA, else 1 when the cluster has GPUs and
+    ``device`` allows them, else 0). A task whose worker dies is retried up to ``max_retries`` times; a
+    cell that raises is not retried (its error is recorded). None of these enter a cell's id.
     """
 
     workers: int = 1
@@ -232,6 +241,11 @@ class RunConfig:
     device: str = "auto"
     cells_per_gpu: int | None = None
     data_root: str | None = None
+    engine: str = "local"
+    address: str | None = None
+    num_cpus: float | None = None
+    num_gpus: float | None = None
+    max_retries: int = 3
 
     def __post_init__(self) -> None:
         check_positive_int("RunConfig.workers", self.workers)
@@ -243,6 +257,20 @@ class RunConfig:
             check_positive_int("RunConfig.cells_per_gpu", self.cells_per_gpu)
         if self.data_root is not None and (not isinstance(self.data_root, str) or not self.data_root):
             raise ValueError(f"RunConfig.data_root must be a folder path string, got {self.data_root!r}")
+        check_choice("RunConfig.engine", self.engine, ENGINES)
+        if self.address is not None and (not isinstance(self.address, str) or not self.address.strip()):
+            raise ValueError(
+                f"RunConfig.address must be 'auto', 'host:port' or 'ray://host:port', got {self.address!r}"
+            )
+        if self.address is not None and self.engine != "ray":
+            raise ValueError("RunConfig.address is the Ray cluster to join: it needs engine = 'ray'")
+        if self.num_cpus is not None:
+            check_number("RunConfig.num_cpus", self.num_cpus, low=0, strict=True)
+        if self.num_gpus is not None:
+            gpus = check_number("RunConfig.num_gpus", self.num_gpus, low=0)
+            if gpus > 1 and not gpus.is_integer():
+                raise ValueError(f"RunConfig.num_gpus above 1 must be a whole number of GPUs, got {self.num_gpus!r}")
+        check_int("RunConfig.max_retries", self.max_retries, low=0)
 
 
 @dataclass(frozen=True)

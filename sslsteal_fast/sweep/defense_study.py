@@ -149,6 +149,8 @@ class DefenseStudyConfig:
     seed: int = 0
     seeds: tuple[int, ...] = (0, 1, 2)
     workers: int = 2
+    engine: str = "local"
+    address: str | None = None
 
     def __post_init__(self) -> None:
         for name in ("victim_count", "steal_epochs", "honest_train", "honest_test", "di_fit", "di_eval", "workers"):
@@ -278,7 +280,12 @@ def _sweep_raw(
             "strategy": strategy,
         },
         "defenses": {"center": "private"},
-        "run": {"workers": cfg.workers, "save_encoders": keep},
+        "run": {
+            "workers": cfg.workers,
+            "save_encoders": keep,
+            "engine": cfg.engine,
+            **({} if cfg.address is None else {"address": cfg.address}),
+        },
     }
 
 

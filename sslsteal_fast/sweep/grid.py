@@ -11,6 +11,7 @@ from __future__ import annotations
 import itertools
 import multiprocessing
 import os
+import socket
 import traceback
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
@@ -22,11 +23,14 @@ import torch
 from sslsteal_fast.models import build_encoder
 from sslsteal_fast.sweep.cell import CellTask, init_worker, run_cell, set_worker_device
 from sslsteal_fast.sweep.config import DatasetRef, SweepConfig
+from sslsteal_fast.sweep.store import ResultStore
 from sslsteal_fast.util.progress import progress_bar
 from sslsteal_fast.victim.train import resolve_device
 
 __all__ = [
+    "RUN_DEPENDENT_COLUMNS",
     "Cell",
+    "CellSink",
     "WorkerPlan",
     "available_cores",
     "cell_key",
@@ -165,75 +169,119 @@ def plan_device_workers(
     return WorkerPlan(workers, min(threads, per) if threads is not None else per, tuple(order[:workers]))
 
 
+#: Row columns that differ between two runs of the same cell (when and where it ran).
+RUN_DEPENDENT_COLUMNS = frozenset({"steal_time_s", "probe_time_s", "wall_time_s", "node", "finished_at"})
+
+
+class CellSink:
+    """Where finished cells land, whatever the engine: the sweep's single writer of ``store``.
+
+    :meth:`done` commits a row (one transaction), :meth:`fail` records a failed attempt; both move the
+    progress bar. A cell that lands twice (a retried task whose first attempt also finished) keeps
+    its first row; if the second disagrees on a result column, that is logged as a determinism bug.
+    """
+
+    def __init__(self, store: ResultStore, total: int, *, progress: bool, log: Log) -> None:
+        self.store = store
+        self.log = log
+        self.failed: list[str] = []
+        self.duplicates = 0
+        self._bar = progress_bar(total=total, desc="sweep cells", unit="cell", disable=not progress)
+
+    def done(self, task: CellTask, row: dict[str, Any]) -> None:
+        """Commit ``row``, the result of ``task``."""
+        if not self.store.insert_cell(row):
+            self.duplicates += 1
+            self._compare(row)
+        where = f" on {row['node']}" if row.get("node") else ""
+        self._bar.set_postfix_str(
+            f"{task.loss} {task.query_dataset} b={task.budget}: top1={row['probe_top1']:.3f}{where}"
+        )
+        self._bar.update()
+
+    def fail(self, task: CellTask, error: str, node: str | None = None) -> None:
+        """Record that ``task`` failed with ``error`` (a traceback, or the engine's message)."""
+        self.store.record_failure(task.cell_id, error, node)
+        self.failed.append(task.cell_id)
+        where = f" on {node}" if node else ""
+        self.log(
+            f"sweep: cell {task.loss}/{task.query_dataset}/budget {task.budget}/seed {task.seed} failed{where}:\n{error}"
+        )
+        self._bar.update()
+
+    def close(self) -> None:
+        self._bar.close()
+
+    def _compare(self, row: dict[str, Any]) -> None:
+        first = self.store.cells({row["cell_id"]})[0]
+        differ = sorted(k for k, v in row.items() if k not in RUN_DEPENDENT_COLUMNS and first.get(k) != v)
+        if differ:
+            self.log(
+                f"sweep: WARNING cell {row['cell_id']} finished twice with different {', '.join(differ)}; "
+                "the first result is kept"
+            )
+
+
 def execute(
     tasks: list[CellTask],
-    commit: Callable[[dict[str, Any]], None],
+    sink: CellSink,
     workers: int,
     threads: int,
     *,
-    progress: bool,
-    log: Log,
     devices: tuple[str, ...] | None = None,
 ) -> list[str]:
-    """Run ``tasks`` (in-process when workers == 1, else a spawn process pool), ``commit`` each finished row.
+    """Run ``tasks`` (in-process when workers == 1, else a spawn process pool) into ``sink``.
 
     Worker i runs its cells on ``devices[i]`` (None: each task's own ``device``); a worker keeps its
     inputs on its device for all its cells. A cell that raises does not stop the others: its
-    traceback is logged and its id returned.
+    traceback is recorded and its id returned.
     """
-    bar = progress_bar(total=len(tasks), desc="sweep cells", unit="cell", disable=not progress)
-    failed: list[str] = []
+    failed_before = len(sink.failed)
 
     def finish(task: CellTask, row: dict[str, Any] | None, error: str | None) -> None:
         if row is not None:
-            commit(row)
-            bar.set_postfix_str(f"{task.loss} {task.query_dataset} b={task.budget}: top1={row['probe_top1']:.3f}")
+            sink.done(task, row)
         else:
-            failed.append(task.cell_id)
-            log(f"sweep: cell {task.loss}/{task.query_dataset}/budget {task.budget}/seed {task.seed} failed:\n{error}")
-        bar.update()
+            sink.fail(task, error or "unknown error", socket.gethostname())
 
-    try:
-        if workers == 1:
-            previous = torch.get_num_threads()
-            torch.set_num_threads(threads)
-            set_worker_device(devices[0] if devices else None)
-            try:
-                for task in tasks:
-                    try:
-                        row = run_cell(task)
-                    except Exception:  # noqa: BLE001 - a failed cell must not stop the others
-                        finish(task, None, traceback.format_exc())
-                    else:
-                        finish(task, row, None)
-            finally:
-                torch.set_num_threads(previous)
-                set_worker_device(None)
-            return failed
-        ctx = multiprocessing.get_context("spawn")
-        # Workers die with this process, even SIGKILLed (init_worker -> die_with_parent). The kernel's
-        # parent-death signal follows the thread that started them: here, submit() in this call, which
-        # outlives the pool (shut down below), and no worker is started later (no max_tasks_per_child).
-        # Each worker takes its device from this queue once, when it starts.
-        slots = ctx.Queue()
-        for d in devices if devices else (None,) * workers:
-            slots.put(d)
-        pool = ProcessPoolExecutor(
-            max_workers=workers, mp_context=ctx, initializer=init_worker, initargs=(threads, os.getpid(), slots)
-        )
+    if workers == 1:
+        previous = torch.get_num_threads()
+        torch.set_num_threads(threads)
+        set_worker_device(devices[0] if devices else None)
         try:
-            running: dict[Future[dict[str, Any]], CellTask] = {pool.submit(run_cell, t): t for t in tasks}
-            while running:
-                finished, _ = wait(running, return_when=FIRST_COMPLETED)
-                for fut in finished:
-                    task = running.pop(fut)
-                    exc = fut.exception()
-                    if exc is None:
-                        finish(task, fut.result(), None)
-                    else:
-                        finish(task, None, "".join(traceback.format_exception(exc)))
+            for task in tasks:
+                try:
+                    row = run_cell(task)
+                except Exception:  # noqa: BLE001 - a failed cell must not stop the others
+                    finish(task, None, traceback.format_exc())
+                else:
+                    finish(task, row, None)
         finally:
-            pool.shutdown(wait=True, cancel_futures=True)
-        return failed
+            torch.set_num_threads(previous)
+            set_worker_device(None)
+        return sink.failed[failed_before:]
+    ctx = multiprocessing.get_context("spawn")
+    # Workers die with this process, even SIGKILLed (init_worker -> die_with_parent). The kernel's
+    # parent-death signal follows the thread that started them: here, submit() in this call, which
+    # outlives the pool (shut down below), and no worker is started later (no max_tasks_per_child).
+    # Each worker takes its device from this queue once, when it starts.
+    slots = ctx.Queue()
+    for d in devices if devices else (None,) * workers:
+        slots.put(d)
+    pool = ProcessPoolExecutor(
+        max_workers=workers, mp_context=ctx, initializer=init_worker, initargs=(threads, os.getpid(), slots)
+    )
+    try:
+        running: dict[Future[dict[str, Any]], CellTask] = {pool.submit(run_cell, t): t for t in tasks}
+        while running:
+            finished, _ = wait(running, return_when=FIRST_COMPLETED)
+            for fut in finished:
+                task = running.pop(fut)
+                exc = fut.exception()
+                if exc is None:
+                    finish(task, fut.result(), None)
+                else:
+                    finish(task, None, "".join(traceback.format_exception(exc)))
     finally:
-        bar.close()
+        pool.shutdown(wait=True, cancel_futures=True)
+    return sink.failed[failed_before:]

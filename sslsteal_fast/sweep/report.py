@@ -78,6 +78,7 @@ CSV_COLUMNS = (
     "probe_time_s",
     "wall_time_s",
     "final_loss",
+    "node",
 )
 
 #: Metrics aggregated over seeds: the stolen copy's accuracies, each also as a share of the victim's
@@ -220,6 +221,8 @@ def summarize(run: SweepRun, rows: list[dict[str, Any]], timings: dict[str, floa
             "resumed": run.resumed,
             "failed": len(run.failed),
         },
+        "engine": {"name": run.engine, **run.engine_info},
+        "nodes": sorted({r["node"] for r in rows if r.get("node")}),
         "workers": run.workers,
         "threads_per_worker": run.threads,
         "timings_s": {k: round(x, 3) for k, x in timings.items()},

@@ -10,7 +10,8 @@ Order of work (everything before the cells is computed once and cached in ``--ou
 3. **Answers** (query-once): per query set and defense, the victim answers those images once.
 4. **Evaluations**: the victim's own probes, the untrained floor, the honest user per defense.
 5. **Cells**: each (loss, budget, query set, seed, defense) steals and probes in a worker
-   (:mod:`.cell`, :mod:`.grid`); the parent commits one row per finished cell
+   (:mod:`.cell`): a process of this machine's pool (:mod:`.grid`, ``engine = "local"``) or a Ray
+   task (:mod:`.ray_engine`, ``engine = "ray"``). The parent commits one row per finished cell
    (:class:`.store.ResultStore`), so a killed sweep resumes where it stopped.
 
 With ``strategy = "augmented"`` cells cannot share answers (augmented views are random per cell and
@@ -20,6 +21,7 @@ are recorded.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import time
 from collections.abc import Callable
@@ -32,7 +34,17 @@ from sslsteal_fast.sweep import inputs
 from sslsteal_fast.sweep.artifacts import PreparedVictim, prepare_victim
 from sslsteal_fast.sweep.cell import CellTask, cached_tensors, defense_key, detections_file
 from sslsteal_fast.sweep.config import SweepConfig
-from sslsteal_fast.sweep.grid import Cell, cell_key, cell_memory_bytes, execute, expand_grid, plan_device_workers
+from sslsteal_fast.sweep.grid import (
+    Cell,
+    CellSink,
+    WorkerPlan,
+    cell_key,
+    cell_memory_bytes,
+    execute,
+    expand_grid,
+    plan_device_workers,
+)
+from sslsteal_fast.sweep.ray_engine import RaySession, cell_resources, ray_session, run_ray_cells
 from sslsteal_fast.sweep.store import ResultStore
 from sslsteal_fast.util.files import stable_hash
 from sslsteal_fast.victim.train import resolve_device
@@ -60,6 +72,8 @@ class SweepRun:
     threads: int
     timings: dict[str, float] = field(default_factory=dict)
     overlap: dict[str, int] = field(default_factory=dict)
+    engine: str = "local"
+    engine_info: dict[str, Any] = field(default_factory=dict)
 
 
 def _cell_bytes(cfg: SweepConfig, query_paths: dict[str, Path]) -> int:
@@ -87,7 +101,13 @@ def run_sweep(cfg: SweepConfig, out: str | Path, *, progress: bool = True, log: 
     A failing cell does not stop the others: its traceback is logged, its id is listed in
     ``SweepRun.failed`` and the next run retries it. Committed cells are never rerun.
     """
-    out = Path(out)
+    with contextlib.ExitStack() as stack:
+        # The Ray session comes first: a bad cluster address fails before any data or victim work.
+        session = stack.enter_context(ray_session(cfg.run, log=log)) if cfg.run.engine == "ray" else None
+        return _run(cfg, Path(out), session, progress=progress, log=log)
+
+
+def _run(cfg: SweepConfig, out: Path, session: RaySession | None, *, progress: bool, log: Log) -> SweepRun:
     out.mkdir(parents=True, exist_ok=True)
     timings: dict[str, float] = {}
     t_start = time.perf_counter()
@@ -139,14 +159,18 @@ def run_sweep(cfg: SweepConfig, out: str | Path, *, progress: bool = True, log: 
         }
         timings["victim_eval_s"] = time.perf_counter() - t
 
-        plan = plan_device_workers(
-            cfg.run.device,
-            cfg.run.workers,
-            cfg.run.threads,
-            len(pending),
-            per_cell_bytes=_cell_bytes(cfg, query_paths) if resolve_device(cfg.run.device).type == "cuda" else 0,
-            cells_per_gpu=cfg.run.cells_per_gpu,
-        )
+        if session is None:
+            plan = plan_device_workers(
+                cfg.run.device,
+                cfg.run.workers,
+                cfg.run.threads,
+                len(pending),
+                per_cell_bytes=_cell_bytes(cfg, query_paths) if resolve_device(cfg.run.device).type == "cuda" else 0,
+                cells_per_gpu=cfg.run.cells_per_gpu,
+            )
+        else:  # Ray places the cells; the task options set their threads and device
+            res = cell_resources(cfg.run, session.ray.nodes())
+            plan = WorkerPlan(min(res.slots, max(1, len(pending))), res.threads, (res.device,))
         workers, threads = plan.workers, plan.threads
         tasks = [
             CellTask(
@@ -181,11 +205,18 @@ def run_sweep(cfg: SweepConfig, out: str | Path, *, progress: bool = True, log: 
         t = time.perf_counter()
         failed: list[str] = []
         if tasks:
-            where = ", ".join(f"{plan.devices.count(d)} on {d}" for d in dict.fromkeys(plan.devices))
-            log(f"sweep: {len(tasks)} cells to run on {workers} worker(s) ({where}) x {threads} torch thread(s)")
-            failed = execute(
-                tasks, store.insert_cell, workers, threads, progress=progress, log=log, devices=plan.devices
-            )
+            sink = CellSink(store, len(tasks), progress=progress, log=log)
+            try:
+                if session is not None:
+                    failed = run_ray_cells(session, tasks, sink, cfg.run)
+                else:
+                    where = ", ".join(f"{plan.devices.count(d)} on {d}" for d in dict.fromkeys(plan.devices))
+                    log(
+                        f"sweep: {len(tasks)} cells to run on {workers} worker(s) ({where}) x {threads} torch thread(s)"
+                    )
+                    failed = execute(tasks, sink, workers, threads, devices=plan.devices)
+            finally:
+                sink.close()
         timings["cells_s"] = time.perf_counter() - t
     timings["sweep_s"] = time.perf_counter() - t_start
     return SweepRun(
@@ -203,4 +234,6 @@ def run_sweep(cfg: SweepConfig, out: str | Path, *, progress: bool = True, log: 
         threads=threads,
         timings=timings,
         overlap=overlap,
+        engine=cfg.run.engine,
+        engine_info={} if session is None else {"address": session.address, **session.traffic},
     )

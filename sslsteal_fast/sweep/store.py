@@ -8,7 +8,8 @@ committed row survives a SIGKILL (or power loss) of the writer. A database writt
 version gains the columns it lacks when opened.
 
 Besides ``cells``, a small ``kv`` table holds sweep-level facts computed once (the victim's probe
-accuracy, the honest user's) so a resumed sweep reuses them.
+accuracy, the honest user's) so a resumed sweep reuses them, and ``failures`` keeps every failed
+attempt of a cell (its error, where and when), including those a later run retried successfully.
 """
 
 from __future__ import annotations
@@ -57,6 +58,7 @@ CELL_COLUMNS: tuple[tuple[str, str], ...] = (
     ("probe_time_s", "REAL NOT NULL"),
     ("wall_time_s", "REAL NOT NULL"),
     ("final_loss", "REAL"),
+    ("node", "TEXT"),
     ("config_json", "TEXT NOT NULL"),
     ("finished_at", "REAL NOT NULL"),
 )
@@ -73,6 +75,10 @@ class ResultStore:
         with transaction(self._conn) as conn:
             conn.execute(f"CREATE TABLE IF NOT EXISTS cells (\n  {columns}\n)")
             conn.execute("CREATE TABLE IF NOT EXISTS kv (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+            conn.execute(
+                "CREATE TABLE IF NOT EXISTS failures (cell_id TEXT NOT NULL, node TEXT, error TEXT NOT NULL, "
+                "failed_at REAL NOT NULL)"
+            )
             have = {row[1] for row in conn.execute("PRAGMA table_info(cells)")}
             for name, sqltype in CELL_COLUMNS:
                 if name not in have:  # an older store: add the column, NULL in its old rows
@@ -108,6 +114,19 @@ class ResultStore:
                 [values[n] for n in names],
             )
             return cur.rowcount == 1
+
+    def record_failure(self, cell_id: str, error: str, node: str | None = None) -> None:
+        """Keep one failed attempt of ``cell_id`` (its traceback or Ray's error), atomically."""
+        with transaction(self._conn) as conn:
+            conn.execute(
+                "INSERT INTO failures (cell_id, node, error, failed_at) VALUES (?, ?, ?, ?)",
+                (cell_id, node, error, time.time()),
+            )
+
+    def failures(self, ids: set[str] | None = None) -> list[dict[str, Any]]:
+        """Recorded failed attempts (all, or those of cells in ``ids``), oldest first."""
+        rows = [dict(r) for r in self._conn.execute("SELECT * FROM failures ORDER BY rowid")]
+        return rows if ids is None else [r for r in rows if r["cell_id"] in ids]
 
     def cells(self, ids: set[str] | None = None) -> list[dict[str, Any]]:
         """Committed cells (all, or those in ``ids``) as dicts, in insertion order."""

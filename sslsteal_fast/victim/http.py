@@ -38,18 +38,18 @@ from typing import Any
 import numpy as np
 import torch
 
-try:  # the serve extra: pip install 'sslsteal_fast[serve]'
+try:  # the serve extra: pip install 'sslsteal_fast[serve]' (require_httpx says so when it is missing)
     import httpx
 except ImportError:  # the rest of the package works without it
     httpx = None  # type: ignore[assignment]
 
 from sslsteal_fast.util.checks import check_client, check_int, check_number
+from sslsteal_fast.util.extras import require
 from sslsteal_fast.victim import wire
 from sslsteal_fast.victim.billing import BudgetExceeded
 
-__all__ = ["NO_SERVE_EXTRA", "HttpVictim", "read_key", "require_httpx"]
+__all__ = ["HttpVictim", "read_key", "require_httpx"]
 
-NO_SERVE_EXTRA = "the HTTP API needs the serve extra: pip install 'sslsteal_fast[serve]'"
 #: Header names of the API (also the server's).
 REQUEST_ID = "X-Request-Id"
 BILLED = "X-Billed"
@@ -59,10 +59,8 @@ REPLAYED = "X-Replayed"
 
 
 def require_httpx() -> Any:
-    """The ``httpx`` module; an ImportError naming the extra to install when it is missing."""
-    if httpx is None:
-        raise ImportError(NO_SERVE_EXTRA)
-    return httpx
+    """The ``httpx`` module; a :class:`~sslsteal_fast.util.extras.MissingExtra` naming the extra when it is missing."""
+    return require("httpx", "serve", "HttpVictim")
 
 
 def read_key(path: str | os.PathLike[str]) -> str:

@@ -14,8 +14,8 @@ import pytest
 
 from sslsteal_fast.cli import main
 from sslsteal_fast.serve.process import ServerProcess
+from sslsteal_fast.util.extras import MissingExtra
 from sslsteal_fast.victim import HttpVictim, OnnxVictim
-from sslsteal_fast.victim import http as http_victim
 from tests.helpers import add_keys
 
 Start = Callable[..., ServerProcess]
@@ -98,6 +98,6 @@ def test_without_the_serve_extra_serve_says_how_to_install_it(tmp_path: Path, en
 
 
 def test_without_httpx_http_victim_says_how_to_install_it(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(http_victim, "httpx", None)
-    with pytest.raises(ImportError, match=r"pip install 'sslsteal_fast\[serve\]'"):
+    monkeypatch.setitem(sys.modules, "httpx", None)  # as if it were not installed
+    with pytest.raises(MissingExtra, match=r"pip install 'sslsteal_fast\[serve\]'"):
         HttpVictim("http://127.0.0.1:9", "ssk_0123456789abcdef_secret")

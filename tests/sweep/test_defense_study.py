@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 from pathlib import Path
 
 import pytest
 
 from sslsteal_fast.sweep import DefenseStudyConfig, run_defense_study
+from sslsteal_fast.sweep.config import parse_config
+from sslsteal_fast.sweep.defense_study import _sweep_raw
 
 TINY = DefenseStudyConfig(
     victim_count=200,
@@ -100,3 +103,11 @@ def test_defense_study_runs_on_the_sweep_grid(tmp_path: Path, monkeypatch: pytes
     for sweep in ("plain", "augmented", "watermark", "memorising"):
         summary = json.loads((out / "defense-study" / sweep / "summary.json").read_text())
         assert summary["cells"]["ran_this_run"] == 0 and summary["cells"]["resumed"] == summary["cells"]["total"]
+
+
+def test_the_study_sweeps_run_on_the_engine_it_is_given() -> None:
+    cfg = DefenseStudyConfig.quick()
+    ray = dataclasses.replace(cfg, engine="ray", address="auto")
+    for study, engine, address in ((cfg, "local", None), (ray, "ray", "auto")):
+        run = parse_config(_sweep_raw(study, "plain", ["none"], strategy="query-once", watermark=False)).run
+        assert (run.engine, run.address) == (engine, address)
