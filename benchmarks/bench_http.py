@@ -16,7 +16,8 @@ Measured side by side in one run:
   clients (``HttpVictim``: retries on connection errors, asks for receipts before sending a request
   again) carry on. The usage each key reports must equal what its clients received.
 
-    PYTHONPATH=. python benchmarks/bench_http.py [--quick] [--rounds 3] [--out FILE.md] [--json FILE]
+    PYTHONPATH=. python benchmarks/bench_http.py [--quick] [--rounds 3] [--clients 1 8 64] [--batches 1 16 256]
+        [--out FILE.md] [--json FILE]
 
 Exits 1 if a billing check fails. ``--quick`` (the test suite's smoke test) serves the small
 encoder at 16x16 to 1 and 8 clients with short loads.
@@ -261,12 +262,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="small encoder, short loads (the smoke test)")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--seconds", type=float, default=4.0, help="length of each load")
+    parser.add_argument("--clients", type=int, nargs="+", default=None, help="concurrent clients (default 1 8 64)")
+    parser.add_argument("--batches", type=int, nargs="+", default=None, help="images per request (default 1 16 256)")
     parser.add_argument("--out", type=Path, default=None)
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args(argv)
     arch, size = ("small", 16) if args.quick else ("resnet18", 32)
-    args.clients = [1, 8] if args.quick else [1, 8, 64]
-    args.batches = [1, 16] if args.quick else [1, 16, 256]
+    args.clients = args.clients or ([1, 8] if args.quick else [1, 8, 64])
+    args.batches = args.batches or ([1, 16] if args.quick else [1, 16, 256])
     if args.quick:
         args.rounds, args.seconds = 1, 0.5
     shape = (3, size, size)
