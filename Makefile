@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.sslsteal-installed
 # The ONNX Runtime extra: gpu (onnxruntime-gpu) where nvidia-smi sees a GPU, else cpu (onnxruntime).
 ORT_EXTRA ?= $(shell nvidia-smi -L >/dev/null 2>&1 && echo gpu || echo cpu)
 
-.PHONY: victim package-victims demo test bench bench-suite lint format cuda-check gpu-check dist-check install clean
+.PHONY: victim package-victims demo test bench bench-http bench-suite lint format cuda-check gpu-check dist-check install clean
 
 # A virtualenv with torch and the package built in place (C++ extension included).
 $(STAMP): setup.py pyproject.toml $(wildcard csrc/*.cpp csrc/*.h csrc/cpu/*.cpp csrc/cpu/*.h csrc/cuda/*.cu csrc/cuda/*.cuh csrc/cuda/*.h csrc/cuda/*.cpp)
@@ -39,6 +39,10 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(PY) benchmarks/run.py --out .benchmarks-cpu.md
 	$(PY) benchmarks/bench_cli.py
+
+# The HTTP encoder API under load (a real `sslsteal serve` process; about 20 minutes on 2 cores).
+bench-http: $(STAMP)
+	$(PY) benchmarks/bench_http.py --out .benchmarks-http.md
 
 # The same ops as pytest-benchmark suites (save/compare runs with --benchmark-autosave / --benchmark-compare).
 bench-suite: $(STAMP)

@@ -200,6 +200,18 @@ class ConvThief(nn.Module):
         return F.relu(self.bn(self.conv(x))).mean(dim=(2, 3))
 
 
+def add_keys(state: Path, **clients: dict) -> dict[str, str]:
+    """API keys in the server state folder ``state``: ``{client: key}`` for clients given as
+    ``name={"budget": N, "defenses": [...], "rate_limit": R}``."""
+    from sslsteal_fast.serve import ServerState
+
+    with ServerState(state) as s:
+        return {
+            name: s.add_key(name, spec.get("budget"), spec.get("defenses", ()), spec.get("rate_limit"))
+            for name, spec in clients.items()
+        }
+
+
 # ------------------------------------------------------------------------ datasets in their on-disk formats
 
 

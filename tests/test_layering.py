@@ -3,8 +3,8 @@
 Layers, bottom to top (a package may import only from layers below it, function-level imports
 included): the version, neutral helpers and test support; the configuration; the native ops; data;
 models; the victim (training, export, serving and the defense plug-in protocol); the defenses that
-plug into it; attacks; probes; ownership tests; experiments (sweeps); the command line; and the
-package root, the facade that re-exports ``ops``.
+plug into it; the HTTP API serving a defended victim; attacks; probes; ownership tests; experiments
+(sweeps); the command line; and the package root, the facade that re-exports ``ops``.
 """
 
 from __future__ import annotations
@@ -26,13 +26,14 @@ LAYERS: dict[str, int] = {
     "models": 5,
     "victim": 6,
     "defenses": 7,
-    "attacks": 8,
-    "probes": 9,
-    "ownership": 10,
-    "sweep": 11,
-    "cli": 12,
-    "": 13,  # sslsteal_fast/__init__.py
-    "__main__": 13,  # `python -m sslsteal_fast`, part of the facade
+    "serve": 8,  # the HTTP API: the victim's billing and the defenses behind keys
+    "attacks": 9,
+    "probes": 10,
+    "ownership": 11,
+    "sweep": 12,
+    "cli": 13,
+    "": 14,  # sslsteal_fast/__init__.py
+    "__main__": 14,  # `python -m sslsteal_fast`, part of the facade
 }
 #: The compiled extension is the ops' native half.
 ALIASES = {"_C": "ops"}

@@ -15,14 +15,14 @@ import sys
 from collections.abc import Sequence
 
 from sslsteal_fast._version import __version__
-from sslsteal_fast.cli import attacks, ownership, probes, sweep, victim
+from sslsteal_fast.cli import attacks, ownership, probes, serve, sweep, victim
 from sslsteal_fast.cli.common import CommandLineParser, UsageError
 from sslsteal_fast.cli.errors import expected_error, one_line
 
 __all__ = ["EXIT_ERROR", "EXIT_INTERRUPTED", "build_parser", "main"]
 
 # In the order they appear in --help: the pipeline's order.
-STAGES = (victim, attacks, probes, sweep, ownership)
+STAGES = (victim, serve, attacks, probes, sweep, ownership)
 
 #: Exit status of a usage error or an expected failure (argparse's convention).
 EXIT_ERROR = 2

@@ -1,4 +1,4 @@
-"""``sslsteal steal``: steal a served (ONNX) victim encoder, optionally defended, into a checkpoint."""
+"""``sslsteal steal``: steal a served victim encoder (an ONNX file, optionally defended, or an HTTP API) into a checkpoint."""
 
 from __future__ import annotations
 
@@ -48,7 +48,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         epilog="example: sslsteal steal --victim victim.onnx --queries shapes-ood --budget 1000 "
         "--loss info_nce --epochs 20 --out stolen/ood-1000",
     )
-    p.add_argument("--victim", required=True, type=Path, metavar="MODEL.onnx", help="the served victim")
+    p.add_argument(
+        "--victim",
+        required=True,
+        metavar="MODEL.onnx|URL",
+        help="the served victim: an ONNX file, or the URL of an encoder API (sslsteal serve) with --key-file",
+    )
+    p.add_argument(
+        "--key-file", type=Path, default=None, metavar="FILE", help="the API key of a --victim URL (sslsteal keys add)"
+    )
     p.add_argument(
         "--queries",
         required=True,
@@ -135,6 +143,32 @@ def _check_batches(cfg: StealConfig) -> None:
         )
 
 
+def _is_url(victim: str) -> bool:
+    return victim.startswith(("http://", "https://"))
+
+
+def _victim(args: argparse.Namespace) -> Any:
+    """The victim ``--victim`` names: an OnnxVictim of a file, or an HttpVictim of a URL with ``--key-file``."""
+    # Loaded when the command runs: keeps `sslsteal --help` fast.
+    from sslsteal_fast.victim import OnnxVictim
+    from sslsteal_fast.victim.http import HttpVictim, read_key
+
+    if _is_url(args.victim):
+        if args.key_file is None:
+            raise ValueError(f"--victim {args.victim} is an API: give its key with --key-file FILE")
+        if args.defense or args.defense_state or args.defense_center:
+            raise ValueError(
+                "--defense, --defense-state and --defense-center apply to an ONNX file; an API's defenses are "
+                "its server's (sslsteal keys add --defense)"
+            )
+        return HttpVictim(args.victim, read_key(args.key_file))
+    refuse_stray("a --victim URL", ["--key-file"] if args.key_file is not None else [])
+    path = Path(args.victim)
+    if not path.is_file():
+        raise FileNotFoundError(f"--victim {path}: no such ONNX file (export one with `sslsteal export`)")
+    return OnnxVictim(path)
+
+
 def _defended_victim(args: argparse.Namespace, victim: Any) -> Any:
     """``victim`` itself, or an OnnxVictim of the same file serving through ``--defense``."""
     # Loaded when the command runs: keeps `sslsteal --help` fast.
@@ -156,10 +190,10 @@ def _defended_victim(args: argparse.Namespace, victim: Any) -> Any:
 
 
 def _cmd_steal(args: argparse.Namespace) -> int:
-    """Steal a victim encoder served from an ONNX file, under a query budget.
+    """Steal a victim encoder served from an ONNX file or an HTTP API, under a query budget.
 
     Query a victim encoder (an ONNX file from `sslsteal export`, served with exact billing, through
-    --defense if given) with the first BUDGET images of a query set, train a fresh encoder of
+    --defense if given; or the URL of a `sslsteal serve` API with --key-file) with the first BUDGET images of a query set, train a fresh encoder of
     architecture ARCH to reproduce its answers (with a linear head when its dimension is not the
     victim's), and save it as OUT.safetensors + OUT.json (metadata
     records billed queries, victim forward passes, defenses, loss history and the full configuration).
@@ -168,7 +202,6 @@ def _cmd_steal(args: argparse.Namespace) -> int:
     """
     # Loaded when the command runs: keeps `sslsteal --help` fast.
     from sslsteal_fast.attacks import steal
-    from sslsteal_fast.victim import OnnxVictim
 
     fields = {f.name for f in dataclasses.fields(StealConfig)} - {"device", "augment"}
     cfg = StealConfig(
@@ -178,9 +211,7 @@ def _cmd_steal(args: argparse.Namespace) -> int:
     )
     _check_batches(cfg)
     check_out(args.out, "prefix", overwrite=args.overwrite, suffixes=OUT_SUFFIXES)
-    if not args.victim.is_file():
-        raise FileNotFoundError(f"--victim {args.victim}: no such ONNX file (export one with `sslsteal export`)")
-    victim = OnnxVictim(args.victim)
+    victim = _victim(args)
     queries = load_for_input(args.queries, args.split, victim.input_shape, "--queries")
     served = _defended_victim(args, victim)
     result = steal(served, queries, cfg, progress=not args.quiet)

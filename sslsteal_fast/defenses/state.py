@@ -31,7 +31,7 @@ from __future__ import annotations
 import os
 import sqlite3
 import threading
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 
 import numpy as np
@@ -62,17 +62,21 @@ class DefenseState:
     Args:
         path: the database file (created with its folder), or ``":memory:"`` for a throw-away store.
         timeout: seconds to wait for another connection's transaction on the same file.
+        synchronous: SQLite's ``synchronous`` setting: ``NORMAL`` (a commit survives a crash of the
+            process) or ``FULL`` (a power cut too; what an API's bills use).
 
     Raises:
         ValueError: ``path`` exists but is not a SQLite database (the message names it).
     """
 
-    def __init__(self, path: str | os.PathLike[str] = ":memory:", *, timeout: float = 60.0) -> None:
+    def __init__(
+        self, path: str | os.PathLike[str] = ":memory:", *, timeout: float = 60.0, synchronous: str = "NORMAL"
+    ) -> None:
         self.path = str(path)
         self._lock = threading.RLock()
         self._undo: list[list[Callable[[], None]]] = []  # one list per open (nested) transaction
         try:
-            self._conn = connect(self.path, synchronous="NORMAL", shared=True, timeout=timeout)
+            self._conn = connect(self.path, synchronous=synchronous, shared=True, timeout=timeout)
             self._conn.executescript(_SCHEMA)
         except sqlite3.OperationalError as exc:
             if "locked" in str(exc) or "busy" in str(exc):
@@ -140,6 +144,11 @@ class DefenseState:
             self._conn.execute(f"RELEASE {name}")
             raise
         self._conn.execute(f"RELEASE {name}")
+
+    def read(self, sql: str, params: Sequence[object] = ()) -> list[tuple]:
+        """The rows of one read-only statement, under the store's lock (what other tables in the file need)."""
+        with self._lock:
+            return self._conn.execute(sql, tuple(params)).fetchall()
 
     def on_rollback(self, undo: Callable[[], None]) -> None:
         """Call ``undo`` if the open transaction is rolled back (to revert what a defense keeps in memory)."""

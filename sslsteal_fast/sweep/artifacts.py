@@ -1,4 +1,4 @@
-"""The served victim a sweep attacks: an ONNX file given, a checkpoint exported, or a victim trained (cached).
+"""The served victim a sweep attacks: an ONNX file given, a checkpoint exported, a victim trained (cached), or an API.
 
 A ``[victim.train]`` victim (with its optional watermark) comes from the victim cache
 (:func:`sslsteal_fast.victim.trained_victim`), shared with every other experiment: trained once per
@@ -17,7 +17,8 @@ from sslsteal_fast.models import checkpoint_paths, load_checkpoint
 from sslsteal_fast.ownership import WatermarkHook
 from sslsteal_fast.sweep.config import DatasetRef, VictimSource
 from sslsteal_fast.util.files import atomic_write, file_sha256
-from sslsteal_fast.victim import export_onnx, read_metadata, trained_victim
+from sslsteal_fast.victim import HttpVictim, OnnxVictim, Victim, export_onnx, read_metadata, trained_victim
+from sslsteal_fast.victim.http import read_key
 
 __all__ = ["PreparedVictim", "prepare_victim"]
 
@@ -27,22 +28,39 @@ class PreparedVictim:
     """The served victim a sweep attacks.
 
     Attributes:
-        onnx: path of the ONNX file every query goes through (``OnnxVictim``).
-        sha256: hash of that file: the victim's identity in cell ids and cache keys.
-        source: ``"onnx"``, ``"checkpoint"``, ``"trained"`` (this run) or ``"cache"`` (an earlier run).
+        onnx: path of the ONNX file every query goes through (``OnnxVictim``); None for an API.
+        sha256: hash of that file (an API's: the one its server reports): the victim's identity in
+            cell ids and cache keys.
+        source: ``"onnx"``, ``"checkpoint"``, ``"trained"`` (this run), ``"cache"`` (an earlier run) or
+            ``"url"`` (an encoder API, queried with ``key``).
         train_size: images the victim was trained on, when known.
         train_time_s: seconds spent training it in this run (0 if it came from a file or the cache).
         metadata: what is known about it (checkpoint metadata, ONNX metadata_props).
         checkpoint: its checkpoint prefix when there is one (a watermarked victim's head sits next to it).
     """
 
-    onnx: Path
+    onnx: Path | None
     sha256: str
     source: str
     train_size: int | None
     train_time_s: float = 0.0
     metadata: dict[str, Any] = field(default_factory=dict)
     checkpoint: Path | None = None
+    url: str | None = None
+    key: str | None = field(default=None, repr=False)
+
+    def api(self, *, budget: int | None = None, batch_size: int = 256, defenses: Any = ()) -> Victim:
+        """A victim to query: an ``OnnxVictim`` of the file, or an ``HttpVictim`` of the API.
+
+        An API bills its own budget and applies its server's defenses, so it takes neither here.
+        """
+        if self.url is None:
+            assert self.onnx is not None
+            return OnnxVictim(self.onnx, budget=budget, batch_size=batch_size, defenses=defenses)
+        if defenses:
+            raise ValueError("a victim.url API is defended by its server; the sweep cannot add defenses to it")
+        assert self.key is not None
+        return HttpVictim(self.url, self.key)
 
     def train_data(self) -> tuple[DatasetRef, str | None] | None:
         """Its training images as recorded in its metadata, and their recorded hash (None if not recorded).
@@ -70,7 +88,12 @@ class PreparedVictim:
 def prepare_victim(
     spec: VictimSource, out: Path, *, progress: bool = True, log: Callable[[str], None] = print
 ) -> PreparedVictim:
-    """Resolve ``spec`` to an ONNX file: use it, export a checkpoint into ``out``, or train (cached)."""
+    """Resolve ``spec`` to an ONNX file (use it, export a checkpoint into ``out``, or train, cached) or an API."""
+    if spec.url is not None:
+        assert spec.key_file is not None
+        key = read_key(spec.key_file)
+        with HttpVictim(spec.url, key) as api:
+            return PreparedVictim(None, api.sha256, "url", spec.train_size, url=spec.url, key=key)
     if spec.onnx is not None:
         if not spec.onnx.is_file():
             raise FileNotFoundError(f"victim.onnx: no ONNX model at {spec.onnx}")

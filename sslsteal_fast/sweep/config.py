@@ -12,9 +12,11 @@ A sweep file has these tables (only ``[victim]``, ``[probe]`` and ``[grid]`` are
     slice = [0, 2000]                    # optional [start, stop) rows taken after loading
     count = 5000                         # every other key is passed to load_dataset as an option
 
-    [victim]                             # exactly one of onnx / checkpoint / [victim.train]
+    [victim]                             # exactly one of onnx / checkpoint / url / [victim.train]
     onnx = "victim.onnx"                 # a served model (path relative to this file)
     checkpoint = "runs/victim"           # or a save_checkpoint prefix, exported to ONNX in --out
+    url = "http://127.0.0.1:8000"        # or a running encoder API (sslsteal serve), with
+    key_file = "thief.key"               # the key its answers are billed to (defended by its server)
     train_size = 5000                    # optional: the victim's training-set size (for the table)
     [victim.train]                       # or a victim trained with SimCLR, cached by its config:
     dataset = "shapes"; count = 5000     # any VictimTrainConfig field (sslsteal_fast.config)
@@ -169,13 +171,18 @@ class DatasetRef:
 
 @dataclass(frozen=True)
 class VictimSource:
-    """Where the victim comes from: an ONNX file, a checkpoint prefix, or a SimCLR training run.
+    """Where the victim comes from: an ONNX file, a checkpoint prefix, a SimCLR training run, or an API.
 
     ``train`` (with an optional ``watermark``) is trained once per configuration in the victim cache
-    (:func:`sslsteal_fast.victim.trained_victim`).
+    (:func:`sslsteal_fast.victim.trained_victim`). ``url`` is a running encoder API
+    (``sslsteal serve``) queried with the key in ``key_file``: every query -- the thief's answers
+    and the victim's own evaluation -- goes through that key and is billed to it, and the API's
+    defenses are its server's.
     """
 
     onnx: Path | None = None
+    url: str | None = None
+    key_file: Path | None = None
     checkpoint: Path | None = None
     train: VictimTrainConfig | None = None
     watermark: WatermarkConfig | None = None
@@ -481,18 +488,43 @@ def parse_config(
     _check_keys("defenses", d, {"center"})
     center = ref("defenses.center", d["center"]) if "center" in d else None
 
+    if victim.url is not None:
+        _check_url_victim(grid, steal, center)
     root = None if paths.data_root is None else str(paths.data_root)
     run = _build("run", RunConfig, {**r, "data_root": root})
     return SweepConfig(name, victim, probe, grid, steal, run, center, raw=raw, source=source)
 
 
+def _check_url_victim(grid: GridConfig, steal: StealConfig, center: DatasetRef | None) -> None:
+    """An API victim is defended by its server and answers each query set once (query-once cells only)."""
+    if grid.defenses != ("none",):
+        raise ValueError(
+            "grid.defenses: a victim.url API is defended by its server (sslsteal keys add --defense); "
+            'leave grid.defenses = ["none"]'
+        )
+    if center is not None:
+        raise ValueError("defenses.center: a victim.url API's defenses are its server's; remove [defenses] center")
+    if steal.strategy != "query-once":
+        raise ValueError(
+            f"steal.strategy: {steal.strategy!r} cells query the victim themselves, which a victim.url sweep does "
+            'not do; use strategy = "query-once"'
+        )
+
+
 def _parse_victim(v: dict[str, Any], paths: _Paths) -> VictimSource:
-    _check_keys("victim", v, {"onnx", "checkpoint", "train", "train_size", "batch_size"})
-    sources = [k for k in ("onnx", "checkpoint", "train") if k in v]
+    _check_keys("victim", v, {"onnx", "checkpoint", "url", "key_file", "train", "train_size", "batch_size"})
+    sources = [k for k in ("onnx", "checkpoint", "url", "train") if k in v]
     if len(sources) != 1:
         raise ValueError(
-            "victim: give exactly one of 'onnx' (a served model), 'checkpoint' (a save_checkpoint prefix) "
-            f"or a [victim.train] table; got {sources or 'none'}"
+            "victim: give exactly one of 'onnx' (a served model), 'checkpoint' (a save_checkpoint prefix), "
+            f"'url' (a running encoder API) or a [victim.train] table; got {sources or 'none'}"
+        )
+    url = v.get("url")
+    if url is not None and (not isinstance(url, str) or not url.startswith(("http://", "https://"))):
+        raise ValueError(f"victim.url: expected an http:// or https:// URL, got {url!r}")
+    if (url is None) != ("key_file" not in v):
+        raise ValueError(
+            "victim.key_file: required with victim.url (the API key, e.g. from sslsteal keys add), only then"
         )
     train = watermark = None
     if "train" in v:
@@ -521,6 +553,8 @@ def _parse_victim(v: dict[str, Any], paths: _Paths) -> VictimSource:
                 _check_dataset("victim.train.watermark", watermark.dataset, watermark.split, wm_options)
     return VictimSource(
         onnx=_path("victim.onnx", v["onnx"], paths) if "onnx" in v else None,
+        url=url,
+        key_file=_path("victim.key_file", v["key_file"], paths) if "key_file" in v else None,
         checkpoint=_path("victim.checkpoint", v["checkpoint"], paths) if "checkpoint" in v else None,
         train=train,
         watermark=watermark,

@@ -1,9 +1,10 @@
 """What a sweep computes once, before its cells, and caches in ``--out``: data, victim answers, evaluations.
 
 * **Data**: the probe's train/test images and, per query set, its first ``max(budgets)`` images.
-* **Answers** (query-once): per query set and defense, the victim (an ``OnnxVictim``) answers those
-  images once, through :func:`~sslsteal_fast.victim.query_victim`, billed to the thief; a cell with
-  budget b trains on the first b answers (nested budgets). So the victim's forward passes equal the
+* **Answers** (query-once): per query set and defense, the victim (an ``OnnxVictim``, or an
+  ``HttpVictim`` for a ``victim.url`` API) answers those images once, through
+  :func:`~sslsteal_fast.victim.query_victim`, billed to the thief; a cell with budget b trains on
+  the first b answers (nested budgets). So the victim's forward passes equal the
   unique queries, not the sum of budgets over cells. A cell is still *billed* its budget: what that
   attack would have paid alone. Under a detector the per-row scores and flags are kept too.
   Prototype cells share theirs the same way: per query set, defense and number of views, the victim
@@ -38,7 +39,7 @@ from sslsteal_fast.sweep.cell import OWNER_HEAD, build_defenses, cached_tensors,
 from sslsteal_fast.sweep.config import DatasetRef, SweepConfig
 from sslsteal_fast.sweep.store import ResultStore
 from sslsteal_fast.util.files import load_tensors, safe_filename, save_tensors, stable_hash
-from sslsteal_fast.victim import OnnxVictim, query_victim
+from sslsteal_fast.victim import Victim, query_victim
 
 __all__ = [
     "defense_center",
@@ -152,7 +153,7 @@ def defense_center(cfg: SweepConfig, victim: PreparedVictim, out: Path, *, log: 
     path = out / "victim" / f"center-{key}.safetensors"
     if not path.is_file():
         log(f"sweep: the defenses' centre: the victim's mean answer on {cfg.defense_center.name!r}")
-        api = OnnxVictim(victim.onnx, batch_size=cfg.victim.batch_size)
+        api = victim.api(batch_size=cfg.victim.batch_size)
         answers = query_victim(api, cfg.defense_center.load().images, batch_size=cfg.victim.batch_size)
         save_tensors(path, {"center": answers.mean(0)}, {"rows": int(answers.shape[0])}, header=HEADER)
     return path
@@ -205,9 +206,7 @@ def victim_answers(
         defenses = build_defenses(defense, defense_key(victim.sha256, defense), _str(center_path))
         start = 0 if any(isinstance(d, StatefulDefense) for d in defenses) else have
         per_image = 1 if views is None else views
-        api = OnnxVictim(
-            victim.onnx, budget=(count - start) * per_image, batch_size=cfg.victim.batch_size, defenses=defenses
-        )
+        api = victim.api(budget=(count - start) * per_image, batch_size=cfg.victim.batch_size, defenses=defenses)
         _check_images(api.input_shape, images, q.name)
         what = "images" if views is None else f"images x {views} views"
         log(f"sweep: querying the victim with {count - start} {what} of {q.name!r} (defense {defense})")
@@ -247,9 +246,7 @@ def victim_answers(
     }
 
 
-def _prototypes(
-    cfg: SweepConfig, api: OnnxVictim, images: torch.Tensor, start: int, stop: int, views: int
-) -> torch.Tensor:
+def _prototypes(cfg: SweepConfig, api: Victim, images: torch.Tensor, start: int, stop: int, views: int) -> torch.Tensor:
     """Rows ``[start, stop)``'s prototypes: each image's mean answer over its ``views`` seeded views."""
     augment = view_augment(cfg.steal, int(images.shape[-1]))
     step = max(1, cfg.victim.batch_size // views)
@@ -294,7 +291,7 @@ def _str(path: Path | None) -> str | None:
 
 
 def _probe_through(
-    api: OnnxVictim, cfg: SweepConfig, data: dict[str, torch.Tensor], num_classes: int, *, client: str, progress: bool
+    api: Victim, cfg: SweepConfig, data: dict[str, torch.Tensor], num_classes: int, *, client: str, progress: bool
 ) -> tuple[torch.Tensor, ProbeScores]:
     """Query the probe's images through ``api`` as ``client`` and probe the answers -> (test features, scores)."""
     bs = cfg.victim.batch_size
@@ -323,7 +320,8 @@ def victim_eval(
     head: the victim's linear probe, fitted on ``[probe] train`` (``owner_head_*`` tensors).
 
     The metrics are stored in SQLite (``kv``) and the features in ``out/victim``; the victim is
-    evaluated through its own unbilled ``OnnxVictim`` (the owner's forward passes, reported apart).
+    evaluated through its own unbilled ``OnnxVictim`` (the owner's forward passes, reported apart); a
+    ``victim.url`` API has no such back door, so its evaluation is queried, and billed, through the key.
     """
     archs = list(cfg.grid.thief_archs or (cfg.steal.arch,))
     baseline: Any = cfg.steal.arch if cfg.grid.thief_archs is None else archs
@@ -334,7 +332,7 @@ def victim_eval(
         return path, stored
     log("sweep: probing the victim")
     data = cached_tensors(probe_path)
-    api = OnnxVictim(victim.onnx, batch_size=cfg.victim.batch_size)
+    api = victim.api(batch_size=cfg.victim.batch_size)
     t = time.perf_counter()
     num_classes = int(probe_meta["num_classes"])
     test_x, scores = _probe_through(api, cfg, data, num_classes, client="default", progress=progress)
@@ -410,7 +408,7 @@ def honest_eval(
     log(f"sweep: honest user's accuracy under defense {defense!r}")
     data = cached_tensors(probe_path)
     defenses = build_defenses(defense, defense_key(victim.sha256, defense), _str(center_path))
-    api = OnnxVictim(victim.onnx, batch_size=cfg.victim.batch_size, defenses=defenses)
+    api = victim.api(batch_size=cfg.victim.batch_size, defenses=defenses)
     num_classes = int(probe_meta["num_classes"])
     _, scores = _probe_through(api, cfg, data, num_classes, client=HONEST_CLIENT, progress=progress)
     detector = bool(defenses) and isinstance(defenses[0], SimilarityDetector)

@@ -25,7 +25,9 @@ session in place (IO binding into a torch CUDA buffer), so neither images nor an
 host; otherwise the query goes through the host path and the answer is moved back to the device.
 
 Billing: every input row is one billed query, cache hits included (an API bills what it serves).
-A query either succeeds completely or changes no bill: the budget is checked before anything runs,
+The rules are :mod:`sslsteal_fast.victim.billing`'s (:class:`~sslsteal_fast.victim.billing.Ledger`,
+shared with the HTTP server): here a :class:`~sslsteal_fast.victim.billing.MemoryLedger`, one budget
+for all clients. A query either succeeds completely or changes no bill: the budget is checked before anything runs,
 and bills are only written after the model, the cache and every defense have succeeded and the
 answer is known to be finite. Stateful defenses record a query in one transaction that commits
 only then too (:func:`~sslsteal_fast.victim.defense_api.defense_transaction`), so a failed query
@@ -79,7 +81,8 @@ from sslsteal_fast.util.checks import (
     check_positive_int,
 )
 from sslsteal_fast.util.files import file_sha256
-from sslsteal_fast.victim.defense_api import Defense, apply_defenses, defense_transaction
+from sslsteal_fast.victim.billing import BudgetExceeded, MemoryLedger
+from sslsteal_fast.victim.defense_api import Defense
 from sslsteal_fast.victim.train import gpu_visible
 
 __all__ = [
@@ -87,6 +90,7 @@ __all__ = [
     "BudgetExceeded",
     "OnnxVictim",
     "Preprocess",
+    "ResponseCache",
     "default_providers",
     "physical_cores",
     "require_onnxruntime",
@@ -120,18 +124,6 @@ _RUNTIME_WARNED = False
 #: ``torch.nn.functional.interpolate`` modes :class:`Preprocess` may resize with.
 RESIZE_MODES = ("bilinear", "bicubic", "area", "nearest", "nearest-exact")
 _ANTIALIAS_MODES = ("bilinear", "bicubic")
-
-
-class BudgetExceeded(RuntimeError):
-    """A query would take the bill past the budget; nothing was served or billed."""
-
-    def __init__(self, requested: int, remaining: int, client: str) -> None:
-        super().__init__(
-            f"query of {requested} rows by client {client!r} exceeds the budget: {remaining} queries remaining"
-        )
-        self.requested = requested
-        self.remaining = remaining
-        self.client = client
 
 
 def physical_cores() -> int:
@@ -392,6 +384,9 @@ class OnnxVictim:
         cache_size: most rows the response cache keeps (least recently used evicted first); 0
             disables the cache (and the hashing of inputs).
         intra_op_threads: ONNX Runtime intra-op threads; None means :func:`physical_cores`.
+        spin: whether ONNX Runtime's idle intra-op threads spin waiting for work (its default: the
+            lowest latency for back-to-back runs) or sleep at once (what a server that shares the
+            cores with other work wants).
         preprocess: a :class:`Preprocess` step (resize, normalise) run on every query before the
             model, the cache and the defenses; None: the images go to the model as they are.
 
@@ -419,6 +414,7 @@ class OnnxVictim:
         cache_size: int = 16384,
         intra_op_threads: int | None = None,
         preprocess: Preprocess | None = None,
+        spin: bool = True,
     ) -> None:
         path = Path(path)
         if not path.exists():
@@ -442,7 +438,7 @@ class OnnxVictim:
 
         self.path = path
         self._sha256: str | None = None
-        self.budget = budget
+        self.ledger = MemoryLedger(budget)
         self.batch_size = batch_size
         self.defenses: tuple[Defense, ...] = tuple(defenses)
         self.cache_size = cache_size
@@ -453,6 +449,8 @@ class OnnxVictim:
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
+        if not check_bool("OnnxVictim: spin", spin):
+            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         with warnings.catch_warnings():
             # onnxruntime warns (UserWarning) about unavailable providers; we say it louder below.
             warnings.simplefilter("ignore", UserWarning)
@@ -490,9 +488,7 @@ class OnnxVictim:
         self.output_dim: int = self._find_output_dim(out.shape)
 
         self._lock = threading.RLock()
-        self._cache: OrderedDict[bytes, np.ndarray] = OrderedDict()
-        self._bills: dict[str, int] = {}
-        self._queries_used = 0
+        self.cache = ResponseCache(cache_size, self.output_dim)
         self._forward_passes = 0
         self._cache_hits = 0
 
@@ -545,14 +541,26 @@ class OnnxVictim:
 
     # ------------------------------------------------------------------ accounting
     @property
+    def budget(self) -> int | None:
+        """The most queries (rows) that may be billed in total, or None for unlimited (settable)."""
+        return self.ledger.budget
+
+    @budget.setter
+    def budget(self, value: int | None) -> None:
+        if value is not None:
+            check_int("OnnxVictim: budget", value, low=0)
+        with self._lock:
+            self.ledger.budget = value
+
+    @property
     def queries_used(self) -> int:
         """Billed queries (rows) so far, over all clients."""
-        return self._queries_used
+        return self.ledger.total
 
     @property
     def remaining(self) -> int | None:
         """Queries left in the budget, or None when unlimited."""
-        return None if self.budget is None else self.budget - self._queries_used
+        return self.ledger.remaining()
 
     @property
     def forward_passes(self) -> int:
@@ -567,13 +575,11 @@ class OnnxVictim:
     @property
     def bills(self) -> dict[str, int]:
         """Billed queries per client (a copy)."""
-        with self._lock:
-            return dict(self._bills)
+        return self.ledger.bills
 
     def billed(self, client: str) -> int:
         """Billed queries of one client (0 if it never queried)."""
-        with self._lock:
-            return self._bills.get(client, 0)
+        return self.ledger.billed(client)
 
     def __repr__(self) -> str:
         return (
@@ -586,8 +592,11 @@ class OnnxVictim:
         c, h, w = ("*" if d is None else d for d in self.input_shape)
         return f"(N, {c}, {h}, {w})"
 
-    def _as_model_input(self, x: Any) -> np.ndarray:
-        """Validate a query and return it, preprocessed, as a C-contiguous float32 (N, C, H, W) array (a copy)."""
+    def prepare(self, x: Any) -> np.ndarray:
+        """Validate a query and return it, preprocessed, as a C-contiguous float32 (N, C, H, W) array (a copy).
+
+        Raises what :meth:`query` raises for a query it refuses before anything runs (nothing billed).
+        """
         expected = self._expected()
         _refuse_masked("query", x)
         if isinstance(x, torch.Tensor):
@@ -639,12 +648,20 @@ class OnnxVictim:
         parts = [self._run(rows[i : i + step]) for i in range(0, len(rows), step)]
         return np.concatenate(parts) if len(parts) > 1 else parts[0]
 
-    def _run_checked(self, rows: np.ndarray) -> np.ndarray:
-        """Run the model on ``rows`` (metered) and refuse non-finite outputs before they are cached."""
+    def run(self, rows: np.ndarray) -> np.ndarray:
+        """Raw model outputs (n, D) float32 for prepared ``rows`` (:meth:`prepare`), in chunks; metered.
+
+        No cache, no defenses, no billing, no finiteness check: the caller checks (:func:`check_finite`)
+        before anything is cached or served.
+        """
         out = self._run_chunked(rows)
         self._forward_passes += len(rows)
-        if not np.isfinite(out).all():
-            raise ValueError("the model produced non-finite outputs (NaN or inf) for this query; nothing was served")
+        return out
+
+    def _run_checked(self, rows: np.ndarray) -> np.ndarray:
+        """Run the model on ``rows`` (metered) and refuse non-finite outputs before they are cached."""
+        out = self.run(rows)
+        check_finite(out)
         return out
 
     def _serves_on_device(self, x: Any) -> bool:
@@ -716,28 +733,16 @@ class OnnxVictim:
         n = xs.shape[0]
         if n == 0:
             return torch.empty((0, self.output_dim), dtype=torch.float32, device=xs.device)
-        with self._lock:
-            remaining = self.remaining
-            if remaining is not None and n > remaining:
-                raise BudgetExceeded(n, remaining, client)
+        with self._lock, self.ledger.reserve(client, n) as reservation:
             step = self._model_batch or self.batch_size
             parts = [self._run_device(xs[i : i + step]) for i in range(0, n, step)]
             out = torch.cat(parts) if len(parts) > 1 else parts[0]
             self._forward_passes += n
             if not bool(torch.isfinite(out).all()):
-                raise ValueError(
-                    "the model produced non-finite outputs (NaN or inf) for this query; nothing was served"
-                )
-            self._queries_used += n
-            self._bills[client] = self._bills.get(client, 0) + n
+                raise ValueError(NON_FINITE_ANSWER)
+            self.ledger.settle(reservation, (), out, xs)  # no defenses here: the bill alone
         logger.debug("served %d rows to %r on the GPU", n, client)
         return out
-
-    def _key(self, row: np.ndarray) -> bytes:
-        h = hashlib.blake2b(digest_size=20)
-        h.update(np.asarray(row.shape, dtype=np.int64).tobytes())
-        h.update(row.data)
-        return h.digest()
 
     def query(self, x: torch.Tensor | np.ndarray, client: str = "default") -> torch.Tensor:
         """Serve representations for a batch of images and bill ``client`` one query per row.
@@ -772,47 +777,116 @@ class OnnxVictim:
 
     def _query_host(self, x: torch.Tensor | np.ndarray, client: str) -> torch.Tensor:
         """:meth:`query` through the host: numpy validation, the cache, preprocessing and the defenses."""
-        xs = self._as_model_input(x)
+        xs = self.prepare(x)
         n = xs.shape[0]
         if n == 0:
             return torch.empty((0, self.output_dim), dtype=torch.float32)
-        with self._lock:
-            remaining = self.remaining
-            if remaining is not None and n > remaining:
-                raise BudgetExceeded(n, remaining, client)
+        with self._lock, self.ledger.reserve(client, n) as reservation:
             out, ran, hits = self._serve_raw(xs)
-            # The defenses' records commit when this block ends without an error, just before the bill.
-            with defense_transaction(self.defenses):
-                served = apply_defenses(self.defenses, torch.from_numpy(out), torch.from_numpy(xs), client)
-            # Commit the bill only now that everything succeeded.
-            self._queries_used += n
-            self._bills[client] = self._bills.get(client, 0) + n
+            # The defenses run in their transaction; the bill is recorded only once they all succeeded.
+            served = self.ledger.settle(reservation, self.defenses, torch.from_numpy(out), torch.from_numpy(xs))
             self._cache_hits += hits
         logger.debug("served %d rows to %r (%d run, %d cached)", n, client, ran, hits)
         return served
 
     def _serve_raw(self, xs: np.ndarray) -> tuple[np.ndarray, int, int]:
         """Raw model outputs for ``xs`` via the cache; returns (outputs, rows run, cache hits)."""
+        plan = self.cache.plan(xs)
+        if plan.runs_all:
+            fresh = self._run_checked(xs)
+        else:
+            fresh = self._run_checked(xs[plan.first]) if plan.keys else np.empty((0, self.output_dim), np.float32)
+        return self.cache.fill(plan, fresh), plan.misses, plan.hits
+
+
+NON_FINITE_ANSWER = "the model produced non-finite outputs (NaN or inf) for this query; nothing was served"
+
+
+def check_finite(out: np.ndarray) -> None:
+    """Refuse a raw answer with NaN or infinite values (it is never cached, served or billed)."""
+    if not np.isfinite(out).all():
+        raise ValueError(NON_FINITE_ANSWER)
+
+
+@dataclasses.dataclass
+class CachePlan:
+    """How one query is answered by a :class:`ResponseCache`: what it has, what the model must run.
+
+    ``out`` (N, D) holds the cached rows already; each distinct missing row is ``keys[i]``, answering
+    the query's rows ``rows[i]`` (``first`` lists the first of each, the rows to run); ``hits`` counts
+    the rows the model does not run.
+    """
+
+    out: np.ndarray
+    keys: list[bytes | None]
+    rows: list[list[int]]
+    hits: int
+
+    @property
+    def first(self) -> list[int]:
+        return [r[0] for r in self.rows]
+
+    @property
+    def misses(self) -> int:
+        """Rows the model has to run (distinct missing rows)."""
+        return len(self.rows)
+
+    @property
+    def runs_all(self) -> bool:
+        """Every row runs, in order (no cache): the query itself is what the model gets."""
+        return self.misses == self.out.shape[0] and self.hits == 0 and all(k is None for k in self.keys)
+
+
+class ResponseCache:
+    """The response cache of a served victim: raw model outputs by the content hash of their input row.
+
+    Least recently used rows are evicted first beyond ``size`` rows; ``size`` 0 disables it (no
+    hashing; every row runs). Identical rows of one query run once. Not thread-safe: the victim (or
+    server) that owns it serialises its use. Only finite outputs may be stored (:func:`check_finite`).
+    """
+
+    def __init__(self, size: int, dim: int) -> None:
+        self.size = check_int("ResponseCache: size", size, low=0)
+        self.dim = dim
+        self._rows: OrderedDict[bytes, np.ndarray] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._rows)
+
+    @staticmethod
+    def key(row: np.ndarray) -> bytes:
+        """The content hash of one prepared image row (shape included)."""
+        h = hashlib.blake2b(digest_size=20)
+        h.update(np.asarray(row.shape, dtype=np.int64).tobytes())
+        h.update(np.ascontiguousarray(row).data)
+        return h.digest()
+
+    def plan(self, xs: np.ndarray) -> CachePlan:
+        """Look every row of the prepared query ``xs`` (N, C, H, W) up; nothing is stored yet."""
         n = xs.shape[0]
-        if self.cache_size == 0:
-            out = self._run_checked(xs)
-            return out, n, 0
-        keys = [self._key(xs[i]) for i in range(n)]
-        out = np.empty((n, self.output_dim), dtype=np.float32)
-        miss_rows: dict[bytes, list[int]] = {}
-        for i, key in enumerate(keys):
-            cached = self._cache.get(key)
+        out = np.empty((n, self.dim), dtype=np.float32)
+        if self.size == 0:
+            return CachePlan(out, [None] * n, [[i] for i in range(n)], 0)
+        missing: dict[bytes, list[int]] = {}
+        for i in range(n):
+            key = self.key(xs[i])
+            cached = self._rows.get(key)
             if cached is not None:
-                self._cache.move_to_end(key)
+                self._rows.move_to_end(key)
                 out[i] = cached
             else:
-                miss_rows.setdefault(key, []).append(i)
-        if miss_rows:
-            first = [rows[0] for rows in miss_rows.values()]
-            fresh = self._run_checked(xs[first])
-            for (key, rows), value in zip(miss_rows.items(), fresh, strict=True):
-                out[rows] = value
-                self._cache[key] = value.copy()
-            while len(self._cache) > self.cache_size:
-                self._cache.popitem(last=False)
-        return out, len(miss_rows), n - len(miss_rows)
+                missing.setdefault(key, []).append(i)
+        # A row answered by an identical row of the same query counts as a hit too (it is not run).
+        return CachePlan(out, list(missing), list(missing.values()), n - len(missing))
+
+    def fill(self, plan: CachePlan, fresh: np.ndarray) -> np.ndarray:
+        """The whole answer: ``plan.out`` with the model's ``fresh`` rows (one per missing key) put in and cached."""
+        if plan.runs_all:
+            return fresh
+        for key, rows, value in zip(plan.keys, plan.rows, fresh, strict=True):
+            plan.out[rows] = value
+            if key is not None:
+                self._rows[key] = value.copy()
+        while len(self._rows) > self.size:
+            self._rows.popitem(last=False)
+        return plan.out
