@@ -43,8 +43,6 @@ ENGINES = ("local", "ray")
 WAYS = ("in-process", *ENGINES)
 #: Parallel cells on either engine (this machine's cores, at most).
 SLOTS = 2
-#: results.csv columns that differ between two runs of the same cell.
-CSV_RUN_COLUMNS = RUN_DEPENDENT_COLUMNS | {"steal_time_s", "probe_time_s", "wall_time_s"}
 
 
 def overhead_config(folder: Path, cells: int) -> Path:
@@ -133,7 +131,9 @@ def timed(cfg: SweepConfig, engine: str, out: Path, report: bool = False) -> dic
 
 def csv_rows(path: Path) -> dict[str, dict[str, str]]:
     with open(path, newline="") as fh:
-        return {r["cell_id"]: {k: v for k, v in r.items() if k not in CSV_RUN_COLUMNS} for r in csv.DictReader(fh)}
+        return {
+            r["cell_id"]: {k: v for k, v in r.items() if k not in RUN_DEPENDENT_COLUMNS} for r in csv.DictReader(fh)
+        }
 
 
 def bench_overhead(cells: int, repeats: int) -> dict[str, Any]:
@@ -158,10 +158,7 @@ def bench_overhead(cells: int, repeats: int) -> dict[str, Any]:
 
 def store_rows(out: Path) -> dict[str, dict[str, Any]]:
     with ResultStore(out / "results.sqlite") as store:
-        return {
-            r["cell_id"]: {k: v for k, v in r.items() if k not in CSV_RUN_COLUMNS | {"finished_at"}}
-            for r in store.cells()
-        }
+        return {r["cell_id"]: {k: v for k, v in r.items() if k not in RUN_DEPENDENT_COLUMNS} for r in store.cells()}
 
 
 def bench_demo() -> dict[str, Any]:

@@ -128,11 +128,10 @@ def check_address(address: str) -> str:
 
 @dataclass
 class RaySession:
-    """A connected Ray driver: ``ray`` the module, ``local`` whether this sweep started the instance."""
+    """A connected Ray driver: ``ray`` the module, ``address`` what it joined (``local``: an instance it started)."""
 
     ray: ModuleType
     address: str
-    local: bool
     traffic: dict[str, int] = field(default_factory=lambda: {"put_bytes": 0, "put_objects": 0})
 
 
@@ -166,7 +165,7 @@ def ray_session(run: RunConfig, *, log: Any = print) -> Iterator[RaySession]:
         cpus = int(ray.cluster_resources().get("CPU", 0))
         gpus = ray.cluster_resources().get("GPU", 0)
         log(f"sweep: Ray {ray.__version__} at {address}: {len(nodes)} node(s), {cpus} CPU(s), {gpus:g} GPU(s)")
-        yield RaySession(ray, address, run.address is None)
+        yield RaySession(ray, address)
     finally:
         if ray.is_initialized():
             ray.shutdown()
